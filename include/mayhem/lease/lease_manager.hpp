@@ -1,0 +1,101 @@
+// The lease thread: one timer thread that keeps every in-flight message's ack deadline alive, the
+// threaded form of the reference's per-message `extend()` task. It tracks lots (the batches
+// consume pulled), not messages: consume registers a lot and the pipeline releases it when all of
+// its messages are settled, both through lock-free queues, so the hot path never takes a lock or
+// wakes this thread. Every `extend_interval` it extends, in bulk, each message of a due lot that is
+// still being worked on; it also frees released lots (their messages go back to the pool).
+// Use: `LeaseManager lm(cfg, clock, log, metrics, msgs, lots); lm.start(); lm.register_lot(l);
+// ... lm.release_lot(l); ... lm.stop();`. Tests call `tick()` with a ManualClock instead of
+// start().
+#pragma once
+
+#include <concurrentqueue/concurrentqueue.h>
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/message.hpp"
+#include "mayhem/metrics.hpp"
+#include "mayhem/observe/observer.hpp"
+
+namespace mayhem {
+
+class LeaseManager {
+ public:
+  struct Config {
+    Nanos extend_interval = 2 * kNanosPerSecond;
+    Nanos ack_deadline = 3 * kNanosPerSecond;
+    Nanos poll = 5'000'000;  // how often the thread drains its queues when nothing is due
+  };
+  // Called on the lease thread with messages held in LeaseState::kExtending (so it may touch
+  // their broker handles); e.g. JetStream's in-progress ack. Never called under a lock.
+  using ExtendHook = std::function<void(Message* const* msgs, std::size_t n)>;
+
+  LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
+               Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook = {},
+               Observer* observer = nullptr);
+  ~LeaseManager();
+  LeaseManager(const LeaseManager&) = delete;
+  LeaseManager& operator=(const LeaseManager&) = delete;
+
+  // Any thread, lock-free. Consume has already done each message's first extension.
+  void register_lot(Lot* lot) { registrations_.enqueue(lot); }
+  // Any thread, lock-free: the pipeline is done with the lot (every message settled).
+  void release_lot(Lot* lot) { releases_.enqueue(lot); }
+
+  // One pass of the thread's loop: take registrations and releases, extend what is due, free what
+  // is released. Returns the time the next lot is due (or now + poll when none is).
+  Nanos tick();
+
+  void start();
+  // Joins the thread, then frees every lot already released. Lots still tracked are reported.
+  void stop();
+
+  // Lots registered and not yet freed, as of the last tick (lease thread's view).
+  std::size_t tracked_lots() const { return tracked_.load(std::memory_order_relaxed); }
+
+  // Results stage: the message needs no more extensions (the reference's `event.set()`).
+  static void mark_done(Message& m);
+  const Config& config() const { return cfg_; }
+
+ private:
+  enum Flags : std::uint8_t { kRegistered = 1, kReleased = 2 };
+  void link_back(Lot* lot);
+  void unlink(Lot* lot);
+  void free_lot(Lot* lot);
+  void extend_lot(Lot* lot, Nanos now);
+  void run();
+
+  const Config cfg_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  Metrics& metrics_;
+  MessagePool& messages_;
+  LotPool& lots_;
+  ExtendHook hook_;
+  Observer* observer_;
+
+  moodycamel::ConcurrentQueue<Lot*> registrations_;
+  moodycamel::ConcurrentQueue<Lot*> releases_;
+
+  // Lease-thread state: lots in due order (the interval is constant, so a FIFO stays sorted).
+  Lot* head_ = nullptr;
+  Lot* tail_ = nullptr;
+  std::vector<Lot*> drain_buf_;
+  std::vector<Message*> extend_buf_;
+  std::atomic<std::size_t> tracked_{0};
+
+  std::thread thread_;
+  std::mutex wake_mutex_;
+  std::condition_variable wake_cv_;
+  bool stop_requested_ = false;
+};
+
+}  // namespace mayhem

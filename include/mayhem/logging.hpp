@@ -1,0 +1,26 @@
+// The service's logger: spdlog, with the reference's line format
+// ("%(asctime)s,%(msecs)d %(levelname)s: %(message)s", datefmt "%H:%M:%S"; milliseconds are
+// zero-padded here) and its messages at its levels. Logs go to
+// stderr or a file, never stdout (stdout carries the JSON summary). `--log-mode async` uses
+// spdlog's async logger (the reference's aiologger point); its overflow policy is `block`, so no
+// line is ever dropped silently.
+// Use: `auto log = make_logger(opts);` then guard per-message lines with `log->should_log(lvl)`.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mayhem/options.hpp"
+
+namespace mayhem {
+
+std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name);
+// Throws std::runtime_error with a clear message when the log file cannot be opened.
+std::shared_ptr<spdlog::logger> make_logger(const Options& opts);
+// Flushes and, for the async logger, drains its queue and stops its thread.
+void close_logger(std::shared_ptr<spdlog::logger>& log);
+
+}  // namespace mayhem

@@ -1,0 +1,123 @@
+// The unit of work: the reference's PubSubMessage, plus the two carriers that move messages
+// through the graph in bulk. A `Message` lives in a pool; a `Lot` is the batch that consume pulled
+// together (it owns its messages until every one is settled and the lease thread lets go); a
+// `Batch` is a transient group of message pointers passed between graph nodes.
+// Use: sources fill messages with `MessageFactory`; stages read identity fields freely and write
+// only the fields their stage owns (see the comments on each field).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/pool.hpp"
+#include "mayhem/rng.hpp"
+
+namespace mayhem {
+
+struct Lot;
+
+enum class LeaseState : std::uint8_t {
+  kActive,     // being worked on; the lease thread may extend it
+  kExtending,  // the lease thread is extending it right now (it owns the broker handle)
+  kDone,       // results handled (the reference's `event.set()`): no more extensions
+};
+
+struct alignas(64) Message {
+  // Identity: written by the source before hand-off, read-only while in flight.
+  char instance_name[12] = {};           // "cattle-xxxx", NUL-terminated
+  std::array<std::uint8_t, 16> id = {};  // uuid4
+  std::uint64_t seq = 0;                 // position in the publish order
+  std::uint64_t seed = 0;                // per-message random stream for simulated I/O
+  Nanos published_ns = 0;
+  void* handle = nullptr;  // broker handle (e.g. a natsMsg*); null for the in-process pub/sub
+  Lot* lot = nullptr;      // the lot that owns this message while in flight
+
+  // Completion counting for the reference's gather(save, restart): each branch decrements once;
+  // the branch that reaches zero handles the results.
+  std::atomic<std::uint8_t> pending{0};
+  std::atomic<LeaseState> lease{LeaseState::kActive};
+
+  // Each flag is written by exactly one stage (distinct bytes, so concurrent stages never race)
+  // and read after `pending` reaches zero (acquire).
+  bool saved = false;                 // save stage
+  bool save_failed = false;           // save stage
+  bool save_cancelled = false;        // save stage
+  bool restarted = false;             // restart stage
+  bool restart_failed = false;        // restart stage (after the last retry)
+  bool restart_cancelled = false;     // restart stage
+  bool acked = false;                 // settle stage
+  bool nacked = false;                // settle stage or shutdown
+  std::uint8_t restart_attempts = 0;  // restart stage
+  std::uint32_t extended_cnt = 0;     // consume (first extension), then the lease thread
+  Nanos deadline_ns = 0;              // idem
+
+  void reset_state() {
+    pending.store(0, std::memory_order_relaxed);
+    lease.store(LeaseState::kActive, std::memory_order_relaxed);
+    saved = save_failed = save_cancelled = false;
+    restarted = restart_failed = restart_cancelled = false;
+    acked = nacked = false;
+    restart_attempts = 0;
+    extended_cnt = 0;
+    deadline_ns = 0;
+    handle = nullptr;
+    lot = nullptr;
+  }
+
+  std::string id_string() const;  // canonical 8-4-4-4-12 form
+  std::string hostname() const { return fmt::format("{}.example.net", instance_name); }
+};
+
+inline constexpr std::uint32_t kBatchCapacity = 128;
+
+struct Batch {
+  std::uint32_t size = 0;
+  bool cancelled = false;  // set by an I/O service: every operation in this batch was cancelled
+  Lot* owner = nullptr;    // non-null: this is a lot's own view, released through the lot
+  Message* msgs[kBatchCapacity];
+
+  bool full() const { return size == kBatchCapacity; }
+  void push(Message* m) { msgs[size++] = m; }
+};
+
+struct Lot {
+  Batch batch;  // the messages consume pulled together; batch.owner == this
+  // Messages not yet settled, plus stages still reading `batch`. The thread that brings it to
+  // zero hands the lot to the lease thread, which frees it.
+  std::atomic<std::uint32_t> refs{0};
+  // Owned by the lease thread alone.
+  Lot* prev = nullptr;
+  Lot* next = nullptr;
+  Nanos due = 0;
+  std::uint8_t lease_flags = 0;
+};
+
+using MessagePool = Pool<Message>;
+using BatchPool = Pool<Batch>;
+using LotPool = Pool<Lot>;
+
+// Makes messages the way the reference's publish() does: instance `cattle-XXXX` (4 chars of
+// [a-z0-9]), a uuid4 id, a per-message random stream. Deterministic for a given seed.
+class MessageFactory {
+ public:
+  explicit MessageFactory(std::uint64_t seed) : rng_{seed} {}
+  void fill(Message& m, std::uint64_t seq, Nanos now);
+
+ private:
+  SplitMix64 rng_;
+};
+
+}  // namespace mayhem
+
+template <>
+struct fmt::formatter<mayhem::Message> : fmt::formatter<fmt::string_view> {
+  template <typename Ctx>
+  auto format(const mayhem::Message& m, Ctx& ctx) const {
+    return fmt::format_to(ctx.out(), "PubSubMessage(instance_name='{}')", m.instance_name);
+  }
+};

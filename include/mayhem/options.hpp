@@ -1,0 +1,62 @@
+// Every knob of the service in one struct, with its default in one place and one validation
+// function. The CLI (src/cli/run.cpp) binds flags straight to these fields; tests build an
+// `Options` directly. Use: `Options o; o.messages = 100; if (auto err = validate(o)) ...`.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace mayhem {
+
+enum class IoModel { kAsync, kBlocking };
+enum class LogMode { kSync, kAsync };
+
+std::uint32_t default_threads();  // the machine's core count (at least 1)
+
+struct Options {
+  // --- run contract -------------------------------------------------------------------------
+  std::uint64_t messages = 0;  // publish N then finish when all are settled; 0 = until signal
+  double publish_interval =
+      1.0;                    // random pause of uniform(0,1) x this between messages; 0 = flat out
+  double rate = 0.0;          // fixed msgs/s open loop (overrides publish_interval); 0 = off
+  std::uint64_t seed = 0;     // random choices; 0 = pick one (logged)
+  bool summary_json = false;  // print one JSON object on stdout at exit
+
+  // --- simulated I/O (the reference's mocks) -----------------------------------------------
+  double latency_scale = 1.0;         // each I/O call takes uniform(0,1) x this seconds
+  double fail_rate = 0.25;            // probability that a save or a restart attempt fails
+  std::uint32_t restart_retries = 3;  // retries after a failed restart (attempts = 1 + this)
+  double restart_backoff = 0.1;       // backoff before retry k: this x 2^(k-1) x latency_scale s
+
+  // --- leases ---------------------------------------------------------------------------------
+  double extend_interval = 2.0;  // the lease thread extends every in-flight message this often
+  double ack_deadline = 3.0;     // ... by this much
+
+  // --- flow control -------------------------------------------------------------------------
+  std::uint64_t max_in_flight = 100'000;   // messages being worked on; consume waits beyond it
+  std::uint64_t queue_capacity = 262'144;  // in-process pub/sub backlog; publish waits beyond it
+  std::uint32_t batch_size = 128;          // messages per hand-off between nodes (1..128)
+
+  // --- threads --------------------------------------------------------------------------------
+  std::uint32_t threads = default_threads();  // TBB worker threads (default: one per core)
+  std::uint32_t save_concurrency = 0;     // TBB tasks running the save stage at once; 0 = unlimited
+  std::uint32_t restart_concurrency = 0;  // same for restart
+  IoModel io_model = IoModel::kAsync;     // async: timer-completed I/O; blocking: a thread pool
+  std::uint32_t io_threads = 64;          // blocking model: threads that really block
+
+  // --- logging and shutdown -----------------------------------------------------------------
+  std::string log_level = "info";  // trace|debug|info|warning|error|critical|off
+  std::string log_file;            // empty = stderr
+  LogMode log_mode = LogMode::kSync;
+  std::uint32_t log_queue = 8192;  // async logger queue (lines)
+  double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
+};
+
+// The first problem found, as one human-readable line; nullopt when the options are usable.
+std::optional<std::string> validate(const Options& o);
+
+const char* to_string(IoModel m);
+const char* to_string(LogMode m);
+
+}  // namespace mayhem

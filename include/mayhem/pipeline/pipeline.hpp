@@ -1,0 +1,158 @@
+// The oneTBB flow graph that carries messages: the threaded form of the reference's coroutines.
+//
+//   publish ──► [pub/sub queue] ──► consume ──┬─► save ────► saved ─────┬─► cleanup ──► settle
+//      ▲ (flat out: re-orders itself)        └─► restart ─► restarted ─┘   (async)      │
+//      └── pacer thread (paced modes)              ▲ (async)    │ retry                  │
+//                                                  └────────────┘        consume ◄───────┘ permits
+//
+// Nodes pass batches of message pointers (up to `batch_size`), so a graph hop costs ~1 ns per
+// message. save, restart and cleanup are `async_node`s: their bodies hand each message's simulated
+// I/O to the IoService and return at once; completions come back through the gateways into
+// saved / restarted / settle. save and restart run concurrently for every message (the
+// reference's gather); a per-message completion count replaces a join node: the branch that
+// finishes second handles the results (the reference's handle_results) and passes the message on
+// to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight` messages and
+// parks; settle wakes it. publish parks on a full pub/sub; consume wakes it.
+// Use: built by Service inside its task_arena; `start()`, then `order_publish(n)` from the pacer,
+// `io_complete` as the IoService sink, `wait_idle()` at shutdown.
+#pragma once
+
+#include <oneapi/tbb/flow_graph.h>
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <tuple>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/io/io_service.hpp"
+#include "mayhem/lease/lease_manager.hpp"
+#include "mayhem/message.hpp"
+#include "mayhem/metrics.hpp"
+#include "mayhem/observe/observer.hpp"
+#include "mayhem/options.hpp"
+#include "mayhem/shutdown.hpp"
+#include "mayhem/source/pubsub.hpp"
+#include "mayhem/source/source.hpp"
+
+namespace mayhem {
+
+class Pipeline {
+ public:
+  struct Deps {
+    const Options& opts;
+    const Clock& clock;
+    std::shared_ptr<spdlog::logger> log;
+    Metrics& metrics;
+    MessagePool& messages;
+    LotPool& lots;
+    BatchPool& batches;
+    Source& source;
+    InProcessPubSub* pubsub;  // the publish stage's queue; null when a broker is the source
+    IoService& io;
+    LeaseManager& lease;
+    ShutdownManager& shutdown;
+    Observer* observer = nullptr;
+    std::uint64_t seed = 1;
+    // Called inside each message's exception guard when an operation completes (fault injection
+    // and tests). A throw there is an unexpected exception: the message is nacked, the service
+    // shuts down gracefully with a failing status.
+    std::function<void(Op, const Message&)> fault;
+  };
+
+  // Builds the graph; call inside the task_arena the graph should run in.
+  explicit Pipeline(Deps deps);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Flat-out publishing (no pacer): starts the self-ordering publish stage.
+  void start_flat_out();
+  // Paced publishing: the pacer orders `n` more messages.
+  void order_publish(std::uint32_t n) { publish_.try_put(n); }
+  // A broker source has new messages.
+  void notify_source() { schedule_consume(); }
+  // The IoService sink: completed operations re-enter the graph through the async_node gateways.
+  void io_complete(Op op, Batch* batch);
+  // Waits until no task is left in the graph (call after stopping every outside producer).
+  void wait_idle() { graph_.wait_for_all(); }
+  // After wait_idle at shutdown: nacks what is still waiting in the source. Returns the count.
+  std::uint64_t nack_backlog();
+
+  // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt).
+  Nanos io_delay(const Message& m, Op op, std::uint32_t attempt) const;
+  bool io_fails(const Message& m, Op op, std::uint32_t attempt) const;
+
+ private:
+  using continue_msg = tbb::flow::continue_msg;
+  using PublishNode = tbb::flow::multifunction_node<std::uint32_t, std::tuple<continue_msg>>;
+  using ConsumeNode = tbb::flow::multifunction_node<continue_msg, std::tuple<Batch*, Batch*>>;
+  using IoNode = tbb::flow::async_node<Batch*, Batch*>;
+  using SavedNode = tbb::flow::multifunction_node<Batch*, std::tuple<Batch*>>;
+  using RestartedNode = tbb::flow::multifunction_node<Batch*, std::tuple<Batch*, Batch*>>;
+  using SettleNode = tbb::flow::multifunction_node<Batch*, std::tuple<continue_msg>>;
+
+  void publish_body(std::uint32_t n, PublishNode::output_ports_type& out);
+  void consume_body(ConsumeNode::output_ports_type& out);
+  void submit_body(Op op, Batch* in, IoNode::gateway_type& gw);
+  void saved_body(Batch* in, SavedNode::output_ports_type& out);
+  void restarted_body(Batch* in, RestartedNode::output_ports_type& out);
+  void settle_body(Batch* in, SettleNode::output_ports_type& out);
+
+  // The reference's handle_results, for a message whose save and restart are both settled.
+  void handle_results(Message& m);
+  // Called by saved/restarted for each message: true when this branch finished the gather.
+  static bool finish_branch(Message& m) {
+    return m.pending.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+  void schedule_consume();
+  void wake_publish_if_parked();
+  std::uint64_t permits() const;
+  void done_with(Batch* b);  // releases an input batch (its lot reference, or the pool object)
+  void unref_lot(Lot* lot, std::uint32_t n);
+  Batch* new_batch();
+  void guard_failed(Message& m, Op op);  // an unexpected exception hit `m` inside a stage
+
+  const Options& opts_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  Metrics& metrics_;
+  MessagePool& messages_;
+  LotPool& lots_;
+  BatchPool& batches_;
+  Source& source_;
+  InProcessPubSub* pubsub_;
+  IoService& io_;
+  LeaseManager& lease_;
+  ShutdownManager& shutdown_;
+  Observer* observer_;
+  std::function<void(Op, const Message&)> fault_;
+
+  const std::uint32_t batch_;
+  const Nanos ack_deadline_;
+  const double scale_;
+  const bool flat_out_;
+  const bool inline_zero_;
+
+  // publish stage state (serial node)
+  MessageFactory factory_;
+  std::uint64_t publish_seq_ = 0;
+  std::uint64_t publish_debt_ = 0;
+  alignas(64) std::atomic<bool> publish_parked_{false};
+  alignas(64) std::atomic<bool> consume_scheduled_{false};
+  alignas(64) std::atomic<bool> consume_parked_{false};
+
+  tbb::flow::graph graph_;
+  PublishNode publish_;
+  ConsumeNode consume_;
+  IoNode save_;
+  SavedNode saved_;
+  IoNode restart_;
+  RestartedNode restarted_;
+  IoNode cleanup_;
+  SettleNode settle_;
+};
+
+}  // namespace mayhem

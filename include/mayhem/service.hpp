@@ -1,0 +1,58 @@
+// The Mayhem service: owns every piece (pools, pub/sub, I/O, lease thread, pacer, the graph) and
+// runs the whole life of one run: start, wait for a stop reason, then the reference's shutdown
+// sequence (stop intake, nack outstanding messages, cancel work in flight, stop the timer, flush
+// logs and metrics). `run()` returns the exit status; `summary()` gives the numbers.
+// Use: `Service svc(opts); int rc = svc.run();` — tests inject a clock-free logger and call
+// `request_stop(SIGINT)` from another thread instead of sending a real signal.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <functional>
+#include <memory>
+
+#include "mayhem/io/io_service.hpp"
+#include "mayhem/metrics.hpp"
+#include "mayhem/observe/observer.hpp"
+#include "mayhem/options.hpp"
+#include "mayhem/summary.hpp"
+
+namespace mayhem {
+
+class InProcessPubSub;
+
+class Service {
+ public:
+  struct Deps {
+    std::shared_ptr<spdlog::logger> log;  // null: built from the options
+    Observer* observer = nullptr;
+    bool handle_signals = false;  // the binary: true (blocks signals, starts sigwait thread)
+    // Fault hook run inside each message's exception guard (see Pipeline::Deps::fault).
+    std::function<void(Op, const Message&)> fault;
+  };
+
+  explicit Service(Options opts);
+  Service(Options opts, Deps deps);
+  ~Service();
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Runs until all `messages` are settled, a signal, or a fatal error. Returns the exit status:
+  // 0 after a completed run or a signal, 1 after an unexpected exception.
+  int run();
+  // As if `signo` had been delivered (thread-safe; for tests and embedding).
+  void request_stop(int signo);
+  // Waits until run() has started its pipeline (tests use it before request_stop).
+  void wait_started();
+
+  Summary summary() const;
+  const Metrics& metrics() const;
+  const InProcessPubSub& pubsub() const;
+  const Options& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mayhem

@@ -1,0 +1,27 @@
+// Where messages come from and where their fate is reported: the pub/sub. Consume pulls from a
+// Source; settle acks or nacks back to it; the lease thread extends through it. The embedded
+// default is `InProcessPubSub` (a moodycamel queue fed by the publish stage).
+// Use: the pipeline holds a `Source&`; a broker source implements the same four calls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mayhem/message.hpp"
+
+namespace mayhem {
+
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Takes up to `max` messages without blocking; returns how many.
+  virtual std::size_t pull(Message** out, std::size_t max) = 0;
+  virtual void ack(Message* const* msgs, std::size_t n) = 0;
+  virtual void nack(Message* const* msgs, std::size_t n) = 0;
+  // Lease extension for messages held in LeaseState::kExtending; a no-op where there is no broker.
+  virtual void extend(Message* const* msgs, std::size_t n) = 0;
+  // Messages waiting to be pulled.
+  virtual std::uint64_t backlog() const = 0;
+};
+
+}  // namespace mayhem

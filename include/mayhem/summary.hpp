@@ -1,0 +1,29 @@
+// What a run did, as numbers: the run contract's JSON summary (one object on one stdout line) and
+// the human-readable lines logged at the end of a run.
+// Use: `Summary s = service.summary(); std::cout << to_json(s).dump() << '\n';`
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+
+namespace mayhem {
+
+struct Summary {
+  std::uint64_t published = 0, acked = 0, nacked = 0;
+  std::uint64_t saved = 0, save_failed = 0;
+  std::uint64_t restarted = 0, restart_failed = 0, restart_retries = 0;
+  std::uint64_t extensions = 0, late_extensions = 0;
+  std::uint64_t peak_in_flight = 0;
+  double wall_s = 0, msgs_per_s = 0, cpu_s = 0;
+  double latency_p50_ms = 0, latency_p99_ms = 0, latency_max_ms = 0;
+  std::uint64_t max_rss_kb = 0;
+  std::uint64_t pool_messages = 0;  // messages the pool ever allocated (memory high-water mark)
+  int exit_code = 0;
+  const char* io_model = "";
+  std::uint32_t threads = 0;
+};
+
+nlohmann::json to_json(const Summary& s);
+
+}  // namespace mayhem

@@ -1,0 +1,166 @@
+#include "mayhem/cli/run.hpp"
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "mayhem/logging.hpp"
+#include "mayhem/service.hpp"
+#include "mayhem/shutdown.hpp"
+
+namespace mayhem::cli {
+
+namespace {
+
+// CLI11 2.1 parses "-5" into an unsigned option by wrapping it around; refuse it by name.
+const CLI::Validator kNotNegative(
+    [](std::string& v) -> std::string {
+      return !v.empty() && v[0] == '-' ? "must not be negative (got " + v + ")" : "";
+    },
+    "", "not negative");
+
+void add_flags(CLI::App& app, Options& o) {
+  app.option_defaults()->always_capture_default();
+  auto* run = "Run contract";
+  app.add_option("--messages", o.messages,
+                 "Publish N messages, finish when all are settled (0 = run until a signal)")
+      ->check(kNotNegative)
+      ->group(run);
+  app.add_option("--publish-interval", o.publish_interval,
+                 "Pause uniform(0,1) x this many seconds between messages; 0 = as fast as possible")
+      ->group(run);
+  app.add_option(
+         "--rate", o.rate,
+         "Publish at a fixed rate, msgs/s, open loop (overrides --publish-interval; 0 = off)")
+      ->group(run);
+  app.add_option("--seed", o.seed, "Seed for every random choice (0 = pick one; it is logged)")
+      ->check(kNotNegative)
+      ->group(run);
+  app.add_flag("--summary-json", o.summary_json,
+               "At exit print one JSON object with the run's numbers on stdout")
+      ->group(run);
+
+  auto* io = "Simulated I/O";
+  app.add_option("--latency-scale", o.latency_scale,
+                 "Each I/O call (save, restart, cleanup) takes uniform(0,1) x this many seconds")
+      ->group(io);
+  app.add_option("--fail-rate", o.fail_rate,
+                 "Probability that a save or a restart attempt fails, in [0,1]")
+      ->group(io);
+  app.add_option("--restart-retries", o.restart_retries, "Retries after a failed restart")
+      ->check(kNotNegative)
+      ->group(io);
+  app.add_option("--restart-backoff", o.restart_backoff,
+                 "Backoff before retry k: this x 2^(k-1) x --latency-scale seconds")
+      ->group(io);
+  app.add_option_function<std::string>(
+         "--io-model",
+         [&o](const std::string& v) {
+           o.io_model = v == "blocking" ? IoModel::kBlocking : IoModel::kAsync;
+         },
+         "async: I/O completed by a timer thread (async_node); blocking: a pool of --io-threads "
+         "that really block")
+      ->check(CLI::IsMember({"async", "blocking"}))
+      ->type_name("async|blocking")
+      ->default_str("async")
+      ->group(io);
+  app.add_option("--io-threads", o.io_threads, "Threads of the blocking I/O pool")
+      ->check(kNotNegative)
+      ->group(io);
+
+  auto* lease = "Leases";
+  app.add_option("--extend-interval", o.extend_interval,
+                 "Seconds between deadline extensions of an in-flight message")
+      ->group(lease);
+  app.add_option("--ack-deadline", o.ack_deadline, "Seconds each extension adds to the deadline")
+      ->group(lease);
+
+  auto* flow = "Flow control and threads";
+  app.add_option("--max-in-flight", o.max_in_flight,
+                 "Most messages being worked on at once; consume waits beyond it")
+      ->check(kNotNegative)
+      ->group(flow);
+  app.add_option("--queue-capacity", o.queue_capacity,
+                 "Most messages waiting in the in-process pub/sub; publish waits beyond it")
+      ->check(kNotNegative)
+      ->group(flow);
+  app.add_option("--batch-size", o.batch_size, "Messages per hand-off between graph nodes (1..128)")
+      ->check(kNotNegative)
+      ->group(flow);
+  app.add_option("--threads", o.threads, "TBB worker threads")->check(kNotNegative)->group(flow);
+  app.add_option("--save-concurrency", o.save_concurrency,
+                 "TBB tasks running the save stage at once (0 = unlimited)")
+      ->check(kNotNegative)
+      ->group(flow);
+  app.add_option("--restart-concurrency", o.restart_concurrency,
+                 "TBB tasks running the restart stage at once (0 = unlimited)")
+      ->check(kNotNegative)
+      ->group(flow);
+
+  auto* logs = "Logging and shutdown";
+  app.add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical|off")
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}))
+      ->group(logs);
+  app.add_option("--log-file", o.log_file, "Write logs to this file instead of stderr")
+      ->group(logs);
+  app.add_option_function<std::string>(
+         "--log-mode",
+         [&o](const std::string& v) {
+           o.log_mode = v == "async" ? LogMode::kAsync : LogMode::kSync;
+         },
+         "sync: log on the calling thread; async: spdlog's async logger (a queue and one writer "
+         "thread)")
+      ->check(CLI::IsMember({"sync", "async"}))
+      ->type_name("sync|async")
+      ->default_str("sync")
+      ->group(logs);
+  app.add_option("--log-queue", o.log_queue,
+                 "Async logger queue size, in lines (full queue: callers wait, nothing is dropped)")
+      ->check(kNotNegative)
+      ->group(logs);
+  app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
+      ->group(logs);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before any thread exists (the async logger starts one when it is built): every thread inherits
+  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
+  ShutdownManager::block_signals();
+  Options opts;
+  CLI::App app{
+      "Mayhem: a mock chaos monkey. Consumes 'restart this host' messages; saves and restarts each "
+      "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
+      "acks. SIGINT/SIGTERM/SIGHUP shut it down gracefully (outstanding messages are nacked).",
+      "mayhem"};
+  add_flags(app, opts);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "mayhem: error: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  if (auto err = validate(opts)) {
+    std::cerr << "mayhem: error: " << *err << "\n";
+    return 2;
+  }
+  std::unique_ptr<Service> service;
+  try {
+    service = std::make_unique<Service>(opts, Service::Deps{nullptr, nullptr, true, {}});
+  } catch (const std::exception& e) {
+    std::cerr << "mayhem: error: " << e.what() << "\n";
+    return 2;
+  }
+  const int rc = service->run();
+  if (opts.summary_json) std::cout << to_json(service->summary()).dump() << std::endl;
+  return rc;
+}
+
+}  // namespace mayhem::cli

@@ -1,0 +1,267 @@
+// AsyncIo: simulated I/O completed by one timing-wheel thread. Submitters (TBB workers) push
+// entries through a lock-free queue in bulk; the wheel thread files them into slots of `tick_`
+// nanoseconds (chunked lists, so memory follows the number of pending operations, not the slot
+// count), and every tick delivers what is due, grouped into batches per operation.
+#include <concurrentqueue/concurrentqueue.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "mayhem/io/io_service.hpp"
+
+namespace mayhem {
+
+const char* to_string(Op op) {
+  switch (op) {
+    case Op::kSave:
+      return "save";
+    case Op::kRestart:
+      return "restart";
+    case Op::kCleanup:
+      return "cleanup";
+  }
+  return "?";
+}
+
+namespace {
+
+struct Entry {
+  Message* msg;
+  std::uint64_t tick_op;  // due tick << 2 | op
+  std::uint64_t tick() const { return tick_op >> 2; }
+  Op op() const { return static_cast<Op>(tick_op & 3); }
+};
+
+struct Chunk {
+  static constexpr std::uint32_t kCap = 63;
+  std::uint32_t size = 0;
+  Chunk* next = nullptr;
+  Entry entries[kCap];
+};
+
+class AsyncIo final : public IoService {
+ public:
+  AsyncIo(BatchPool& batches, const Clock& clock, Nanos max_delay)
+      : batches_(batches), clock_(clock) {
+    tick_ = std::clamp<Nanos>(max_delay / 1024, 100'000, 5'000'000);
+    slots_.resize(static_cast<std::size_t>(max_delay / tick_ + 4));
+  }
+  ~AsyncIo() override {
+    cancel_all();
+    for (auto& s : slots_) free_chain(s.head);
+    for (Chunk* c : free_chunks_) delete c;
+  }
+
+  void start(IoSink sink) override {
+    sink_ = std::move(sink);
+    last_tick_ = static_cast<std::uint64_t>(clock_.now() / tick_);
+    thread_ = std::thread([this] { run(); });
+  }
+
+  void submit(Op op, Message* const* msgs, const Nanos* delays, std::size_t n) override {
+    if (n == 0) return;
+    submitters_.fetch_add(1);
+    if (cancelled_.load()) {
+      deliver_cancelled(op, msgs, n);
+    } else {
+      const Nanos now = clock_.now();
+      std::array<Entry, kBatchCapacity> buf;
+      std::size_t i = 0;
+      while (i < n) {
+        const std::size_t k = std::min<std::size_t>(n - i, buf.size());
+        for (std::size_t j = 0; j < k; ++j) {
+          const auto due = static_cast<std::uint64_t>((now + delays[i + j] + tick_ - 1) / tick_);
+          buf[j] = Entry{msgs[i + j], due << 2 | static_cast<std::uint64_t>(op)};
+        }
+        queue_.enqueue_bulk(buf.data(), k);
+        i += k;
+      }
+      pending_.fetch_add(n, std::memory_order_relaxed);
+    }
+    submitters_.fetch_sub(1);
+  }
+
+  void cancel_all() override {
+    if (cancelled_.exchange(true)) return;
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    // A submitter that saw `cancelled_ == false` may still be enqueueing: wait it out (Dekker:
+    // both sides use seq_cst), then everything left is ours to cancel.
+    while (submitters_.load() != 0) std::this_thread::yield();
+    std::vector<Entry> rest;
+    drain_queue([&](const Entry& e) { rest.push_back(e); });
+    for (auto& s : slots_) {
+      for (Chunk* c = s.head; c; c = c->next)
+        rest.insert(rest.end(), c->entries, c->entries + c->size);
+      free_chain(s.head);
+      s = Slot{};
+    }
+    rest.insert(rest.end(), overflow_.begin(), overflow_.end());
+    overflow_.clear();
+    for (int op = 0; op < kOpCount; ++op) {
+      Batch* b = nullptr;
+      for (const Entry& e : rest) {
+        if (static_cast<int>(e.op()) != op) continue;
+        if (!b) b = new_batch(true);
+        b->push(e.msg);
+        if (b->full()) {
+          sink_(static_cast<Op>(op), b);
+          b = nullptr;
+        }
+      }
+      if (b) sink_(static_cast<Op>(op), b);
+    }
+    pending_.store(0, std::memory_order_relaxed);
+  }
+
+  std::size_t pending() const override { return pending_.load(std::memory_order_relaxed); }
+  bool zero_delay_inline() const override { return true; }
+
+ private:
+  struct Slot {
+    Chunk* head = nullptr;
+    Chunk* tail = nullptr;
+  };
+
+  Batch* new_batch(bool cancelled) {
+    Batch* b = batches_.acquire_one();
+    b->size = 0;
+    b->cancelled = cancelled;
+    b->owner = nullptr;
+    return b;
+  }
+
+  void deliver_cancelled(Op op, Message* const* msgs, std::size_t n) {
+    std::size_t i = 0;
+    while (i < n) {
+      Batch* b = new_batch(true);
+      while (i < n && !b->full()) b->push(msgs[i++]);
+      sink_(op, b);
+    }
+  }
+
+  template <typename F>
+  void drain_queue(F&& f) {
+    std::array<Entry, 512> buf;
+    for (;;) {
+      const std::size_t n = queue_.try_dequeue_bulk(buf.data(), buf.size());
+      for (std::size_t i = 0; i < n; ++i) f(buf[i]);
+      if (n < buf.size()) return;
+    }
+  }
+
+  Chunk* new_chunk() {
+    if (free_chunks_.empty()) return new Chunk;
+    Chunk* c = free_chunks_.back();
+    free_chunks_.pop_back();
+    c->size = 0;
+    c->next = nullptr;
+    return c;
+  }
+  void free_chain(Chunk* c) {
+    while (c) {
+      Chunk* next = c->next;
+      free_chunks_.push_back(c);
+      c = next;
+    }
+  }
+
+  void file(const Entry& e) {
+    if (e.tick() <= last_tick_) {
+      emit(e);
+      return;
+    }
+    if (e.tick() - last_tick_ >= slots_.size()) {
+      overflow_.push_back(e);
+      return;
+    }
+    Slot& s = slots_[e.tick() % slots_.size()];
+    if (!s.tail || s.tail->size == Chunk::kCap) {
+      Chunk* c = new_chunk();
+      if (s.tail)
+        s.tail->next = c;
+      else
+        s.head = c;
+      s.tail = c;
+    }
+    s.tail->entries[s.tail->size++] = e;
+  }
+
+  void emit(const Entry& e) {
+    Batch*& b = out_[static_cast<int>(e.op())];
+    if (!b) b = new_batch(false);
+    b->push(e.msg);
+    if (b->full()) flush(e.op());
+  }
+  void flush(Op op) {
+    Batch*& b = out_[static_cast<int>(op)];
+    if (!b) return;
+    pending_.fetch_sub(b->size, std::memory_order_relaxed);
+    sink_(op, b);
+    b = nullptr;
+  }
+
+  void run() {
+    for (;;) {
+      const auto now_tick = static_cast<std::uint64_t>(clock_.now() / tick_);
+      drain_queue([&](const Entry& e) { file(e); });
+      while (last_tick_ < now_tick) {
+        ++last_tick_;
+        Slot& s = slots_[last_tick_ % slots_.size()];
+        for (Chunk* c = s.head; c; c = c->next)
+          for (std::uint32_t i = 0; i < c->size; ++i) emit(c->entries[i]);
+        free_chain(s.head);
+        s = Slot{};
+        if (last_tick_ % slots_.size() == 0 && !overflow_.empty()) {
+          std::vector<Entry> again;
+          again.swap(overflow_);
+          for (const Entry& e : again) file(e);
+        }
+      }
+      for (int op = 0; op < kOpCount; ++op) flush(static_cast<Op>(op));
+      const Nanos next = static_cast<Nanos>(last_tick_ + 1) * tick_;
+      const Nanos wait = std::max<Nanos>(next - clock_.now(), 20'000);
+      std::unique_lock lock(mutex_);
+      if (cv_.wait_for(lock, std::chrono::nanoseconds(wait), [&] { return stop_; })) return;
+    }
+  }
+
+  BatchPool& batches_;
+  const Clock& clock_;
+  Nanos tick_;
+  IoSink sink_;
+  moodycamel::ConcurrentQueue<Entry> queue_;
+  std::atomic<int> submitters_{0};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<std::size_t> pending_{0};
+
+  // wheel thread only
+  std::vector<Slot> slots_;
+  std::vector<Entry> overflow_;
+  std::vector<Chunk*> free_chunks_;
+  std::uint64_t last_tick_ = 0;
+  std::array<Batch*, kOpCount> out_{};
+
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<IoService> make_async_io(BatchPool& batches, const Clock& clock, Nanos max_delay) {
+  return std::make_unique<AsyncIo>(batches, clock, std::max<Nanos>(max_delay, 1'000'000));
+}
+
+}  // namespace mayhem

@@ -1,0 +1,136 @@
+// BlockingIo: the plain synchronous-and-threaded answer. Every simulated I/O call occupies one pool
+// thread for its whole duration (it really blocks, in sem_clockwait, so cancellation can cut it
+// short). Jobs reach the pool through a lock-free blocking queue; each completion goes back to the
+// graph on its own.
+#include <concurrentqueue/blockingconcurrentqueue.h>
+#include <semaphore.h>
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "mayhem/io/io_service.hpp"
+
+namespace mayhem {
+
+namespace {
+
+struct Job {
+  Message* msg = nullptr;
+  Nanos delay = 0;
+  Op op = Op::kSave;
+};
+
+class BlockingIo final : public IoService {
+ public:
+  BlockingIo(BatchPool& batches, std::uint32_t threads) : batches_(batches), count_(threads) {}
+  ~BlockingIo() override { cancel_all(); }
+
+  void start(IoSink sink) override {
+    sink_ = std::move(sink);
+    workers_.reserve(count_);
+    for (std::uint32_t i = 0; i < count_; ++i) {
+      auto w = std::make_unique<Worker>();
+      sem_init(&w->wake, 0, 0);
+      workers_.push_back(std::move(w));
+    }
+    for (auto& w : workers_) w->thread = std::thread([this, w = w.get()] { run(*w); });
+  }
+
+  void submit(Op op, Message* const* msgs, const Nanos* delays, std::size_t n) override {
+    if (n == 0) return;
+    submitters_.fetch_add(1);
+    if (cancelled_.load()) {
+      for (std::size_t i = 0; i < n; ++i) deliver(op, msgs[i], true);
+    } else {
+      Job buf[kBatchCapacity];
+      std::size_t i = 0;
+      while (i < n) {
+        std::size_t k = 0;
+        for (; k < kBatchCapacity && i < n; ++k, ++i) buf[k] = Job{msgs[i], delays[i], op};
+        jobs_.enqueue_bulk(buf, k);
+      }
+      pending_.fetch_add(n, std::memory_order_relaxed);
+    }
+    submitters_.fetch_sub(1);
+  }
+
+  void cancel_all() override {
+    if (cancelled_.exchange(true)) return;
+    for (auto& w : workers_) sem_post(&w->wake);
+    for (auto& w : workers_) {
+      if (w->thread.joinable()) w->thread.join();
+      sem_destroy(&w->wake);
+    }
+    while (submitters_.load() != 0) std::this_thread::yield();
+    Job j;
+    while (jobs_.try_dequeue(j)) deliver(j.op, j.msg, true);
+    pending_.store(0, std::memory_order_relaxed);
+  }
+
+  std::size_t pending() const override { return pending_.load(std::memory_order_relaxed); }
+  bool zero_delay_inline() const override { return false; }
+
+ private:
+  struct Worker {
+    std::thread thread;
+    sem_t wake;
+  };
+
+  void deliver(Op op, Message* m, bool cancelled) {
+    Batch* b = batches_.acquire_one();
+    b->size = 0;
+    b->owner = nullptr;
+    b->cancelled = cancelled;
+    b->push(m);
+    sink_(op, b);
+  }
+
+  // Blocks for `delay` ns; false when woken early by cancel_all.
+  static bool block_for(sem_t& wake, Nanos delay) {
+    timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    const Nanos total = deadline.tv_nsec + delay;
+    deadline.tv_sec += static_cast<time_t>(total / kNanosPerSecond);
+    deadline.tv_nsec = static_cast<long>(total % kNanosPerSecond);
+    for (;;) {
+      if (sem_clockwait(&wake, CLOCK_MONOTONIC, &deadline) == 0) return false;
+      if (errno == ETIMEDOUT) return true;
+      // EINTR: wait again
+    }
+  }
+
+  void run(Worker& w) {
+    Job j;
+    for (;;) {
+      if (!jobs_.wait_dequeue_timed(j, std::chrono::milliseconds(20))) {
+        if (cancelled_.load()) return;
+        continue;
+      }
+      bool cancelled = cancelled_.load();
+      if (!cancelled && j.delay > 0) cancelled = !block_for(w.wake, j.delay);
+      pending_.fetch_sub(1, std::memory_order_relaxed);
+      deliver(j.op, j.msg, cancelled);
+    }
+  }
+
+  BatchPool& batches_;
+  const std::uint32_t count_;
+  IoSink sink_;
+  moodycamel::BlockingConcurrentQueue<Job> jobs_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<int> submitters_{0};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<std::size_t> pending_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<IoService> make_blocking_io(BatchPool& batches, std::uint32_t threads) {
+  return std::make_unique<BlockingIo>(batches, threads);
+}
+
+}  // namespace mayhem

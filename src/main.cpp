@@ -1,0 +1,5 @@
+#include "mayhem/cli/run.hpp"
+
+int main(int argc, char** argv) {
+  return mayhem::cli::main(argc, argv);
+}

@@ -1,0 +1,60 @@
+#include "mayhem/options.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <thread>
+
+namespace mayhem {
+
+std::uint32_t default_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : n;
+}
+
+namespace {
+bool finite_non_negative(double v) {
+  return std::isfinite(v) && v >= 0;
+}
+}  // namespace
+
+std::optional<std::string> validate(const Options& o) {
+  if (!finite_non_negative(o.publish_interval))
+    return fmt::format("--publish-interval must be >= 0 seconds (got {})", o.publish_interval);
+  if (!finite_non_negative(o.rate)) return fmt::format("--rate must be >= 0 (got {})", o.rate);
+  if (!finite_non_negative(o.latency_scale))
+    return fmt::format("--latency-scale must be >= 0 (got {})", o.latency_scale);
+  if (!(o.fail_rate >= 0 && o.fail_rate <= 1))
+    return fmt::format("--fail-rate must be within [0, 1] (got {})", o.fail_rate);
+  if (o.restart_retries > 16)
+    return fmt::format("--restart-retries must be <= 16 (got {})", o.restart_retries);
+  if (!finite_non_negative(o.restart_backoff))
+    return fmt::format("--restart-backoff must be >= 0 seconds (got {})", o.restart_backoff);
+  if (!(std::isfinite(o.extend_interval) && o.extend_interval > 0))
+    return fmt::format("--extend-interval must be > 0 seconds (got {})", o.extend_interval);
+  if (!(std::isfinite(o.ack_deadline) && o.ack_deadline > 0))
+    return fmt::format("--ack-deadline must be > 0 seconds (got {})", o.ack_deadline);
+  if (o.max_in_flight == 0) return std::string("--max-in-flight must be at least 1");
+  if (o.queue_capacity == 0) return std::string("--queue-capacity must be at least 1");
+  if (o.batch_size == 0 || o.batch_size > 128)
+    return fmt::format("--batch-size must be within [1, 128] (got {})", o.batch_size);
+  if (o.threads == 0 || o.threads > 1024)
+    return fmt::format("--threads must be within [1, 1024] (got {})", o.threads);
+  if (o.io_threads == 0 || o.io_threads > 4096)
+    return fmt::format("--io-threads must be within [1, 4096] (got {})", o.io_threads);
+  if (o.save_concurrency > 4096 || o.restart_concurrency > 4096)
+    return std::string("--save-concurrency and --restart-concurrency must be <= 4096");
+  if (o.log_queue == 0) return std::string("--log-queue must be at least 1");
+  if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
+    return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  return std::nullopt;
+}
+
+const char* to_string(IoModel m) {
+  return m == IoModel::kAsync ? "async" : "blocking";
+}
+const char* to_string(LogMode m) {
+  return m == LogMode::kSync ? "sync" : "async";
+}
+
+}  // namespace mayhem

@@ -1,0 +1,460 @@
+#include "mayhem/pipeline/pipeline.hpp"
+
+#include <algorithm>
+
+namespace mayhem {
+
+namespace {
+std::size_t concurrency(std::uint32_t n) {
+  if (n == 0) return tbb::flow::unlimited;
+  return static_cast<std::size_t>(n);
+}
+Stage submit_stage(Op op) {
+  switch (op) {
+    case Op::kSave:
+      return Stage::kSave;
+    case Op::kRestart:
+      return Stage::kRestart;
+    default:
+      return Stage::kCleanup;
+  }
+}
+}  // namespace
+
+Pipeline::Pipeline(Deps d)
+    : opts_(d.opts),
+      clock_(d.clock),
+      log_(std::move(d.log)),
+      metrics_(d.metrics),
+      messages_(d.messages),
+      lots_(d.lots),
+      batches_(d.batches),
+      source_(d.source),
+      pubsub_(d.pubsub),
+      io_(d.io),
+      lease_(d.lease),
+      shutdown_(d.shutdown),
+      observer_(d.observer),
+      fault_(std::move(d.fault)),
+      batch_(std::clamp<std::uint32_t>(d.opts.batch_size, 1, kBatchCapacity)),
+      ack_deadline_(seconds_to_nanos(d.opts.ack_deadline)),
+      scale_(d.opts.latency_scale),
+      flat_out_(d.pubsub != nullptr && d.opts.rate == 0 && d.opts.publish_interval == 0),
+      inline_zero_(d.io.zero_delay_inline()),
+      factory_(d.seed),
+      publish_(
+          graph_, tbb::flow::serial,
+          [this](std::uint32_t n, PublishNode::output_ports_type& out) { publish_body(n, out); }),
+      consume_(graph_, tbb::flow::serial,
+               [this](continue_msg, ConsumeNode::output_ports_type& out) { consume_body(out); }),
+      save_(graph_, concurrency(d.opts.save_concurrency),
+            [this](Batch* b, IoNode::gateway_type& gw) { submit_body(Op::kSave, b, gw); }),
+      saved_(graph_, tbb::flow::unlimited,
+             [this](Batch* b, SavedNode::output_ports_type& out) { saved_body(b, out); }),
+      restart_(graph_, concurrency(d.opts.restart_concurrency),
+               [this](Batch* b, IoNode::gateway_type& gw) { submit_body(Op::kRestart, b, gw); }),
+      restarted_(
+          graph_, tbb::flow::unlimited,
+          [this](Batch* b, RestartedNode::output_ports_type& out) { restarted_body(b, out); }),
+      cleanup_(graph_, tbb::flow::unlimited,
+               [this](Batch* b, IoNode::gateway_type& gw) { submit_body(Op::kCleanup, b, gw); }),
+      settle_(graph_, tbb::flow::unlimited,
+              [this](Batch* b, SettleNode::output_ports_type& out) { settle_body(b, out); }) {
+  using tbb::flow::make_edge;
+  using tbb::flow::output_port;
+  make_edge(output_port<0>(publish_), consume_);
+  make_edge(output_port<0>(consume_), save_);
+  make_edge(output_port<1>(consume_), restart_);
+  make_edge(save_, saved_);
+  make_edge(restart_, restarted_);
+  make_edge(output_port<0>(saved_), cleanup_);
+  make_edge(output_port<0>(restarted_), cleanup_);
+  make_edge(output_port<1>(restarted_), restart_);  // retries
+  make_edge(cleanup_, settle_);
+  make_edge(output_port<0>(settle_), consume_);  // freed permits wake a parked consume
+}
+
+Pipeline::~Pipeline() {
+  graph_.wait_for_all();
+}
+
+void Pipeline::start_flat_out() {
+  if (flat_out_) publish_.try_put(0);
+}
+
+// ---- simulated I/O -------------------------------------------------------------------------
+
+Nanos Pipeline::io_delay(const Message& m, Op op, std::uint32_t attempt) const {
+  if (scale_ == 0) return 0;
+  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2;
+  double s = to_unit(mix(m.seed, key)) * scale_;
+  if (op == Op::kRestart && attempt > 0)
+    s += opts_.restart_backoff * scale_ * static_cast<double>(1u << (attempt - 1));
+  return seconds_to_nanos(s);
+}
+
+bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
+  if (op == Op::kCleanup) return false;
+  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2 + 1;
+  return to_unit(mix(m.seed, key)) < opts_.fail_rate;
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+Batch* Pipeline::new_batch() {
+  Batch* b = batches_.acquire_one();
+  b->size = 0;
+  b->cancelled = false;
+  b->owner = nullptr;
+  return b;
+}
+
+void Pipeline::unref_lot(Lot* lot, std::uint32_t n) {
+  if (lot->refs.fetch_sub(n, std::memory_order_acq_rel) == n) lease_.release_lot(lot);
+}
+
+void Pipeline::done_with(Batch* b) {
+  if (b->owner)
+    unref_lot(b->owner, 1);
+  else
+    batches_.release_one(b);
+}
+
+std::uint64_t Pipeline::permits() const {
+  const std::uint64_t used = metrics_.in_flight.load();
+  return used >= opts_.max_in_flight ? 0 : opts_.max_in_flight - used;
+}
+
+void Pipeline::schedule_consume() {
+  if (!consume_scheduled_.exchange(true)) consume_.try_put(continue_msg());
+}
+
+void Pipeline::wake_publish_if_parked() {
+  if (publish_parked_.load() && publish_parked_.exchange(false)) publish_.try_put(0);
+}
+
+void Pipeline::io_complete(Op op, Batch* batch) {
+  switch (op) {
+    case Op::kSave:
+      save_.gateway().try_put(batch);
+      break;
+    case Op::kRestart:
+      restart_.gateway().try_put(batch);
+      break;
+    case Op::kCleanup:
+      cleanup_.gateway().try_put(batch);
+      break;
+  }
+}
+
+// ---- publish: the reference's publish(), into the in-process pub/sub -------------------------
+
+void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kPublish, n);
+  if (pubsub_ == nullptr || shutdown_.stopping()) return;
+  const std::uint64_t target = opts_.messages;
+  std::uint64_t want = flat_out_ ? batch_ : publish_debt_ + n;
+  if (target != 0) want = std::min(want, target - publish_seq_);
+  const std::uint64_t make = std::min(want, pubsub_->free_capacity());
+  if (!flat_out_) publish_debt_ = want - make;
+
+  const bool debug = log_->should_log(spdlog::level::debug);
+  Message* buf[kBatchCapacity];
+  const Nanos now = clock_.now();
+  for (std::uint64_t left = make; left > 0;) {
+    const auto k = static_cast<std::uint32_t>(std::min<std::uint64_t>(left, batch_));
+    messages_.acquire(buf, k);
+    for (std::uint32_t i = 0; i < k; ++i) {
+      factory_.fill(*buf[i], publish_seq_++, now);
+      if (debug) log_->debug("Published message {}", *buf[i]);
+    }
+    pubsub_->publish(buf, k);
+    metrics_.published.add(k);
+    left -= k;
+    if (!consume_scheduled_.exchange(true)) std::get<0>(out).try_put(continue_msg());
+  }
+
+  const bool more = flat_out_ ? (target == 0 || publish_seq_ < target) : publish_debt_ > 0;
+  if (!more) return;
+  if (pubsub_->free_capacity() > 0) {
+    publish_.try_put(0);  // flat out: order the next batch ourselves
+  } else {
+    // Full pub/sub: park; consume wakes us after pulling. Re-check to close the race with it.
+    publish_parked_.store(true);
+    if (pubsub_->free_capacity() > 0 && publish_parked_.exchange(false)) publish_.try_put(0);
+  }
+}
+
+// ---- consume: the reference's consume() --------------------------------------------------------
+
+void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kConsume, 0);
+  consume_scheduled_.store(false);
+  for (int round = 0; round < 16; ++round) {
+    if (shutdown_.stopping()) return;
+    std::uint64_t avail = permits();
+    if (avail == 0) {
+      // Flow control: at --max-in-flight. Park until settle frees permits (re-check to close the
+      // race with settle, which clears the flag after releasing permits).
+      consume_parked_.store(true);
+      if (permits() == 0 || !consume_parked_.exchange(false)) return;
+      continue;
+    }
+    Lot* lot = lots_.acquire_one();
+    const auto want = static_cast<std::uint32_t>(std::min<std::uint64_t>(avail, batch_));
+    const auto got = static_cast<std::uint32_t>(source_.pull(lot->batch.msgs, want));
+    if (got == 0) {
+      lots_.release_one(lot);
+      return;
+    }
+    wake_publish_if_parked();
+    lot->batch.size = got;
+    lot->batch.owner = lot;
+    lot->batch.cancelled = false;
+    lot->refs.store(got + 2, std::memory_order_relaxed);  // messages + the save and restart readers
+
+    const Nanos deadline = clock_.now() + ack_deadline_;
+    const bool info = log_->should_log(spdlog::level::info);
+    const double secs = opts_.ack_deadline;
+    for (std::uint32_t i = 0; i < got; ++i) {
+      Message* m = lot->batch.msgs[i];
+      m->lot = lot;
+      m->pending.store(2, std::memory_order_relaxed);
+      m->lease.store(LeaseState::kActive, std::memory_order_relaxed);
+      // The reference's extend() runs its first iteration as soon as handling starts.
+      m->extended_cnt = 1;
+      m->deadline_ns = deadline;
+      if (info) {
+        log_->info("Pulled {}", *m);
+        log_->info("Extended deadline by {:g} seconds for {}", secs, *m);
+      }
+    }
+    metrics_.consumed.add(got);
+    metrics_.extensions.add(got);
+    const std::uint64_t in_flight = metrics_.in_flight.fetch_add(got) + got;
+    if (in_flight > metrics_.peak_in_flight.load(std::memory_order_relaxed))
+      metrics_.peak_in_flight.store(in_flight, std::memory_order_relaxed);
+    lease_.register_lot(lot);
+    std::get<0>(out).try_put(&lot->batch);
+    std::get<1>(out).try_put(&lot->batch);
+  }
+  schedule_consume();  // more may be waiting: yield to other tasks, then continue
+}
+
+// ---- save / restart / cleanup: hand the simulated I/O to the IoService ------------------------
+
+void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
+  ObserveScope scope(observer_, submit_stage(op), in->size);
+  const std::uint32_t n = in->size;
+  Batch* now_batch = nullptr;
+  if (shutdown_.stopping()) {
+    // Shutting down: nothing new starts; the operations complete at once as cancelled.
+    now_batch = new_batch();
+    now_batch->cancelled = true;
+    for (std::uint32_t i = 0; i < n; ++i) now_batch->push(in->msgs[i]);
+    done_with(in);
+    gw.try_put(now_batch);
+    return;
+  }
+  Message* later[kBatchCapacity];
+  Nanos delays[kBatchCapacity];
+  std::uint32_t nl = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Message* m = in->msgs[i];
+    const Nanos d = io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
+    if (d == 0 && inline_zero_) {
+      if (!now_batch) now_batch = new_batch();
+      now_batch->push(m);
+    } else {
+      later[nl] = m;
+      delays[nl++] = d;
+    }
+  }
+  try {
+    io_.submit(op, later, delays, nl);
+  } catch (...) {
+    shutdown_.fatal(std::current_exception());
+    Batch* failed = new_batch();
+    failed->cancelled = true;
+    for (std::uint32_t i = 0; i < nl; ++i) failed->push(later[i]);
+    gw.try_put(failed);
+  }
+  done_with(in);
+  if (now_batch) gw.try_put(now_batch);
+}
+
+// ---- saved / restarted: the gather's two branches, and handle_results -------------------------
+
+void Pipeline::handle_results(Message& m) {
+  if (m.save_failed) log_->error("Handling general error: Could not save {}", m);
+  if (m.restart_failed)
+    log_->error("Handling general error: Could not restart {}.example.net", m.instance_name);
+  LeaseManager::mark_done(m);  // the reference's event.set(): extensions stop, cleanup may ack
+}
+
+void Pipeline::guard_failed(Message& m, Op op) {
+  shutdown_.fatal(std::current_exception());
+  if (op == Op::kSave)
+    m.save_cancelled = true;
+  else
+    m.restart_cancelled = true;
+}
+
+void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSaved, in->size);
+  const bool info = log_->should_log(spdlog::level::info);
+  std::uint64_t ok = 0, failed = 0;
+  Batch* ready = nullptr;
+  for (std::uint32_t i = 0; i < in->size; ++i) {
+    Message& m = *in->msgs[i];
+    try {
+      if (fault_ && !in->cancelled) fault_(Op::kSave, m);
+      if (in->cancelled) {
+        m.save_cancelled = true;
+      } else if (io_fails(m, Op::kSave, 0)) {
+        m.save_failed = true;
+        ++failed;
+      } else {
+        m.saved = true;
+        ++ok;
+        if (info) log_->info("Saved {} into database", m);
+      }
+    } catch (...) {
+      guard_failed(m, Op::kSave);
+    }
+    if (finish_branch(m)) {
+      handle_results(m);
+      if (!ready) ready = new_batch();
+      ready->push(&m);
+    }
+  }
+  metrics_.saved.add(ok);
+  metrics_.save_failed.add(failed);
+  done_with(in);
+  if (ready) std::get<0>(out).try_put(ready);
+}
+
+void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kRestarted, in->size);
+  const bool info = log_->should_log(spdlog::level::info);
+  const bool stopping = shutdown_.stopping();
+  std::uint64_t ok = 0, failed = 0, retried = 0;
+  Batch* ready = nullptr;
+  Batch* retry = nullptr;
+  for (std::uint32_t i = 0; i < in->size; ++i) {
+    Message& m = *in->msgs[i];
+    try {
+      if (fault_ && !in->cancelled) fault_(Op::kRestart, m);
+      if (in->cancelled) {
+        m.restart_cancelled = true;
+      } else if (io_fails(m, Op::kRestart, m.restart_attempts)) {
+        if (m.restart_attempts < opts_.restart_retries && !stopping) {
+          log_->error("Retrying for failure to restart: {}.example.net", m.instance_name);
+          ++m.restart_attempts;
+          ++retried;
+          if (!retry) retry = new_batch();
+          retry->push(&m);
+          continue;
+        }
+        m.restart_failed = true;
+        ++failed;
+      } else {
+        m.restarted = true;
+        ++ok;
+        if (info) log_->info("Restarted {}.example.net", m.instance_name);
+      }
+    } catch (...) {
+      guard_failed(m, Op::kRestart);
+    }
+    if (finish_branch(m)) {
+      handle_results(m);
+      if (!ready) ready = new_batch();
+      ready->push(&m);
+    }
+  }
+  metrics_.restarted.add(ok);
+  metrics_.restart_failed.add(failed);
+  metrics_.restart_retries.add(retried);
+  done_with(in);
+  if (ready) std::get<0>(out).try_put(ready);
+  if (retry) std::get<1>(out).try_put(retry);
+}
+
+// ---- settle: the end of the reference's cleanup(): ack (or nack when cancelled) -----------------
+
+void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSettle, in->size);
+  const std::uint32_t n = in->size;
+  const Nanos now = clock_.now();
+  const bool info = log_->should_log(spdlog::level::info);
+  const bool debug = log_->should_log(spdlog::level::debug);
+  Histogram& latency = metrics_.latency.local();
+  Message* acks[kBatchCapacity];
+  Message* nacks[kBatchCapacity];
+  std::uint32_t na = 0, nn = 0;
+  // Group consecutive messages of one lot, so a lot's count drops once per run, not per message.
+  Lot* lots[kBatchCapacity];
+  std::uint32_t counts[kBatchCapacity];
+  std::uint32_t runs = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Message& m = *in->msgs[i];
+    bool ack = !in->cancelled;
+    if (ack && fault_) {
+      try {
+        fault_(Op::kCleanup, m);
+      } catch (...) {
+        shutdown_.fatal(std::current_exception());
+        ack = false;
+      }
+    }
+    if (ack) {
+      m.acked = true;
+      acks[na++] = &m;
+      latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
+      if (info) log_->info("Done. Acked {}", m);
+    } else {
+      m.nacked = true;
+      nacks[nn++] = &m;
+      if (debug) log_->debug("Nacked {}", m);
+    }
+    if (runs != 0 && lots[runs - 1] == m.lot) {
+      ++counts[runs - 1];
+    } else {
+      lots[runs] = m.lot;
+      counts[runs++] = 1;
+    }
+  }
+  if (na != 0) source_.ack(acks, na);
+  if (nn != 0) source_.nack(nacks, nn);
+  metrics_.acked.add(na);
+  metrics_.nacked.add(nn);
+  metrics_.in_flight.fetch_sub(n);
+  if (consume_parked_.load() && consume_parked_.exchange(false) &&
+      !consume_scheduled_.exchange(true)) {
+    std::get<0>(out).try_put(continue_msg());
+  }
+  if (opts_.messages != 0 && metrics_.settled() >= opts_.messages)
+    shutdown_.request(StopReason::kCompleted);
+  done_with(in);
+  // Last: once a lot's count reaches zero the lease thread may free its messages.
+  for (std::uint32_t r = 0; r < runs; ++r) unref_lot(lots[r], counts[r]);
+}
+
+// ---- shutdown -----------------------------------------------------------------------------------
+
+std::uint64_t Pipeline::nack_backlog() {
+  Message* buf[kBatchCapacity];
+  std::uint64_t total = 0;
+  for (;;) {
+    const std::size_t n = source_.pull(buf, kBatchCapacity);
+    if (n == 0) break;
+    for (std::size_t i = 0; i < n; ++i) buf[i]->nacked = true;
+    source_.nack(buf, n);
+    messages_.release(buf, n);
+    total += n;
+  }
+  metrics_.nacked.add(total);
+  return total;
+}
+
+}  // namespace mayhem

@@ -1,0 +1,222 @@
+#include "mayhem/service.hpp"
+
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/task_arena.h>
+#include <sys/resource.h>
+
+#include <condition_variable>
+#include <random>
+
+#include "mayhem/io/io_service.hpp"
+#include "mayhem/lease/lease_manager.hpp"
+#include "mayhem/logging.hpp"
+#include "mayhem/pipeline/pipeline.hpp"
+#include "mayhem/shutdown.hpp"
+#include "mayhem/source/pacer.hpp"
+#include "mayhem/source/pubsub.hpp"
+
+namespace mayhem {
+
+namespace {
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+std::uint64_t max_rss_kb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<std::uint64_t>(ru.ru_maxrss);
+}
+}  // namespace
+
+struct Service::Impl {
+  Options opts;
+  Deps deps;
+  std::shared_ptr<spdlog::logger> log;
+  const Clock& clock = SteadyClock::instance();
+  Metrics metrics;
+  MessagePool messages{4096};
+  LotPool lots{256};
+  BatchPool batches{256};
+  InProcessPubSub pubsub;
+  ShutdownManager shutdown;
+  std::unique_ptr<tbb::global_control> parallelism;
+  std::unique_ptr<tbb::task_arena> arena;
+  std::unique_ptr<IoService> io;
+  std::unique_ptr<LeaseManager> lease;
+  std::unique_ptr<Pipeline> pipeline;
+  std::unique_ptr<Pacer> pacer;
+
+  std::mutex started_mutex;
+  std::condition_variable started_cv;
+  bool started = false;
+
+  Nanos start_ns = 0, end_ns = 0;
+  double cpu_start = 0, cpu_end = 0;
+  int exit_code = 0;
+
+  Impl(Options o, Deps d)
+      : opts(std::move(o)),
+        deps(std::move(d)),
+        log(deps.log ? deps.log : make_logger(opts)),
+        pubsub(opts.queue_capacity),
+        shutdown(log) {}
+
+  int run();
+  void shut_down(StopReason why);
+};
+
+int Service::Impl::run() {
+  if (deps.handle_signals) {
+    ShutdownManager::block_signals();  // before any thread exists, so every thread inherits it
+    shutdown.start_signal_thread();
+  }
+  if (opts.seed == 0) opts.seed = std::random_device{}() | 1ULL;
+  const std::uint32_t threads = opts.threads;
+  parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                      threads + 1);
+  arena = std::make_unique<tbb::task_arena>(static_cast<int>(threads), 0);
+
+  const double max_backoff = opts.restart_retries == 0
+                                 ? 0
+                                 : opts.restart_backoff * double(1u << (opts.restart_retries - 1));
+  const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
+  io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
+                                        : make_blocking_io(batches, opts.io_threads);
+  LeaseManager::Config lease_cfg{
+      seconds_to_nanos(opts.extend_interval), seconds_to_nanos(opts.ack_deadline),
+      std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
+  lease = std::make_unique<LeaseManager>(
+      lease_cfg, clock, log, metrics, messages, lots,
+      [this](Message* const* m, std::size_t n) { pubsub.extend(m, n); }, deps.observer);
+  arena->execute([&] {
+    pipeline = std::make_unique<Pipeline>(
+        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, pubsub, &pubsub, *io,
+                       *lease, shutdown, deps.observer, opts.seed, deps.fault});
+  });
+  io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
+  lease->start();
+
+  log->info(
+      "Starting Mayhem: messages={} io-model={} threads={} io-threads={} latency-scale={:g} "
+      "fail-rate={:g} max-in-flight={} seed={}",
+      opts.messages, to_string(opts.io_model), threads, opts.io_threads, opts.latency_scale,
+      opts.fail_rate, opts.max_in_flight, opts.seed);
+  start_ns = clock.now();
+  cpu_start = cpu_seconds();
+  if (opts.rate == 0 && opts.publish_interval == 0) {
+    pipeline->start_flat_out();
+  } else {
+    pacer = std::make_unique<Pacer>(opts,
+                                    [p = pipeline.get()](std::uint32_t n) { p->order_publish(n); });
+    pacer->start();
+  }
+  {
+    std::lock_guard lock(started_mutex);
+    started = true;
+  }
+  started_cv.notify_all();
+
+  const StopReason why = shutdown.wait();
+  end_ns = clock.now();
+  shut_down(why);
+  cpu_end = cpu_seconds();
+  exit_code = shutdown.fatal_message() ? 1 : 0;
+  log->info("Successfully shutdown the Mayhem service.");
+  log->flush();
+  return exit_code;
+}
+
+// The reference's shutdown(): stop intake, nack outstanding messages, cancel work in flight,
+// flush metrics. Every message ends acked or nacked.
+void Service::Impl::shut_down(StopReason why) {
+  if (why == StopReason::kSignal) {
+    log->info("Received exit signal {}...", signal_name(shutdown.signal_number()));
+  } else if (why == StopReason::kCompleted) {
+    log->info("All {} messages settled", opts.messages);
+  }
+  if (pacer) pacer->stop();  // publish and consume also check the stop flag
+  log->info("Closing database connections");
+  log->info("Nacking outstanding messages");
+  log->info("Cancelling outstanding tasks");
+  io->cancel_all();       // pending I/O completes now as cancelled; its messages get nacked
+  pipeline->wait_idle();  // every task done: each message in flight is settled
+  const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
+  lease->stop();                                           // frees the last lots
+  if (lease->tracked_lots() != 0)
+    log->error("{} lots were still leased at shutdown", lease->tracked_lots());
+  log->info("Flushing metrics");
+  const auto published = metrics.published.get();
+  const auto settled = metrics.settled();
+  if (published != settled) {
+    log->error("Accounting mismatch: published {} != acked {} + nacked {}", published,
+               metrics.acked.get(), metrics.nacked.get());
+  }
+  log->info("Published {}, acked {}, nacked {} ({} never pulled); peak in flight {}", published,
+            metrics.acked.get(), metrics.nacked.get(), backlog, metrics.peak_in_flight.load());
+}
+
+Service::Service(Options opts, Deps deps) {
+  if (auto err = validate(opts)) throw std::invalid_argument(*err);
+  impl_ = std::make_unique<Impl>(std::move(opts), std::move(deps));
+}
+
+Service::Service(Options opts) : Service(std::move(opts), Deps{}) {}
+
+Service::~Service() = default;
+
+int Service::run() {
+  return impl_->run();
+}
+
+void Service::request_stop(int signo) {
+  impl_->shutdown.request(StopReason::kSignal, signo);
+}
+
+void Service::wait_started() {
+  std::unique_lock lock(impl_->started_mutex);
+  impl_->started_cv.wait(lock, [&] { return impl_->started; });
+}
+
+Summary Service::summary() const {
+  const Impl& i = *impl_;
+  Summary s;
+  s.published = i.metrics.published.get();
+  s.acked = i.metrics.acked.get();
+  s.nacked = i.metrics.nacked.get();
+  s.saved = i.metrics.saved.get();
+  s.save_failed = i.metrics.save_failed.get();
+  s.restarted = i.metrics.restarted.get();
+  s.restart_failed = i.metrics.restart_failed.get();
+  s.restart_retries = i.metrics.restart_retries.get();
+  s.extensions = i.metrics.extensions.get();
+  s.late_extensions = i.metrics.late_extensions.get();
+  s.peak_in_flight = i.metrics.peak_in_flight.load();
+  s.wall_s = nanos_to_seconds(i.end_ns - i.start_ns);
+  s.msgs_per_s = s.wall_s > 0 ? static_cast<double>(s.acked) / s.wall_s : 0;
+  s.cpu_s = i.cpu_end - i.cpu_start;
+  const Histogram h = i.metrics.latency_merged();
+  s.latency_p50_ms = static_cast<double>(h.percentile(0.50)) / 1e6;
+  s.latency_p99_ms = static_cast<double>(h.percentile(0.99)) / 1e6;
+  s.latency_max_ms = static_cast<double>(h.max()) / 1e6;
+  s.max_rss_kb = max_rss_kb();
+  s.pool_messages = i.messages.capacity();
+  s.exit_code = i.exit_code;
+  s.io_model = to_string(i.opts.io_model);
+  s.threads = i.opts.threads;
+  return s;
+}
+
+const Metrics& Service::metrics() const {
+  return impl_->metrics;
+}
+const InProcessPubSub& Service::pubsub() const {
+  return impl_->pubsub;
+}
+const Options& Service::options() const {
+  return impl_->opts;
+}
+
+}  // namespace mayhem

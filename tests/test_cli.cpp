@@ -1,0 +1,191 @@
+// The `mayhem` binary end to end: the run contract, bad input, and real signals.
+#include <signal.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+
+#include "support/subprocess.hpp"
+
+using namespace mayhem::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::string line;
+  std::istringstream in(s);
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+json summary_of(const Result& r) {
+  const auto lines = lines_of(r.out);
+  REQUIRE(lines.size() == 1);  // exactly one JSON object on its own line; logs never on stdout
+  return json::parse(lines[0]);
+}
+
+std::string temp_path(const char* name) {
+  return std::string("/tmp/mayhem-test-") + std::to_string(getpid()) + "-" + name;
+}
+
+}  // namespace
+
+TEST_CASE("Run contract: 20000 messages flat out at latency 0.01 are all acked", "[cli]") {
+  Subprocess p({"--messages", "20000", "--publish-interval", "0", "--latency-scale", "0.01",
+                "--summary-json", "--log-level", "warning"});
+  const Result r = p.wait(60s);
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(s["acked"] == 20000);
+  CHECK(s["published"] == 20000);
+  CHECK(s["nacked"] == 0);
+  for (const char* key :
+       {"published", "acked", "nacked", "saved", "save_failed", "restarted", "restart_failed",
+        "restart_retries", "extensions", "peak_in_flight", "wall_s", "msgs_per_s"}) {
+    INFO(key);
+    CHECK(s.contains(key));
+  }
+  for (const char* key : {"p50", "p99", "max"}) CHECK(s["latency_ms"].contains(key));
+  CHECK(s["latency_ms"]["p50"].get<double>() <= s["latency_ms"]["p99"].get<double>());
+  CHECK(s["latency_ms"]["p99"].get<double>() <= s["latency_ms"]["max"].get<double>());
+}
+
+TEST_CASE("Logs go to stderr, never stdout, even at INFO", "[cli]") {
+  Subprocess p({"--messages", "50", "--publish-interval", "0", "--latency-scale", "0.001",
+                "--summary-json"});
+  const Result r = p.wait(30s);
+  REQUIRE(r.exit_code == 0);
+  CHECK(summary_of(r)["acked"] == 50);
+  CHECK(r.err.find("INFO: Pulled PubSubMessage(instance_name='cattle-") != std::string::npos);
+  CHECK(r.err.find("INFO: Successfully shutdown the Mayhem service.") != std::string::npos);
+}
+
+TEST_CASE("Async I/O at the reference's latency keeps many thousands of messages in flight",
+          "[cli]") {
+  Subprocess p({"--messages", "40000", "--rate", "40000", "--latency-scale", "1", "--io-model",
+                "async", "--max-in-flight", "100000", "--log-level", "off", "--summary-json"});
+  const Result r = p.wait(60s);
+  REQUIRE(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(s["acked"] == 40000);
+  CHECK(s["peak_in_flight"].get<std::uint64_t>() > 10000);
+}
+
+TEST_CASE("Bad flags print one clear line and exit 2 before anything starts", "[cli]") {
+  const std::vector<std::vector<std::string>> bad = {
+      {"--no-such-flag"},
+      {"--messages", "-5"},
+      {"--messages", "lots"},
+      {"--fail-rate", "1.5"},
+      {"--fail-rate", "-0.1"},
+      {"--threads", "0"},
+      {"--io-threads", "0"},
+      {"--latency-scale", "-1"},
+      {"--extend-interval", "0"},
+      {"--max-in-flight", "0"},
+      {"--batch-size", "1000"},
+      {"--io-model", "fibers"},
+      {"--log-level", "loud"},
+      {"--log-mode", "sometimes"},
+      {"--rate", "-3"},
+      {"--publish-interval", "nan"},
+      {"--log-file", "/dev/null/mayhem.log"},
+      {"unexpected-positional"},
+  };
+  for (const auto& args : bad) {
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    INFO(joined);
+    Subprocess p(args);
+    const Result r = p.wait(10s);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    const auto lines = lines_of(r.err);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].rfind("mayhem: error: ", 0) == 0);
+  }
+}
+
+TEST_CASE("--help documents every flag with its default", "[cli]") {
+  Subprocess p({"--help"});
+  const Result r = p.wait(10s);
+  CHECK(r.exit_code == 0);
+  for (const char* flag : {"--messages",
+                           "--publish-interval",
+                           "--rate",
+                           "--seed",
+                           "--summary-json",
+                           "--latency-scale",
+                           "--fail-rate",
+                           "--restart-retries",
+                           "--restart-backoff",
+                           "--io-model",
+                           "--io-threads",
+                           "--extend-interval",
+                           "--ack-deadline",
+                           "--max-in-flight",
+                           "--queue-capacity",
+                           "--batch-size",
+                           "--threads",
+                           "--save-concurrency",
+                           "--restart-concurrency",
+                           "--log-level",
+                           "--log-file",
+                           "--log-mode",
+                           "--shutdown-timeout"}) {
+    INFO(flag);
+    CHECK(r.out.find(flag) != std::string::npos);
+  }
+  CHECK(r.out.find("=0.25") != std::string::npos);    // --fail-rate default
+  CHECK(r.out.find("=100000") != std::string::npos);  // --max-in-flight default
+}
+
+TEST_CASE("SIGINT, SIGTERM and SIGHUP each shut the binary down gracefully", "[cli][shutdown]") {
+  for (int signo : {SIGINT, SIGTERM, SIGHUP}) {
+    DYNAMIC_SECTION("signal " << signo) {
+      const std::string log = temp_path("signal.log");
+      Subprocess p({"--messages", "0", "--rate", "3000", "--latency-scale", "0.3", "--summary-json",
+                    "--log-file", log, "--log-mode", signo == SIGHUP ? "async" : "sync"});
+      REQUIRE(
+          eventually([&] { return read_file(log).find("Done. Acked") != std::string::npos; }, 20s));
+      p.signal(signo);
+      const Result r = p.wait(30s);
+      REQUIRE_FALSE(r.timed_out);
+      CHECK(r.exit_code == 0);
+      const json s = summary_of(r);
+      CHECK(s["published"].get<std::uint64_t>() ==
+            s["acked"].get<std::uint64_t>() + s["nacked"].get<std::uint64_t>());
+      CHECK(s["nacked"].get<std::uint64_t>() > 0);
+      const std::string text = read_file(log);
+      const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "SIGHUP";
+      CHECK(text.find(std::string("Received exit signal ") + name + "...") != std::string::npos);
+      CHECK(text.find("Nacking outstanding messages") != std::string::npos);
+      CHECK(text.find("Successfully shutdown the Mayhem service.") != std::string::npos);
+      std::remove(log.c_str());
+    }
+  }
+}
+
+TEST_CASE("Async logging writes every line to the file", "[cli][logging]") {
+  const std::string log = temp_path("async.log");
+  Subprocess p({"--messages", "3000", "--publish-interval", "0", "--latency-scale", "0",
+                "--log-mode", "async", "--log-queue", "64", "--log-file", log, "--summary-json"});
+  const Result r = p.wait(60s);
+  REQUIRE(r.exit_code == 0);
+  const json s = summary_of(r);
+  const std::string text = read_file(log);
+  std::size_t pulled = 0, acked = 0;
+  for (const auto& line : lines_of(text)) {
+    pulled += line.find("INFO: Pulled ") != std::string::npos;
+    acked += line.find("INFO: Done. Acked ") != std::string::npos;
+  }
+  CHECK(pulled == 3000);
+  CHECK(acked == s["acked"].get<std::size_t>());
+  CHECK(text.find("Successfully shutdown the Mayhem service.") != std::string::npos);
+  std::remove(log.c_str());
+}

@@ -1,0 +1,168 @@
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "mayhem/lease/lease_manager.hpp"
+#include "support/test_sink.hpp"
+
+using namespace mayhem;
+
+namespace {
+
+constexpr Nanos kSec = kNanosPerSecond;
+
+struct Fixture {
+  ManualClock clock{100 * kSec};
+  Metrics metrics;
+  MessagePool messages{64};
+  LotPool lots{8};
+  std::shared_ptr<spdlog::logger> log;
+  std::shared_ptr<test::TestSink> sink;
+  std::vector<std::size_t> hook_calls;
+  std::vector<LeaseState> states_seen_by_hook;
+  std::unique_ptr<LeaseManager> lease;
+
+  Fixture() {
+    std::tie(log, sink) = test::make_test_logger();
+    lease = std::make_unique<LeaseManager>(LeaseManager::Config{2 * kSec, 3 * kSec, 5'000'000},
+                                           clock, log, metrics, messages, lots,
+                                           [this](Message* const* m, std::size_t n) {
+                                             hook_calls.push_back(n);
+                                             for (std::size_t i = 0; i < n; ++i)
+                                               states_seen_by_hook.push_back(m[i]->lease.load());
+                                           });
+  }
+
+  // A lot as consume makes it: first extension done, deadline set.
+  Lot* make_lot(std::uint32_t n) {
+    Lot* lot = lots.acquire_one();
+    messages.acquire(lot->batch.msgs, n);
+    lot->batch.size = n;
+    lot->batch.owner = lot;
+    lot->refs.store(n);
+    MessageFactory f(9);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      Message* m = lot->batch.msgs[i];
+      f.fill(*m, i, clock.now());
+      m->lot = lot;
+      m->extended_cnt = 1;
+      m->deadline_ns = clock.now() + 3 * kSec;
+    }
+    return lot;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Lease thread extends in-flight messages every interval, by the ack deadline",
+          "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(3);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 1);
+  CHECK(f.metrics.extensions.get() == 0);
+
+  f.clock.advance(2 * kSec - 1);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 0);  // not due yet
+
+  f.clock.advance(1);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 3);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    CHECK(lot->batch.msgs[i]->extended_cnt == 2);
+    CHECK(lot->batch.msgs[i]->deadline_ns == f.clock.now() + 3 * kSec);
+    CHECK(lot->batch.msgs[i]->lease.load() == LeaseState::kActive);
+  }
+  CHECK(f.sink->count("Extended deadline by 3 seconds for PubSubMessage(instance_name='cattle-") ==
+        3);
+  // The hook saw all three in one bulk call, each held in kExtending.
+  REQUIRE(f.hook_calls == std::vector<std::size_t>{3});
+  for (auto s : f.states_seen_by_hook) CHECK(s == LeaseState::kExtending);
+
+  f.clock.advance(2 * kSec);
+  f.lease->tick();
+  CHECK(lot->batch.msgs[0]->extended_cnt == 3);
+  CHECK(f.metrics.late_extensions.get() == 0);
+}
+
+TEST_CASE("Messages whose results are handled are no longer extended", "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(4);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  LeaseManager::mark_done(*lot->batch.msgs[1]);
+  LeaseManager::mark_done(*lot->batch.msgs[3]);
+  f.clock.advance(2 * kSec);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 2);
+  CHECK(lot->batch.msgs[0]->extended_cnt == 2);
+  CHECK(lot->batch.msgs[1]->extended_cnt == 1);
+  CHECK(lot->batch.msgs[3]->lease.load() == LeaseState::kDone);
+}
+
+TEST_CASE("A released lot is freed at the next tick and its messages return to the pool",
+          "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(5);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  const auto capacity = f.messages.capacity();
+  f.lease->release_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 0);
+  f.clock.advance(10 * kSec);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 0);  // nothing left to extend
+  std::vector<Message*> again(capacity);
+  f.messages.acquire(again.data(), again.size());
+  CHECK(f.messages.capacity() == capacity);  // the five came back
+}
+
+TEST_CASE("A lot released before its registration is seen is freed once, not leaked", "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(2);
+  f.lease->release_lot(lot);
+  f.lease->tick();  // release seen first
+  CHECK(f.lease->tracked_lots() == 0);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 0);
+  f.clock.advance(4 * kSec);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 0);
+}
+
+TEST_CASE("An extension that comes after the deadline is counted as late", "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(1);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  f.clock.advance(5 * kSec);  // the lease thread was starved past the 3 s deadline
+  f.lease->tick();
+  CHECK(f.metrics.late_extensions.get() == 1);
+  CHECK(f.metrics.extensions.get() == 1);
+}
+
+TEST_CASE("The lease thread extends on its own with a real clock and short intervals", "[lease]") {
+  Metrics metrics;
+  MessagePool messages{64};
+  LotPool lots{8};
+  auto [log, sink] = test::make_test_logger(spdlog::level::off);
+  LeaseManager lease({20'000'000, 30'000'000, 1'000'000}, SteadyClock::instance(), log, metrics,
+                     messages, lots);
+  Lot* lot = lots.acquire_one();
+  messages.acquire(lot->batch.msgs, 2);
+  lot->batch.size = 2;
+  for (int i = 0; i < 2; ++i) lot->batch.msgs[i]->reset_state();
+  lease.start();
+  lease.register_lot(lot);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (metrics.extensions.get() < 6 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(metrics.extensions.get() >= 6);  // three rounds of two
+  lease.release_lot(lot);
+  lease.stop();
+  CHECK(lease.tracked_lots() == 0);
+}

@@ -1,0 +1,276 @@
+// End-to-end behaviour of the service in-process: the graph, the I/O models, the lease thread,
+// flow control, shutdown and the accounting invariant. Each run is short (latency scales of a few
+// milliseconds); waits are on conditions with deadlines, never bare sleeps.
+#include <signal.h>
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "mayhem/service.hpp"
+#include "mayhem/source/pubsub.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_sink.hpp"
+
+using namespace mayhem;
+using namespace std::chrono_literals;
+
+namespace {
+
+Options quick(std::uint64_t messages, double latency) {
+  Options o;
+  o.messages = messages;
+  o.publish_interval = 0;
+  o.latency_scale = latency;
+  o.seed = 12345;
+  return o;
+}
+
+struct Outcome {
+  int rc = -1;
+  Summary s;
+  std::shared_ptr<test::TestSink> sink;
+  std::uint64_t source_acks = 0, source_nacks = 0;
+};
+
+Outcome run(Options o, std::function<void(Op, const Message&)> fault = {},
+            spdlog::level::level_enum level = spdlog::level::info) {
+  auto [log, sink] = test::make_test_logger(level);
+  Service svc(o, Service::Deps{log, nullptr, false, std::move(fault)});
+  Outcome out;
+  out.rc = svc.run();
+  out.s = svc.summary();
+  out.sink = sink;
+  out.source_acks = svc.pubsub().acks();
+  out.source_nacks = svc.pubsub().nacks();
+  return out;
+}
+
+void check_accounting(const Outcome& o) {
+  CHECK(o.s.published == o.s.acked + o.s.nacked);
+  CHECK(o.source_acks == o.s.acked);
+  CHECK(o.source_nacks == o.s.nacked);
+}
+
+}  // namespace
+
+TEST_CASE("Every message is pulled, saved and restarted, then acked, with the reference's logs",
+          "[pipeline]") {
+  for (double latency : {0.0, 0.002}) {
+    for (IoModel model : {IoModel::kAsync, IoModel::kBlocking}) {
+      DYNAMIC_SECTION("latency " << latency << " io " << to_string(model)) {
+        Options o = quick(2000, latency);
+        o.io_model = model;
+        o.io_threads = 64;
+        const Outcome r = run(o);
+        REQUIRE(r.rc == 0);
+        CHECK(r.s.published == 2000);
+        CHECK(r.s.acked == 2000);
+        CHECK(r.s.nacked == 0);
+        check_accounting(r);
+        CHECK(r.s.saved + r.s.save_failed == 2000);
+        CHECK(r.s.restarted + r.s.restart_failed == 2000);
+        CHECK(r.s.save_failed > 300);  // fail rate 0.25
+        CHECK(r.s.save_failed < 700);
+        const auto& sink = *r.sink;
+        CHECK(sink.count("Pulled PubSubMessage(instance_name='cattle-") == 2000);
+        CHECK(sink.count("Done. Acked PubSubMessage(") == 2000);
+        CHECK(sink.count("Saved PubSubMessage(") == r.s.saved);
+        CHECK(sink.count("Restarted cattle-") == r.s.restarted);
+        CHECK(sink.count("Handling general error: Could not save PubSubMessage(") ==
+              r.s.save_failed);
+        CHECK(sink.count("Handling general error: Could not restart cattle-") ==
+              r.s.restart_failed);
+        CHECK(sink.count("Retrying for failure to restart: cattle-") == r.s.restart_retries);
+        CHECK(sink.count("Extended deadline by 3 seconds for PubSubMessage(") == r.s.extensions);
+        CHECK(sink.count("Successfully shutdown the Mayhem service.") == 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("Save and restart of one message run concurrently (the reference's gather)",
+          "[pipeline]") {
+  Options o = quick(400, 0.01);
+  o.fail_rate = 0;
+  std::mutex mu;
+  std::map<std::uint64_t, std::pair<Nanos, Nanos>> done;  // seq -> (save done, restart done)
+  const Outcome r = run(o, [&](Op op, const Message& m) {
+    const Nanos now = steady_now();
+    std::lock_guard lock(mu);
+    if (op == Op::kSave) done[m.seq].first = now;
+    if (op == Op::kRestart) done[m.seq].second = now;
+  });
+  REQUIRE(r.rc == 0);
+  REQUIRE(done.size() == 400);
+  // Run one after the other, restart would always finish after save. Concurrently, the shorter of
+  // two independent uniform delays finishes first: restart wins about half the time.
+  int restart_first = 0;
+  for (auto& [seq, t] : done) restart_first += t.second < t.first;
+  CHECK(restart_first > 120);
+  CHECK(restart_first < 280);
+}
+
+TEST_CASE("Failed restarts are really retried, then given up", "[pipeline]") {
+  Options o = quick(300, 0.001);
+  o.fail_rate = 1;
+  o.restart_retries = 2;
+  const Outcome r = run(o);
+  REQUIRE(r.rc == 0);
+  CHECK(r.s.restart_retries == 600);
+  CHECK(r.s.restart_failed == 300);
+  CHECK(r.s.restarted == 0);
+  CHECK(r.s.save_failed == 300);
+  CHECK(r.s.acked == 300);  // the reference acks even when handling failed
+  CHECK(r.sink->count("Retrying for failure to restart") == 600);
+
+  o.fail_rate = 0;
+  const Outcome ok = run(o);
+  CHECK(ok.s.saved == 300);
+  CHECK(ok.s.restarted == 300);
+  CHECK(ok.s.restart_retries == 0);
+  CHECK(ok.sink->count("ERROR") == 0);
+}
+
+TEST_CASE("Messages in flight longer than the interval are extended by the lease thread",
+          "[pipeline][lease]") {
+  Options o = quick(100, 0.3);
+  o.fail_rate = 0;
+  o.extend_interval = 0.05;
+  o.ack_deadline = 0.5;
+  const Outcome r = run(o);
+  REQUIRE(r.rc == 0);
+  CHECK(r.s.acked == 100);
+  // Each message lives max(save, restart) + cleanup, about 0.35 s on average: ~7 extensions each.
+  CHECK(r.s.extensions > 100 * 3);
+  CHECK(r.s.late_extensions == 0);
+  CHECK(r.sink->count("Extended deadline by 0.5 seconds for") == r.s.extensions);
+}
+
+TEST_CASE("Flow control bounds the messages in flight and the pub/sub backlog", "[pipeline]") {
+  Options o = quick(20000, 0.005);
+  o.max_in_flight = 64;
+  o.queue_capacity = 256;
+  const Outcome r = run(o, {}, spdlog::level::warn);
+  REQUIRE(r.rc == 0);
+  CHECK(r.s.acked == 20000);
+  CHECK(r.s.peak_in_flight <= 64);
+  CHECK(r.s.peak_in_flight >= 32);
+  // Unbounded, the publisher would have made all 20000 up front; bounded, the pool stays at
+  // in-flight + backlog + lots awaiting the lease thread's next pass, within two 4096-slabs.
+  CHECK(r.s.pool_messages <= 8192);
+}
+
+TEST_CASE("A signal shuts down gracefully: outstanding messages are nacked, nothing is lost",
+          "[pipeline][shutdown]") {
+  for (IoModel model : {IoModel::kAsync, IoModel::kBlocking}) {
+    DYNAMIC_SECTION("io " << to_string(model)) {
+      Options o = quick(0, 0.5);
+      o.rate = 4000;
+      o.io_model = model;
+      o.io_threads = 256;
+      auto [log, sink] = test::make_test_logger();
+      Service svc(o, Service::Deps{log, nullptr, false, {}});
+      int rc = -1;
+      std::thread t([&] { rc = svc.run(); });
+      svc.wait_started();
+      REQUIRE(test::eventually(
+          [&] { return svc.metrics().acked.get() >= 20 && svc.metrics().in_flight.load() >= 100; },
+          20s));
+      svc.request_stop(SIGINT);
+      t.join();
+      const Summary s = svc.summary();
+      CHECK(rc == 0);
+      CHECK(s.nacked >= 100);
+      CHECK(s.published == s.acked + s.nacked);
+      CHECK(svc.pubsub().acks() == s.acked);
+      CHECK(svc.pubsub().nacks() == s.nacked);
+      CHECK(svc.metrics().in_flight.load() == 0);
+      CHECK(sink->count("Received exit signal SIGINT...") == 1);
+      CHECK(sink->count("Closing database connections") == 1);
+      CHECK(sink->count("Nacking outstanding messages") == 1);
+      CHECK(sink->count("Cancelling outstanding tasks") == 1);
+      CHECK(sink->count("Flushing metrics") == 1);
+      CHECK(sink->count("Successfully shutdown the Mayhem service.") == 1);
+    }
+  }
+}
+
+TEST_CASE("An unexpected exception in a stage shuts down gracefully with a failing status",
+          "[pipeline][shutdown]") {
+  for (Op where : {Op::kSave, Op::kRestart, Op::kCleanup}) {
+    DYNAMIC_SECTION("exception in " << to_string(where)) {
+      Options o = quick(0, 0.01);
+      o.rate = 5000;
+      const Outcome r = run(o, [where](Op op, const Message& m) {
+        if (op == where && m.seq == 100) throw std::runtime_error("boom");
+      });
+      CHECK(r.rc == 1);
+      CHECK(r.s.exit_code == 1);
+      CHECK(r.s.nacked >= 1);
+      check_accounting(r);
+      CHECK(r.sink->count("Caught exception: boom") == 1);
+      CHECK(r.sink->count("Shutting down...") == 1);
+      CHECK(r.sink->count("Successfully shutdown the Mayhem service.") == 1);
+    }
+  }
+}
+
+TEST_CASE("No message is acked twice, and none is acked after being nacked", "[pipeline]") {
+  Options o = quick(5000, 0.001);
+  std::mutex mu;
+  std::multiset<std::uint64_t> cleaned;
+  const Outcome r = run(
+      o,
+      [&](Op op, const Message& m) {
+        if (op != Op::kCleanup) return;
+        std::lock_guard lock(mu);
+        cleaned.insert(m.seq);
+      },
+      spdlog::level::warn);
+  REQUIRE(r.rc == 0);
+  CHECK(cleaned.size() == 5000);
+  CHECK(std::set<std::uint64_t>(cleaned.begin(), cleaned.end()).size() == 5000);
+  CHECK(r.source_acks == 5000);
+  CHECK(r.source_nacks == 0);
+}
+
+TEST_CASE("Accounting invariant holds when a signal arrives at a random moment",
+          "[pipeline][shutdown][property]") {
+  std::mt19937_64 rng(2026);
+  for (int iteration = 0; iteration < 25; ++iteration) {
+    Options o;
+    o.messages = 0;
+    o.seed = rng() | 1;
+    const double latencies[] = {0, 0.0005, 0.005, 0.05};
+    o.latency_scale = latencies[rng() % 4];
+    o.publish_interval = 0;
+    if (rng() % 2) o.rate = 20000;
+    o.io_model = rng() % 3 == 0 ? IoModel::kBlocking : IoModel::kAsync;
+    o.io_threads = 32;
+    o.max_in_flight = 1 + rng() % 5000;
+    o.batch_size = 1 + static_cast<std::uint32_t>(rng() % 128);
+    o.fail_rate = static_cast<double>(rng() % 100) / 100.0;
+    const std::uint64_t stop_after = 1 + rng() % 3000;
+    INFO("iteration " << iteration << " seed " << o.seed << " latency " << o.latency_scale << " io "
+                      << to_string(o.io_model) << " max_in_flight " << o.max_in_flight << " batch "
+                      << o.batch_size << " stop after " << stop_after);
+    auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+    Service svc(o, Service::Deps{log, nullptr, false, {}});
+    int rc = -1;
+    std::thread t([&] { rc = svc.run(); });
+    svc.wait_started();
+    REQUIRE(test::eventually([&] { return svc.metrics().published.get() >= stop_after; }, 20s));
+    svc.request_stop(iteration % 2 ? SIGTERM : SIGHUP);
+    t.join();
+    const Summary s = svc.summary();
+    REQUIRE(rc == 0);
+    REQUIRE(s.published == s.acked + s.nacked);
+    REQUIRE(svc.pubsub().acks() == s.acked);
+    REQUIRE(svc.pubsub().nacks() == s.nacked);
+    REQUIRE(sink->count("Accounting mismatch") == 0);
+  }
+}
