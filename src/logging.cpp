@@ -83,12 +83,5 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
   return log;
 }
 
-void close_logger(std::shared_ptr<spdlog::logger>& log) {
-  if (!log) return;
-  log->flush();
-  // An async logger's flush only queues a request; dropping the last reference to the logger and
-  // its thread pool joins the worker after it has written everything queued.
-  log.reset();
-}
 
 }  // namespace mayhem

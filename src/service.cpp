@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <condition_variable>
+#include <thread>
 #include <random>
 
 #include "mayhem/io/io_service.hpp"
@@ -64,9 +65,32 @@ struct Service::Impl {
         pubsub(opts.queue_capacity),
         shutdown(log) {}
 
+  bool abandoned = false;  // shutdown timed out: a stage never returned, the graph is left running
+
   int run();
   void shut_down(StopReason why);
+  // Waits until the graph is idle; false after `timeout` (the waiter is then left behind).
+  bool wait_idle_for(Nanos timeout);
 };
+
+bool Service::Impl::wait_idle_for(Nanos timeout) {
+  struct Waiter {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool idle = false;
+  };
+  auto w = std::make_shared<Waiter>();
+  std::thread([w, p = pipeline.get()] {
+    p->wait_idle();
+    {
+      std::lock_guard lock(w->mutex);
+      w->idle = true;
+    }
+    w->cv.notify_all();
+  }).detach();
+  std::unique_lock lock(w->mutex);
+  return w->cv.wait_for(lock, std::chrono::nanoseconds(timeout), [&] { return w->idle; });
+}
 
 int Service::Impl::run() {
   if (deps.handle_signals) {
@@ -120,10 +144,9 @@ int Service::Impl::run() {
   started_cv.notify_all();
 
   const StopReason why = shutdown.wait();
-  end_ns = clock.now();
   shut_down(why);
   cpu_end = cpu_seconds();
-  exit_code = shutdown.fatal_message() ? 1 : 0;
+  exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
   log->info("Successfully shutdown the Mayhem service.");
   log->flush();
   return exit_code;
@@ -143,6 +166,7 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Cancelling outstanding tasks");
   io->cancel_all();       // pending I/O completes now as cancelled; its messages get nacked
   pipeline->wait_idle();  // every task done: each message in flight is settled
+  end_ns = clock.now();  // every message is settled now (acks during the drain included)
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   lease->stop();                                           // frees the last lots
   if (lease->tracked_lots() != 0)
@@ -165,7 +189,13 @@ Service::Service(Options opts, Deps deps) {
 
 Service::Service(Options opts) : Service(std::move(opts), Deps{}) {}
 
-Service::~Service() = default;
+Service::~Service() {
+  // After a timed-out shutdown a stage still runs inside the graph and uses this state: leave it
+  // (the process is about to exit) rather than block forever in the graph's destructor.
+  if (impl_ && impl_->abandoned) (void)impl_.release();
+}
+
+bool Service::abandoned() const { return impl_->abandoned; }
 
 int Service::run() {
   return impl_->run();

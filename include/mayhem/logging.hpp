@@ -20,7 +20,5 @@ namespace mayhem {
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name);
 // Throws std::runtime_error with a clear message when the log file cannot be opened.
 std::shared_ptr<spdlog::logger> make_logger(const Options& opts);
-// Flushes and, for the async logger, drains its queue and stops its thread.
-void close_logger(std::shared_ptr<spdlog::logger>& log);
 
 }  // namespace mayhem

@@ -88,13 +88,18 @@ struct Batch {
 struct Lot {
   Batch batch;  // the messages consume pulled together; batch.owner == this
   // Messages not yet settled, plus stages still reading `batch`. The thread that brings it to
-  // zero hands the lot to the lease thread, which frees it.
+  // zero releases the lot (LeaseManager::release_lot).
   std::atomic<std::uint32_t> refs{0};
+  // Who owns the lot's fate: kUnseen until the lease thread takes it (kTracked). A lot released
+  // while still kUnseen has its messages returned to the pool by the releasing thread at once,
+  // while they are still in cache (kReleasing, then kReleasedEarly once it no longer reads the
+  // lot); the lease thread then only recycles the Lot, after waiting out kReleasing.
+  enum class Tracking : std::uint8_t { kUnseen, kTracked, kReleasing, kReleasedEarly };
+  std::atomic<Tracking> tracking{Tracking::kUnseen};
   // Owned by the lease thread alone.
   Lot* prev = nullptr;
   Lot* next = nullptr;
   Nanos due = 0;
-  std::uint8_t lease_flags = 0;
 };
 
 using MessagePool = Pool<Message>;

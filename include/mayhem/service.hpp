@@ -38,12 +38,16 @@ class Service {
   Service& operator=(const Service&) = delete;
 
   // Runs until all `messages` are settled, a signal, or a fatal error. Returns the exit status:
-  // 0 after a completed run or a signal, 1 after an unexpected exception.
+  // 0 after a completed run or a signal, 1 after an unexpected exception or a timed-out shutdown.
   int run();
   // As if `signo` had been delivered (thread-safe; for tests and embedding).
   void request_stop(int signo);
   // Waits until run() has started its pipeline (tests use it before request_stop).
   void wait_started();
+
+  // True after a shutdown that timed out (--shutdown-timeout) with a stage still running: the
+  // service's state is deliberately leaked; the caller should exit the process promptly.
+  bool abandoned() const;
 
   Summary summary() const;
   const Metrics& metrics() const;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "mayhem/logging.hpp"
@@ -160,6 +161,7 @@ int main(int argc, char** argv) {
   }
   const int rc = service->run();
   if (opts.summary_json) std::cout << to_json(service->summary()).dump() << std::endl;
+  if (service->abandoned()) std::_Exit(rc);  // a stuck stage still runs: do not wait for it
   return rc;
 }
 

@@ -70,6 +70,10 @@ class AsyncIo final : public IoService {
     if (cancelled_.load()) {
       deliver_cancelled(op, msgs, n);
     } else {
+      // Count before enqueueing (seq_cst): pending_ == 0 then means nothing is queued or filed, so
+      // the wheel thread may sleep and skip empty ticks; the sleeping check after the enqueue pairs
+      // with the wheel thread's store(sleeping) then load(pending), so a wake-up is never lost.
+      pending_.fetch_add(n);
       const Nanos now = clock_.now();
       std::array<Entry, kBatchCapacity> buf;
       std::size_t i = 0;
@@ -82,7 +86,7 @@ class AsyncIo final : public IoService {
         queue_.enqueue_bulk(buf.data(), k);
         i += k;
       }
-      pending_.fetch_add(n, std::memory_order_relaxed);
+      if (sleeping_.load()) wake();
     }
     submitters_.fetch_sub(1);
   }
@@ -128,6 +132,14 @@ class AsyncIo final : public IoService {
   bool zero_delay_inline() const override { return true; }
 
  private:
+  void wake() {
+    {
+      std::lock_guard lock(mutex_);
+      sleeping_.store(false);
+    }
+    cv_.notify_one();
+  }
+
   struct Slot {
     Chunk* head = nullptr;
     Chunk* tail = nullptr;
@@ -229,9 +241,21 @@ class AsyncIo final : public IoService {
         }
       }
       for (int op = 0; op < kOpCount; ++op) flush(static_cast<Op>(op));
+      std::unique_lock lock(mutex_);
+      if (stop_) return;
+      // Nothing pending: sleep until a submitter wakes us (no idle ticking; at zero latency the
+      // wheel is never used). Otherwise sleep to the next tick.
+      sleeping_.store(true);
+      if (pending_.load() == 0) {
+        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !sleeping_.load(); });
+        sleeping_.store(false);
+        if (stop_) return;
+        last_tick_ = std::max(last_tick_, static_cast<std::uint64_t>(clock_.now() / tick_) - 1);
+        continue;
+      }
+      sleeping_.store(false);
       const Nanos next = static_cast<Nanos>(last_tick_ + 1) * tick_;
       const Nanos wait = std::max<Nanos>(next - clock_.now(), 20'000);
-      std::unique_lock lock(mutex_);
       if (cv_.wait_for(lock, std::chrono::nanoseconds(wait), [&] { return stop_; })) return;
     }
   }
@@ -244,6 +268,7 @@ class AsyncIo final : public IoService {
   std::atomic<int> submitters_{0};
   std::atomic<bool> cancelled_{false};
   std::atomic<std::size_t> pending_{0};
+  std::atomic<bool> sleeping_{false};
 
   // wheel thread only
   std::vector<Slot> slots_;

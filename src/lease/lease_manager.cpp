@@ -24,7 +24,8 @@ LeaseManager::~LeaseManager() {
 }
 
 void LeaseManager::mark_done(Message& m) {
-  // The lease thread holds kExtending only for the few instructions of one extension: wait it out.
+  // The lease thread holds kExtending only while it extends one lot (and runs the broker hook, in
+  // bulk): wait it out.
   LeaseState expected = LeaseState::kActive;
   while (!m.lease.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
     if (expected == LeaseState::kDone) return;
@@ -56,8 +57,11 @@ void LeaseManager::unlink(Lot* lot) {
 
 void LeaseManager::free_lot(Lot* lot) {
   messages_.release(lot->batch.msgs, lot->batch.size);
+  recycle_lot(lot);
+}
+
+void LeaseManager::recycle_lot(Lot* lot) {
   lot->batch.size = 0;
-  lot->lease_flags = 0;
   lots_.release_one(lot);
 }
 
@@ -77,46 +81,50 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now) {
   }
   if (extend_buf_.empty()) return;
   if (hook_) hook_(extend_buf_.data(), extend_buf_.size());
+  // Hand the messages back before logging, so a stage waiting in mark_done() is held only for the
+  // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread only.
+  for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
+  metrics_.extensions.add(extend_buf_.size());
   if (log_->should_log(spdlog::level::info)) {
     const double secs = nanos_to_seconds(cfg_.ack_deadline);
     for (Message* m : extend_buf_) log_->info("Extended deadline by {:g} seconds for {}", secs, *m);
   }
-  metrics_.extensions.add(extend_buf_.size());
-  for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
 }
 
 Nanos LeaseManager::tick() {
   ObserveScope scope(observer_, Stage::kLease, 0);
   const Nanos now = clock_.now();
   std::size_t tracked = tracked_.load(std::memory_order_relaxed);
-  // Registrations first. A lot can be released before its registration is seen (both queues are
-  // multi-producer), so each path checks the flag the other one leaves.
+  // Registrations first. A lot released before the lease thread took it (kReleasedEarly) already
+  // gave its messages back: only the Lot object is recycled here.
   for (;;) {
     const std::size_t n = registrations_.try_dequeue_bulk(drain_buf_.data(), drain_buf_.size());
     for (std::size_t i = 0; i < n; ++i) {
       Lot* lot = drain_buf_[i];
-      if (lot->lease_flags & kReleased) {
-        free_lot(lot);
+      auto expected = Lot::Tracking::kUnseen;
+      if (!lot->tracking.compare_exchange_strong(expected, Lot::Tracking::kTracked,
+                                                 std::memory_order_acq_rel)) {
+        // Released early. The releasing thread may still be reading the lot's array: wait for
+        // kReleasedEarly (one bulk enqueue away) before the Lot can be reused.
+        while (lot->tracking.load(std::memory_order_acquire) != Lot::Tracking::kReleasedEarly)
+          std::this_thread::yield();
+        recycle_lot(lot);
         continue;
       }
-      lot->lease_flags |= kRegistered;
       lot->due = now + cfg_.extend_interval;
       link_back(lot);
       ++tracked;
     }
     if (n < drain_buf_.size()) break;
   }
+  // Releases of tracked lots (a release can only be queued after the lot became kTracked).
   for (;;) {
     const std::size_t n = releases_.try_dequeue_bulk(drain_buf_.data(), drain_buf_.size());
     for (std::size_t i = 0; i < n; ++i) {
       Lot* lot = drain_buf_[i];
-      if (lot->lease_flags & kRegistered) {
-        unlink(lot);
-        free_lot(lot);
-        --tracked;
-      } else {
-        lot->lease_flags |= kReleased;  // freed when its registration arrives
-      }
+      unlink(lot);
+      free_lot(lot);
+      --tracked;
     }
     if (n < drain_buf_.size()) break;
   }

@@ -189,7 +189,9 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
 
 void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kConsume, 0);
-  consume_scheduled_.store(false);
+  // exchange (acquire), not store: it reads the publisher's exchange(true), so every message
+  // enqueued before that trigger is visible to the pull below.
+  consume_scheduled_.exchange(false);
   for (int round = 0; round < 16; ++round) {
     if (shutdown_.stopping()) return;
     std::uint64_t avail = permits();
@@ -261,7 +263,7 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
   std::uint32_t nl = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     Message* m = in->msgs[i];
-    const Nanos d = io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
+    const Nanos d = scale_ == 0 ? 0 : io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
     if (d == 0 && inline_zero_) {
       if (!now_batch) now_batch = new_batch();
       now_batch->push(m);
@@ -270,17 +272,33 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
       delays[nl++] = d;
     }
   }
-  try {
-    io_.submit(op, later, delays, nl);
-  } catch (...) {
-    shutdown_.fatal(std::current_exception());
-    Batch* failed = new_batch();
-    failed->cancelled = true;
-    for (std::uint32_t i = 0; i < nl; ++i) failed->push(later[i]);
-    gw.try_put(failed);
-  }
+  io_.submit(op, later, delays, nl);
   done_with(in);
-  if (now_batch) gw.try_put(now_batch);
+  if (now_batch) complete_inline(op, now_batch);
+}
+
+// Zero-delay completions, handled in the task that submitted them: the same handlers the
+// completion nodes run, without a task hop or another pass over cold cache lines.
+void Pipeline::complete_inline(Op op, Batch* done) {
+  switch (op) {
+    case Op::kSave: {
+      ObserveScope scope(observer_, Stage::kSaved, done->size);
+      if (Batch* ready = handle_saves(done)) cleanup_.try_put(ready);
+      break;
+    }
+    case Op::kRestart: {
+      ObserveScope scope(observer_, Stage::kRestarted, done->size);
+      const RestartResults r = handle_restarts(done);
+      if (r.ready) cleanup_.try_put(r.ready);
+      if (r.retry) restart_.try_put(r.retry);
+      break;
+    }
+    case Op::kCleanup: {
+      ObserveScope scope(observer_, Stage::kSettle, done->size);
+      if (handle_settle(done)) consume_.try_put(continue_msg());
+      break;
+    }
+  }
 }
 
 // ---- saved / restarted: the gather's two branches, and handle_results -------------------------
@@ -300,8 +318,7 @@ void Pipeline::guard_failed(Message& m, Op op) {
     m.restart_cancelled = true;
 }
 
-void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kSaved, in->size);
+Batch* Pipeline::handle_saves(Batch* in) {
   const bool info = log_->should_log(spdlog::level::info);
   std::uint64_t ok = 0, failed = 0;
   Batch* ready = nullptr;
@@ -331,11 +348,15 @@ void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
   metrics_.saved.add(ok);
   metrics_.save_failed.add(failed);
   done_with(in);
-  if (ready) std::get<0>(out).try_put(ready);
+  return ready;
 }
 
-void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kRestarted, in->size);
+void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSaved, in->size);
+  if (Batch* ready = handle_saves(in)) std::get<0>(out).try_put(ready);
+}
+
+Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
   const bool info = log_->should_log(spdlog::level::info);
   const bool stopping = shutdown_.stopping();
   std::uint64_t ok = 0, failed = 0, retried = 0;
@@ -376,14 +397,19 @@ void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) 
   metrics_.restart_failed.add(failed);
   metrics_.restart_retries.add(retried);
   done_with(in);
-  if (ready) std::get<0>(out).try_put(ready);
-  if (retry) std::get<1>(out).try_put(retry);
+  return {ready, retry};
+}
+
+void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kRestarted, in->size);
+  const RestartResults r = handle_restarts(in);
+  if (r.ready) std::get<0>(out).try_put(r.ready);
+  if (r.retry) std::get<1>(out).try_put(r.retry);
 }
 
 // ---- settle: the end of the reference's cleanup(): ack (or nack when cancelled) -----------------
 
-void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kSettle, in->size);
+bool Pipeline::handle_settle(Batch* in) {
   const std::uint32_t n = in->size;
   const Nanos now = clock_.now();
   const bool info = log_->should_log(spdlog::level::info);
@@ -429,15 +455,20 @@ void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
   metrics_.acked.add(na);
   metrics_.nacked.add(nn);
   metrics_.in_flight.fetch_sub(n);
-  if (consume_parked_.load() && consume_parked_.exchange(false) &&
-      !consume_scheduled_.exchange(true)) {
-    std::get<0>(out).try_put(continue_msg());
-  }
+  // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
+  const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
+                    !consume_scheduled_.exchange(true);
   if (opts_.messages != 0 && metrics_.settled() >= opts_.messages)
     shutdown_.request(StopReason::kCompleted);
   done_with(in);
   // Last: once a lot's count reaches zero the lease thread may free its messages.
   for (std::uint32_t r = 0; r < runs; ++r) unref_lot(lots[r], counts[r]);
+  return wake;
+}
+
+void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSettle, in->size);
+  if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
 }
 
 // ---- shutdown -----------------------------------------------------------------------------------

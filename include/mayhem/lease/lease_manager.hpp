@@ -46,9 +46,24 @@ class LeaseManager {
   LeaseManager& operator=(const LeaseManager&) = delete;
 
   // Any thread, lock-free. Consume has already done each message's first extension.
-  void register_lot(Lot* lot) { registrations_.enqueue(lot); }
-  // Any thread, lock-free: the pipeline is done with the lot (every message settled).
-  void release_lot(Lot* lot) { releases_.enqueue(lot); }
+  void register_lot(Lot* lot) {
+    lot->tracking.store(Lot::Tracking::kUnseen, std::memory_order_relaxed);
+    registrations_.enqueue(lot);
+  }
+  // Any thread, lock-free: the pipeline is done with the lot (every message settled). A lot the
+  // lease thread has not taken yet gives its messages back right here (the common case at high
+  // rates and low latency); otherwise the lease thread unlinks and frees it on its next pass.
+  void release_lot(Lot* lot) {
+    auto expected = Lot::Tracking::kUnseen;
+    if (lot->tracking.compare_exchange_strong(expected, Lot::Tracking::kReleasing,
+                                              std::memory_order_acq_rel)) {
+      messages_.release(lot->batch.msgs, lot->batch.size);
+      // Only now may the lease thread recycle the Lot (and consume refill its array).
+      lot->tracking.store(Lot::Tracking::kReleasedEarly, std::memory_order_release);
+      return;
+    }
+    releases_.enqueue(lot);
+  }
 
   // One pass of the thread's loop: take registrations and releases, extend what is due, free what
   // is released. Returns the time the next lot is due (or now + poll when none is).
@@ -66,10 +81,10 @@ class LeaseManager {
   const Config& config() const { return cfg_; }
 
  private:
-  enum Flags : std::uint8_t { kRegistered = 1, kReleased = 2 };
   void link_back(Lot* lot);
   void unlink(Lot* lot);
-  void free_lot(Lot* lot);
+  void free_lot(Lot* lot);     // messages back to the pool, then recycle_lot
+  void recycle_lot(Lot* lot);  // the Lot object alone
   void extend_lot(Lot* lot, Nanos now);
   void run();
 

@@ -101,6 +101,17 @@ class Pipeline {
   void restarted_body(Batch* in, RestartedNode::output_ports_type& out);
   void settle_body(Batch* in, SettleNode::output_ports_type& out);
 
+  // Completion handlers, run by the completion nodes and inline for zero-delay operations. Each
+  // consumes its input batch and returns what goes on.
+  struct RestartResults {
+    Batch* ready;  // save and restart both settled: on to cleanup
+    Batch* retry;  // failed attempts with retries left: back to restart
+  };
+  Batch* handle_saves(Batch* in);
+  RestartResults handle_restarts(Batch* in);
+  bool handle_settle(Batch* in);  // true: a parked consume should be woken
+  void complete_inline(Op op, Batch* done);
+
   // The reference's handle_results, for a message whose save and restart are both settled.
   void handle_results(Message& m);
   // Called by saved/restarted for each message: true when this branch finished the gather.

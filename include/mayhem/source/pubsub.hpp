@@ -21,17 +21,17 @@ class InProcessPubSub final : public Source {
       : capacity_(capacity), queue_(4096), producer_(queue_), consumer_(queue_) {}
 
   std::uint64_t free_capacity() const {
-    std::uint64_t d = depth_.load(std::memory_order_acquire);
+    std::uint64_t d = depth_.load();  // seq_cst: the publisher's park re-check relies on it
     return d >= capacity_ ? 0 : capacity_ - d;
   }
   void publish(Message* const* msgs, std::size_t n) {
     queue_.enqueue_bulk(producer_, msgs, n);
-    depth_.fetch_add(n, std::memory_order_acq_rel);
+    depth_.fetch_add(n);
   }
 
   std::size_t pull(Message** out, std::size_t max) override {
     std::size_t got = queue_.try_dequeue_bulk(consumer_, out, max);
-    if (got != 0) depth_.fetch_sub(got, std::memory_order_acq_rel);
+    if (got != 0) depth_.fetch_sub(got);
     return got;
   }
   void ack(Message* const*, std::size_t n) override {

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Builds Mayhem under the sanitizers and runs the whole Catch2 suite there (the CLI tests spawn the
+# sanitized `mayhem` binary too). Usage: tools/sanitize.sh [asan|tsan|all]   (default: all)
+#   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset `asan`, build/asan)
+#   tsan  ThreadSanitizer (preset `tsan`, build/tsan), against a oneTBB built with TSan (see below)
+# Exits non-zero when a build fails, a test fails, or any sanitizer report was written.
+#
+# Reports: the test presets send ASan and TSan reports to build/<preset>/sanitizer-logs/ (log_path),
+# so those of the `mayhem` children, whose stderr the CLI tests capture and parse, are not lost; this
+# script prints a digest of them. UBSan reports go to stderr (g++'s libubsan ignores log_path when
+# linked with ASan): the test binary's show in ctest's output; a child's makes its test fail on the
+# exit status, and rerunning that command by hand shows it.
+#
+# oneTBB and TSan: Debian's libtbb12 is not instrumented, so TSan cannot see the synchronisation in
+# the task scheduler and reports every flow-graph task as racing with the thread that spawned it.
+# oneTBB's documented answer is to build the library itself with -DTBB_SANITIZE=thread (oneTBB
+# cmake/README.md, "Sanitizers"). The first `tsan` run does that, once: it fetches the Debian source
+# of the installed libtbb-dev version with apt-get source (a private deb-src list; the system's apt
+# configuration is not touched), builds libtbb with TSan into build/tsan/tbb/install, and the `tsan`
+# preset points TBB_DIR there, so the tsan binaries link (RPATH) against it. Remaining third-party
+# false positives are suppressed, with reasons, in tools/sanitizers/*.supp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+what="${1:-all}"
+case "$what" in
+  asan) presets=(asan) ;;
+  tsan) presets=(tsan) ;;
+  all) presets=(asan tsan) ;;
+  *)
+    echo "usage: tools/sanitize.sh [asan|tsan|all]" >&2
+    exit 2
+    ;;
+esac
+
+jobs=2  # the machine has 2 cores; one build at a time
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- a TSan-instrumented libtbb, matching the installed headers ---------------------------------
+tbb_dir="$root/build/tsan/tbb"
+tbb_lib="$tbb_dir/install/lib/libtbb.so.12"
+
+tsan_tbb_ready() {
+  local want="$1"
+  [[ -f "$tbb_lib" && -f "$tbb_dir/install/lib/cmake/TBB/TBBConfig.cmake" ]] &&
+    [[ "$(cat "$tbb_dir/stamp" 2>/dev/null)" == "$want" ]] &&
+    nm -D "$tbb_lib" | grep -q __tsan_func_entry
+}
+
+ensure_tsan_tbb() {
+  local src_pkg src_ver want
+  src_pkg=$(dpkg-query -W -f='${source:Package}' libtbb-dev)
+  src_ver=$(dpkg-query -W -f='${source:Version}' libtbb-dev)
+  want="$src_pkg $src_ver TBB_SANITIZE=thread"
+  if tsan_tbb_ready "$want"; then
+    echo "== tsan: using TSan-instrumented oneTBB $src_ver in $tbb_dir/install"
+    return 0
+  fi
+  echo "== tsan: building oneTBB $src_ver with -DTBB_SANITIZE=thread (once) in $tbb_dir"
+  local t0
+  t0=$(now)
+  command -v dpkg-source > /dev/null || apt-get install -y --no-install-recommends dpkg-dev || return 1
+  rm -rf "$tbb_dir"
+  mkdir -p "$tbb_dir/apt/lists/partial" "$tbb_dir/apt/sources.list.d" "$tbb_dir/fetch"
+  # deb-src twins of the system's enabled Debian sources (deb822 .sources and one-line .list).
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f "$f" ]] && sed -E 's/^Types:.*/Types: deb-src/' "$f" > "$tbb_dir/apt/sources.list.d/$(basename "$f")"
+  done
+  : > "$tbb_dir/apt/sources.list"
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -f "$f" ]] && sed -nE 's/^deb[[:space:]]+/deb-src /p' "$f" >> "$tbb_dir/apt/sources.list"
+  done
+  local apt_opts=(-o "Dir::Etc::SourceList=$tbb_dir/apt/sources.list"
+    -o "Dir::Etc::SourceParts=$tbb_dir/apt/sources.list.d"
+    -o "Dir::State::Lists=$tbb_dir/apt/lists" -o "APT::Sandbox::User=root" -q)
+  # Each step logs to a file in $tbb_dir; on failure, say which.
+  step() {
+    local log="$1"
+    shift
+    "$@" >> "$tbb_dir/$log" 2>&1 || {
+      echo "error: '$*' failed; see $tbb_dir/$log" >&2
+      return 1
+    }
+  }
+  step apt.log apt-get "${apt_opts[@]}" update || return 1
+  # shellcheck disable=SC2016  # $1 and $@ belong to the inner shell
+  step apt.log bash -c 'cd "$1" && shift && apt-get "$@"' _ "$tbb_dir/fetch" "${apt_opts[@]}" \
+    source --download-only "$src_pkg=$src_ver" || return 1
+  step unpack.log dpkg-source -x "$tbb_dir"/fetch/*.dsc "$tbb_dir/src" || return 1
+  step configure.log cmake -S "$tbb_dir/src" -B "$tbb_dir/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTBB_SANITIZE=thread -DTBB_TEST=OFF -DTBB_EXAMPLES=OFF \
+    -DTBB_STRICT=OFF -DTBBMALLOC_BUILD=OFF -DTBB4PY_BUILD=OFF \
+    -DCMAKE_INSTALL_PREFIX="$tbb_dir/install" || return 1
+  step build.log cmake --build "$tbb_dir/build" --target tbb -j "$jobs" || return 1
+  step build.log cmake --install "$tbb_dir/build" --component runtime || return 1
+  step build.log cmake --install "$tbb_dir/build" --component devel || return 1
+  rm -rf "$tbb_dir/apt" "$tbb_dir/fetch" "$tbb_dir/build"
+  echo "$want" > "$tbb_dir/stamp"
+  tsan_tbb_ready "$want" || {
+    echo "error: $tbb_lib is not TSan-instrumented" >&2
+    return 1
+  }
+  echo "== tsan: oneTBB built in $(elapsed "$t0" "$(now)") s"
+}
+
+# ---- reports written through log_path -----------------------------------------------------------
+digest_reports() {
+  local dir="$1"
+  local files=("$dir"/*)
+  [[ -e "${files[0]}" ]] || return 0
+  echo
+  echo "== ${#files[@]} sanitizer report file(s) in $dir (one per process that reported):"
+  local f
+  for f in "${files[@]}"; do
+    echo "-- $f"
+    # Headers, the first frames of each stack (trimmed), and the summary line of every report.
+    awk '/^(WARNING|ERROR|SUMMARY|  [A-Z][a-z]+ (of|read|write|atomic))|^Direct leak|^Indirect leak/ { print; n = 0; next }
+         /^ +#[0-9]+ / { if (n++ < 5) print substr($0, 1, 220); next }
+         { n = 0 }' "$f" | head -n 120
+  done
+  return 1
+}
+
+# ---- one preset ---------------------------------------------------------------------------------
+status=0
+summary=()
+run_preset() {
+  local p="$1" t0 t1 t2 rc=0
+  echo
+  echo "==================== $p ===================="
+  if [[ "$p" == tsan ]]; then ensure_tsan_tbb || return 1; fi
+  t0=$(now)
+  if ! cmake --preset "$p" > /dev/null || ! cmake --build --preset "$p" -j "$jobs"; then
+    summary+=("$p: build FAILED")
+    return 1
+  fi
+  t1=$(now)
+  if [[ "$p" == tsan ]] && ! ldd "build/tsan/tests/mayhem_tests" | grep -q "$tbb_lib"; then
+    echo "error: build/tsan/tests/mayhem_tests does not load $tbb_lib" >&2
+    return 1
+  fi
+  local logs="$root/build/$p/sanitizer-logs"
+  mkdir -p "$logs" && rm -f "$logs"/*
+  # Kernels with more than 28 bits of mmap randomisation break g++ 12's TSan/ASan shadow layout
+  # ("unexpected memory mapping"); run without ASLR there (children inherit it).
+  local wrap=()
+  if [[ "$(cat /proc/sys/vm/mmap_rnd_bits 2> /dev/null || echo 28)" -gt 28 ]]; then
+    wrap=(setarch "$(uname -m)" -R)
+  fi
+  "${wrap[@]}" ctest --preset "$p" || rc=$?
+  t2=$(now)
+  digest_reports "$logs" || rc=1
+  summary+=("$p: build $(elapsed "$t0" "$t1") s, tests $(elapsed "$t1" "$t2") s, $([[ $rc == 0 ]] && echo clean || echo FAILED)")
+  return "$rc"
+}
+
+for p in "${presets[@]}"; do
+  run_preset "$p" || status=1
+done
+echo
+echo "==================== sanitize summary ===================="
+printf '%s\n' "${summary[@]}"
+exit "$status"
