@@ -5,8 +5,8 @@
 #include <sys/resource.h>
 
 #include <condition_variable>
-#include <thread>
 #include <random>
+#include <thread>
 
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/lease/lease_manager.hpp"
@@ -166,7 +166,7 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Cancelling outstanding tasks");
   io->cancel_all();       // pending I/O completes now as cancelled; its messages get nacked
   pipeline->wait_idle();  // every task done: each message in flight is settled
-  end_ns = clock.now();  // every message is settled now (acks during the drain included)
+  end_ns = clock.now();   // every message is settled now (acks during the drain included)
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   lease->stop();                                           // frees the last lots
   if (lease->tracked_lots() != 0)
@@ -195,7 +195,9 @@ Service::~Service() {
   if (impl_ && impl_->abandoned) (void)impl_.release();
 }
 
-bool Service::abandoned() const { return impl_->abandoned; }
+bool Service::abandoned() const {
+  return impl_->abandoned;
+}
 
 int Service::run() {
   return impl_->run();

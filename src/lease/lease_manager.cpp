@@ -82,7 +82,8 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now) {
   if (extend_buf_.empty()) return;
   if (hook_) hook_(extend_buf_.data(), extend_buf_.size());
   // Hand the messages back before logging, so a stage waiting in mark_done() is held only for the
-  // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread only.
+  // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread
+  // only.
   for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
   metrics_.extensions.add(extend_buf_.size());
   if (log_->should_log(spdlog::level::info)) {

@@ -263,7 +263,8 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
   std::uint32_t nl = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     Message* m = in->msgs[i];
-    const Nanos d = scale_ == 0 ? 0 : io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
+    const Nanos d =
+        scale_ == 0 ? 0 : io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
     if (d == 0 && inline_zero_) {
       if (!now_batch) now_batch = new_batch();
       now_batch->push(m);
