@@ -64,7 +64,6 @@ Pipeline::Pipeline(Deps d)
   using tbb::flow::output_port;
   make_edge(output_port<0>(publish_), consume_);
   make_edge(output_port<0>(consume_), save_);
-  make_edge(output_port<1>(consume_), restart_);
   make_edge(save_, saved_);
   make_edge(restart_, restarted_);
   make_edge(output_port<0>(saved_), cleanup_);
@@ -213,7 +212,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     lot->batch.size = got;
     lot->batch.owner = lot;
     lot->batch.cancelled = false;
-    lot->refs.store(got + 2, std::memory_order_relaxed);  // messages + the save and restart readers
+    lot->refs.store(got + 1, std::memory_order_relaxed);  // messages + the batch's reader
 
     const Nanos deadline = clock_.now() + ack_deadline_;
     const bool info = log_->should_log(spdlog::level::info);
@@ -237,8 +236,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     if (in_flight > metrics_.peak_in_flight.load(std::memory_order_relaxed))
       metrics_.peak_in_flight.store(in_flight, std::memory_order_relaxed);
     lease_.register_lot(lot);
-    std::get<0>(out).try_put(&lot->batch);
-    std::get<1>(out).try_put(&lot->batch);
+    std::get<0>(out).try_put(&lot->batch);  // save, which hands the lot on to restart
   }
   schedule_consume();  // more may be waiting: yield to other tasks, then continue
 }
@@ -254,7 +252,10 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     now_batch = new_batch();
     now_batch->cancelled = true;
     for (std::uint32_t i = 0; i < n; ++i) now_batch->push(in->msgs[i]);
-    done_with(in);
+    if (op == Op::kSave && in->owner)
+      restart_.try_put(in);
+    else
+      done_with(in);
     gw.try_put(now_batch);
     return;
   }
@@ -274,8 +275,13 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     }
   }
   io_.submit(op, later, delays, nl);
-  done_with(in);
   if (now_batch) complete_inline(op, now_batch);
+  // The reference's gather(save, restart): save's part is submitted (and, at zero delay, done);
+  // restart's follows in the next task, usually on this same core, while save's I/O is pending.
+  if (op == Op::kSave && in->owner)
+    restart_.try_put(in);
+  else
+    done_with(in);
 }
 
 // Zero-delay completions, handled in the task that submitted them: the same handlers the

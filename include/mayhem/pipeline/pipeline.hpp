@@ -1,15 +1,19 @@
 // The oneTBB flow graph that carries messages: the threaded form of the reference's coroutines.
 //
-//   publish ──► [pub/sub queue] ──► consume ──┬─► save ────► saved ─────┬─► cleanup ──► settle
-//      ▲ (flat out: re-orders itself)        └─► restart ─► restarted ─┘   (async)      │
-//      └── pacer thread (paced modes)              ▲ (async)    │ retry                  │
-//                                                  └────────────┘        consume ◄───────┘ permits
+//   publish ──► [pub/sub queue] ──► consume ──► save ────► saved ─────┬─► cleanup ──► settle
+//      ▲ (flat out: re-orders itself)              │ lot                │   (async)      │
+//      └── pacer thread (paced modes)              ▼                    │                │
+//                                                restart ─► restarted ─┘   consume ◄─────┘ permits
+//                                                  ▲ (async)    │ retry
+//                                                  └────────────┘
 //
 // Nodes pass batches of message pointers (up to `batch_size`), so a graph hop costs ~1 ns per
 // message. save, restart and cleanup are `async_node`s: their bodies hand each message's simulated
 // I/O to the IoService and return at once; completions come back through the gateways into
-// saved / restarted / settle. save and restart run concurrently for every message (the
-// reference's gather); a per-message completion count replaces a join node: the branch that
+// saved / restarted / settle. save submits a lot's operations then hands the lot to restart, so
+// both waits overlap for every message (the reference's gather: its coroutines also run one after
+// the other on one thread until they await); a per-message completion count replaces a join: the
+// branch that
 // finishes second handles the results (the reference's handle_results) and passes the message on
 // to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight` messages and
 // parks; settle wakes it. publish parks on a full pub/sub; consume wakes it.
@@ -88,7 +92,7 @@ class Pipeline {
  private:
   using continue_msg = tbb::flow::continue_msg;
   using PublishNode = tbb::flow::multifunction_node<std::uint32_t, std::tuple<continue_msg>>;
-  using ConsumeNode = tbb::flow::multifunction_node<continue_msg, std::tuple<Batch*, Batch*>>;
+  using ConsumeNode = tbb::flow::multifunction_node<continue_msg, std::tuple<Batch*>>;
   using IoNode = tbb::flow::async_node<Batch*, Batch*>;
   using SavedNode = tbb::flow::multifunction_node<Batch*, std::tuple<Batch*>>;
   using RestartedNode = tbb::flow::multifunction_node<Batch*, std::tuple<Batch*, Batch*>>;
