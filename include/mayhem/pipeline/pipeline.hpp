@@ -13,11 +13,10 @@
 // saved / restarted / settle. save submits a lot's operations then hands the lot to restart, so
 // both waits overlap for every message (the reference's gather: its coroutines also run one after
 // the other on one thread until they await); a per-message completion count replaces a join: the
-// branch that
-// finishes second handles the results (the reference's handle_results) and passes the message on
-// to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight` messages and
+// branch that finishes second handles the results (the reference's handle_results) and passes the
+// message on to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight` messages and
 // parks; settle wakes it. publish parks on a full pub/sub; consume wakes it.
-// Use: built by Service inside its task_arena; `start()`, then `order_publish(n)` from the pacer,
+// Use: built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the pacer,
 // `io_complete` as the IoService sink, `wait_idle()` at shutdown.
 #pragma once
 
