@@ -83,5 +83,4 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
   return log;
 }
 
-
 }  // namespace mayhem

@@ -143,7 +143,10 @@ int Service::Impl::run() {
   }
   started_cv.notify_all();
 
-  const StopReason why = shutdown.wait();
+  // Wait for a stop reason; meanwhile flush the log once a second, so `tail -f` on a log file
+  // stays current without flushing on every line.
+  StopReason why;
+  while ((why = shutdown.wait_for(std::chrono::seconds(1))) == StopReason::kNone) log->flush();
   shut_down(why);
   cpu_end = cpu_seconds();
   exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
@@ -164,9 +167,19 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Closing database connections");
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
-  io->cancel_all();       // pending I/O completes now as cancelled; its messages get nacked
-  pipeline->wait_idle();  // every task done: each message in flight is settled
-  end_ns = clock.now();   // every message is settled now (acks during the drain included)
+  log->flush();      // what follows may wait (up to --shutdown-timeout): show how far we got
+  io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
+  if (!wait_idle_for(seconds_to_nanos(opts.shutdown_timeout))) {
+    // A stage is stuck (it never returned). Its messages cannot be settled through the graph:
+    // count them nacked (an in-process pub/sub would redeliver them) and leave the graph behind.
+    const std::uint64_t stuck = metrics.in_flight.load();
+    log->error("Shutdown timed out after {:g} s: {} messages still in a stage; nacking them",
+               opts.shutdown_timeout, stuck);
+    pubsub.nack(nullptr, stuck);
+    metrics.nacked.add(stuck);
+    abandoned = true;
+  }
+  end_ns = clock.now();  // every message is settled now (acks during the drain included)
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   lease->stop();                                           // frees the last lots
   if (lease->tracked_lots() != 0)

@@ -96,6 +96,11 @@ TEST_CASE("Bad flags print one clear line and exit 2 before anything starts", "[
       {"--publish-interval", "nan"},
       {"--log-file", "/dev/null/mayhem.log"},
       {"unexpected-positional"},
+      {"--inject", "save:boom:0.1"},
+      {"--inject", "timer2:error:0.1"},
+      {"--inject", "save:error"},
+      {"--inject", "save:error:2"},
+      {"--inject", "save:error:lots"},
   };
   for (const auto& args : bad) {
     std::string joined;
@@ -187,5 +192,46 @@ TEST_CASE("Async logging writes every line to the file", "[cli][logging]") {
   CHECK(pulled == 3000);
   CHECK(acked == s["acked"].get<std::size_t>());
   CHECK(text.find("Successfully shutdown the Mayhem service.") != std::string::npos);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("A stage that hangs: shutdown gives up after --shutdown-timeout, nothing unaccounted",
+          "[cli][shutdown][faults]") {
+  const std::string log = temp_path("hang.log");
+  Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
+                "restart:hang:1", "--shutdown-timeout", "1", "--summary-json", "--log-file", log});
+  REQUIRE(eventually([&] { return read_file(log).find("Pulled") != std::string::npos; }, 20s));
+  p.signal(SIGINT);
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(r.exit_code == 1);
+  const json s = summary_of(r);
+  CHECK(s["published"].get<std::uint64_t>() ==
+        s["acked"].get<std::uint64_t>() + s["nacked"].get<std::uint64_t>());
+  CHECK(s["nacked"].get<std::uint64_t>() >= 1);
+  CHECK(read_file(log).find("Shutdown timed out after 1 s") != std::string::npos);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("A second signal forces a prompt exit while shutdown waits", "[cli][shutdown][faults]") {
+  const std::string log = temp_path("second.log");
+  Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
+                "restart:hang:1", "--shutdown-timeout", "120", "--log-file", log});
+  REQUIRE(eventually([&] { return read_file(log).find("Pulled") != std::string::npos; }, 20s));
+  p.signal(SIGINT);
+  // The first signal's shutdown is now stuck behind the hung stage (for up to 120 s).
+  REQUIRE(eventually(
+      [&] { return read_file(log).find("Cancelling outstanding tasks") != std::string::npos; },
+      20s));
+  p.signal(SIGTERM);
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  CHECK(r.exit_code == 128 + SIGTERM);
+  CHECK(read_file(log).find("Received second exit signal SIGTERM: forcing exit") !=
+        std::string::npos);
   std::remove(log.c_str());
 }

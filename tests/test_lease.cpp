@@ -121,7 +121,8 @@ TEST_CASE("A released lot is freed at the next tick and its messages return to t
   CHECK(f.messages.capacity() == capacity);  // the five came back
 }
 
-TEST_CASE("A lot released before the lease thread takes it gives its messages back at once", "[lease]") {
+TEST_CASE("A lot released before the lease thread takes it gives its messages back at once",
+          "[lease]") {
   Fixture f;
   Lot* lot = f.make_lot(2);
   Message* first = lot->batch.msgs[0];

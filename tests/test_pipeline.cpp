@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "mayhem/faults.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/source/pubsub.hpp"
 #include "support/subprocess.hpp"
@@ -275,7 +276,8 @@ TEST_CASE("Accounting invariant holds when a signal arrives at a random moment",
   }
 }
 
-TEST_CASE("Tight bounds at zero latency: every run completes, no message is reused in flight", "[pipeline][stress]") {
+TEST_CASE("Tight bounds at zero latency: every run completes, no message is reused in flight",
+          "[pipeline][stress]") {
   // Regression: a lot released before the lease thread saw it used to be recycled while its
   // releaser was still returning its messages, handing in-flight messages out twice (a hang about
   // one run in ten at this size).
@@ -290,4 +292,24 @@ TEST_CASE("Tight bounds at zero latency: every run completes, no message is reus
     REQUIRE(r.s.acked == 400'000);
     check_accounting(r);
   }
+}
+
+TEST_CASE("Injected I/O errors are handled per message like the reference's failures",
+          "[pipeline][faults]") {
+  Options o = quick(2000, 0.001);
+  o.fail_rate = 0;
+  std::string err;
+  auto save_err = parse_fault("save:error:1", err);
+  auto cleanup_err = parse_fault("cleanup:error:0.25", err);
+  REQUIRE(save_err);
+  REQUIRE(cleanup_err);
+  const Outcome r = run(o, make_fault_hook({*save_err, *cleanup_err}), spdlog::level::warn);
+  REQUIRE(r.rc == 0);  // expected failures never shut the service down
+  CHECK(r.s.save_failed == 2000);
+  CHECK(r.s.saved == 0);
+  CHECK(r.s.restarted == 2000);
+  CHECK(r.s.nacked > 350);  // a cleanup that cannot ack nacks: about a quarter
+  CHECK(r.s.nacked < 650);
+  check_accounting(r);
+  CHECK(r.sink->count("Caught exception") == 0);
 }

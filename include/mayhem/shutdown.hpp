@@ -11,6 +11,7 @@
 #include <spdlog/logger.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -43,6 +44,8 @@ class ShutdownManager {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   // Blocks until a stop is requested; returns the reason.
   StopReason wait();
+  // Like wait(), but gives up after `timeout` and returns StopReason::kNone.
+  StopReason wait_for(std::chrono::nanoseconds timeout);
   StopReason reason() const;
   int signal_number() const { return signo_.load(); }
   std::optional<std::string> fatal_message() const;

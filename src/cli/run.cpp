@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/shutdown.hpp"
@@ -21,7 +22,7 @@ const CLI::Validator kNotNegative(
     },
     "", "not negative");
 
-void add_flags(CLI::App& app, Options& o) {
+void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.option_defaults()->always_capture_default();
   auto* run = "Run contract";
   app.add_option("--messages", o.messages,
@@ -123,6 +124,11 @@ void add_flags(CLI::App& app, Options& o) {
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);
+  app.add_option("--inject", faults,
+                 "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
+                 "save|restart|cleanup and FAULT error (an expected I/O failure) | crash (an "
+                 "unexpected exception) | hang (the stage never returns)")
+      ->group("Fault injection");
 }
 
 }  // namespace
@@ -137,7 +143,8 @@ int main(int argc, char** argv) {
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
       "acks. SIGINT/SIGTERM/SIGHUP shut it down gracefully (outstanding messages are nacked).",
       "mayhem"};
-  add_flags(app, opts);
+  std::vector<std::string> fault_texts;
+  add_flags(app, opts, fault_texts);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -152,9 +159,20 @@ int main(int argc, char** argv) {
     std::cerr << "mayhem: error: " << *err << "\n";
     return 2;
   }
+  std::vector<FaultSpec> faults;
+  for (const auto& text : fault_texts) {
+    std::string err;
+    auto spec = parse_fault(text, err);
+    if (!spec) {
+      std::cerr << "mayhem: error: " << err << "\n";
+      return 2;
+    }
+    faults.push_back(*spec);
+  }
   std::unique_ptr<Service> service;
   try {
-    service = std::make_unique<Service>(opts, Service::Deps{nullptr, nullptr, true, {}});
+    service = std::make_unique<Service>(
+        opts, Service::Deps{nullptr, nullptr, true, make_fault_hook(std::move(faults))});
   } catch (const std::exception& e) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;

@@ -247,7 +247,8 @@ class AsyncIo final : public IoService {
       // wheel is never used). Otherwise sleep to the next tick.
       sleeping_.store(true);
       if (pending_.load() == 0) {
-        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !sleeping_.load(); });
+        cv_.wait_for(lock, std::chrono::milliseconds(50),
+                     [&] { return stop_ || !sleeping_.load(); });
         sleeping_.store(false);
         if (stop_) return;
         last_tick_ = std::max(last_tick_, static_cast<std::uint64_t>(clock_.now() / tick_) - 1);

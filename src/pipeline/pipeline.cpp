@@ -1,5 +1,7 @@
 #include "mayhem/pipeline/pipeline.hpp"
 
+#include "mayhem/faults.hpp"
+
 #include <algorithm>
 
 namespace mayhem {
@@ -317,6 +319,16 @@ void Pipeline::handle_results(Message& m) {
   LeaseManager::mark_done(m);  // the reference's event.set(): extensions stop, cleanup may ack
 }
 
+bool Pipeline::injected_failure(Op op, const Message& m) const {
+  if (!fault_) return false;
+  try {
+    fault_(op, m);
+  } catch (const InjectedIoError&) {
+    return true;  // an expected I/O failure; anything else propagates to the message's guard
+  }
+  return false;
+}
+
 void Pipeline::guard_failed(Message& m, Op op) {
   shutdown_.fatal(std::current_exception());
   if (op == Op::kSave)
@@ -332,10 +344,9 @@ Batch* Pipeline::handle_saves(Batch* in) {
   for (std::uint32_t i = 0; i < in->size; ++i) {
     Message& m = *in->msgs[i];
     try {
-      if (fault_ && !in->cancelled) fault_(Op::kSave, m);
       if (in->cancelled) {
         m.save_cancelled = true;
-      } else if (io_fails(m, Op::kSave, 0)) {
+      } else if (injected_failure(Op::kSave, m) || io_fails(m, Op::kSave, 0)) {
         m.save_failed = true;
         ++failed;
       } else {
@@ -372,10 +383,10 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
   for (std::uint32_t i = 0; i < in->size; ++i) {
     Message& m = *in->msgs[i];
     try {
-      if (fault_ && !in->cancelled) fault_(Op::kRestart, m);
       if (in->cancelled) {
         m.restart_cancelled = true;
-      } else if (io_fails(m, Op::kRestart, m.restart_attempts)) {
+      } else if (injected_failure(Op::kRestart, m) ||
+                 io_fails(m, Op::kRestart, m.restart_attempts)) {
         if (m.restart_attempts < opts_.restart_retries && !stopping) {
           log_->error("Retrying for failure to restart: {}.example.net", m.instance_name);
           ++m.restart_attempts;
@@ -435,6 +446,9 @@ bool Pipeline::handle_settle(Batch* in) {
     if (ack && fault_) {
       try {
         fault_(Op::kCleanup, m);
+      } catch (const InjectedIoError& e) {
+        log_->error("Handling general error: {}; nacking", e.what());  // cleanup could not ack
+        ack = false;
       } catch (...) {
         shutdown_.fatal(std::current_exception());
         ack = false;

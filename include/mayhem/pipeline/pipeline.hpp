@@ -14,9 +14,9 @@
 // both waits overlap for every message (the reference's gather: its coroutines also run one after
 // the other on one thread until they await); a per-message completion count replaces a join: the
 // branch that finishes second handles the results (the reference's handle_results) and passes the
-// message on to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight` messages and
-// parks; settle wakes it. publish parks on a full pub/sub; consume wakes it.
-// Use: built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the pacer,
+// message on to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight`
+// messages and parks; settle wakes it. publish parks on a full pub/sub; consume wakes it. Use:
+// built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the pacer,
 // `io_complete` as the IoService sink, `wait_idle()` at shutdown.
 #pragma once
 
@@ -127,7 +127,10 @@ class Pipeline {
   void done_with(Batch* b);  // releases an input batch (its lot reference, or the pool object)
   void unref_lot(Lot* lot, std::uint32_t n);
   Batch* new_batch();
-  void guard_failed(Message& m, Op op);  // an unexpected exception hit `m` inside a stage
+  void guard_failed(Message& m, Op op);
+  bool injected_failure(Op op,
+                        const Message& m) const;  // an --inject `error` hit this operation  // an
+                                                  // unexpected exception hit `m` inside a stage
 
   const Options& opts_;
   const Clock& clock_;
