@@ -3,8 +3,8 @@
 // restart outcomes (with real retries), handle results, ack, record latency, free -- with no graph,
 // no queues and no other threads. What the pipeline costs is its throughput next to this one.
 // Usage: mayhem_floor --messages N [--fail-rate F] [--restart-retries R] [--seed S] --summary-json
-#include <CLI/CLI.hpp>
 #include <sys/resource.h>
+#include <CLI/CLI.hpp>
 
 #include <iostream>
 
@@ -52,20 +52,34 @@ int main(int argc, char** argv) {
       m.extended_cnt = 1;           // consume: first extension
       m.deadline_ns = now + 3 * kNanosPerSecond;
       // save and restart outcomes, drawn exactly as the pipeline draws them
-      if (to_unit(mix(m.seed, 1)) < fail_rate) ++s.save_failed; else { m.saved = true; ++s.saved; }
+      if (to_unit(mix(m.seed, 1)) < fail_rate)
+        ++s.save_failed;
+      else {
+        m.saved = true;
+        ++s.saved;
+      }
       std::uint32_t attempt = 0;
       for (;;) {
         const auto key = static_cast<std::uint64_t>(1) * 64 + attempt * 2 + 1;
-        if (!(to_unit(mix(m.seed, key)) < fail_rate)) { m.restarted = true; ++s.restarted; break; }
-        if (attempt == retries) { m.restart_failed = true; ++s.restart_failed; break; }
+        if (!(to_unit(mix(m.seed, key)) < fail_rate)) {
+          m.restarted = true;
+          ++s.restarted;
+          break;
+        }
+        if (attempt == retries) {
+          m.restart_failed = true;
+          ++s.restart_failed;
+          break;
+        }
         ++attempt;
         ++s.restart_retries;
       }
       m.lease.store(LeaseState::kDone, std::memory_order_release);  // handle_results
-      m.acked = true;                                              // cleanup: ack
+      m.acked = true;                                               // cleanup: ack
     }
     const Nanos done = steady_now();
-    for (std::uint32_t i = 0; i < n; ++i) latency.record(static_cast<std::uint64_t>(done - buf[i]->published_ns));
+    for (std::uint32_t i = 0; i < n; ++i)
+      latency.record(static_cast<std::uint64_t>(done - buf[i]->published_ns));
     pool.release(buf, n);
   }
   s.wall_s = nanos_to_seconds(steady_now() - start);
@@ -86,7 +100,9 @@ int main(int argc, char** argv) {
   s.threads = 1;
   auto j = to_json(s);
   j["impl"] = "floor";
-  if (json) std::cout << j.dump() << std::endl;
-  else std::cout << messages << " messages in " << s.wall_s << " s: " << s.msgs_per_s << " msgs/s\n";
+  if (json)
+    std::cout << j.dump() << std::endl;
+  else
+    std::cout << messages << " messages in " << s.wall_s << " s: " << s.msgs_per_s << " msgs/s\n";
   return 0;
 }

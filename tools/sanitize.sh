@@ -117,10 +117,12 @@ digest_reports() {
   local f
   for f in "${files[@]}"; do
     echo "-- $f"
-    # Headers, the first frames of each stack (trimmed), and the summary line of every report.
-    awk '/^(WARNING|ERROR|SUMMARY|  [A-Z][a-z]+ (of|read|write|atomic))|^Direct leak|^Indirect leak/ { print; n = 0; next }
-         /^ +#[0-9]+ / { if (n++ < 5) print substr($0, 1, 220); next }
-         { n = 0 }' "$f" | head -n 120
+    # Headers, the summary line, and per stack its first 3 frames plus the first 5 frames in our
+    # own code (src/, include/, tests/), trimmed: enough to see where to look in the full file.
+    awk -v ours="^ +#[0-9]+ .*$root/(src|include|tests)/" '
+         /^(WARNING|ERROR|SUMMARY)|^  [A-Z][a-z]+ |^(Direct|Indirect) leak/ { print; n = m = 0; next }
+         /^ +#[0-9]+ / { if (n++ < 3 || ($0 ~ ours && m++ < 5)) print substr($0, 1, 220); next }
+         { n = m = 0 }' "$f" | head -n 150
   done
   return 1
 }
