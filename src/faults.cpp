@@ -55,9 +55,10 @@ std::optional<FaultSpec> parse_fault(const std::string& text, std::string& error
   return spec;
 }
 
-std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs) {
+std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs,
+                                                        std::shared_ptr<spdlog::logger> log) {
   if (specs.empty()) return {};
-  return [specs = std::move(specs)](Op op, const Message& m) {
+  return [specs = std::move(specs), log = std::move(log)](Op op, const Message& m) {
     for (const FaultSpec& f : specs) {
       if (f.op != op) continue;
       const auto key =
@@ -69,6 +70,7 @@ std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> s
         case FaultKind::kCrash:
           throw std::runtime_error(fmt::format("injected crash in {} for {}", to_string(op), m));
         case FaultKind::kHang:
+          if (log) log->warn("Injecting a hang into {} for {}", to_string(op), m);
           for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // never returns
       }
     }

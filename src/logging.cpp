@@ -64,11 +64,12 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
   std::shared_ptr<spdlog::logger> log;
   if (opts.log_mode == LogMode::kAsync) {
     // async_logger keeps only a weak reference to its thread pool: tie the pool's life to the
-    // logger's by handing out an aliasing pointer into a holder that owns both. When the last
-    // reference goes, the logger reference drops first, then the pool drains its queue and joins.
+    // logger's by handing out an aliasing pointer into a holder that owns both. Members die in
+    // reverse order: the pool first (it drains its queue and joins its thread; queued lines keep
+    // the logger alive), then the logger and its sinks, which no thread can touch any more.
     struct Holder {
-      std::shared_ptr<spdlog::details::thread_pool> pool;
       std::shared_ptr<spdlog::async_logger> logger;
+      std::shared_ptr<spdlog::details::thread_pool> pool;
     };
     auto holder = std::make_shared<Holder>();
     holder->pool = std::make_shared<spdlog::details::thread_pool>(opts.log_queue, 1);

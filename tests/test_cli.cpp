@@ -200,7 +200,9 @@ TEST_CASE("A stage that hangs: shutdown gives up after --shutdown-timeout, nothi
   const std::string log = temp_path("hang.log");
   Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
                 "restart:hang:1", "--shutdown-timeout", "1", "--summary-json", "--log-file", log});
-  REQUIRE(eventually([&] { return read_file(log).find("Pulled") != std::string::npos; }, 20s));
+  REQUIRE(eventually(
+      [&] { return read_file(log).find("Injecting a hang into restart") != std::string::npos; },
+      30s));
   p.signal(SIGINT);
   const auto start = std::chrono::steady_clock::now();
   const Result r = p.wait(30s);
@@ -219,7 +221,9 @@ TEST_CASE("A second signal forces a prompt exit while shutdown waits", "[cli][sh
   const std::string log = temp_path("second.log");
   Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
                 "restart:hang:1", "--shutdown-timeout", "120", "--log-file", log});
-  REQUIRE(eventually([&] { return read_file(log).find("Pulled") != std::string::npos; }, 20s));
+  REQUIRE(eventually(
+      [&] { return read_file(log).find("Injecting a hang into restart") != std::string::npos; },
+      30s));
   p.signal(SIGINT);
   // The first signal's shutdown is now stuck behind the hung stage (for up to 120 s).
   REQUIRE(eventually(

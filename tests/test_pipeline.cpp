@@ -50,6 +50,26 @@ Outcome run(Options o, std::function<void(Op, const Message&)> fault = {},
   return out;
 }
 
+// Runs svc.run() on a thread; on scope exit (also when a REQUIRE throws) stops and joins it, so a
+// failing assertion reports instead of aborting the test binary with a joinable thread.
+class Running {
+ public:
+  explicit Running(Service& svc) : svc_(svc), t_([this] { rc_ = svc_.run(); }) {}
+  ~Running() { join(SIGTERM); }
+  int join(int signo) {
+    if (t_.joinable()) {
+      svc_.request_stop(signo);
+      t_.join();
+    }
+    return rc_;
+  }
+
+ private:
+  Service& svc_;
+  int rc_ = -1;
+  std::thread t_;
+};
+
 void check_accounting(const Outcome& o) {
   CHECK(o.s.published == o.s.acked + o.s.nacked);
   CHECK(o.source_acks == o.s.acked);
@@ -175,14 +195,12 @@ TEST_CASE("A signal shuts down gracefully: outstanding messages are nacked, noth
       o.io_threads = 256;
       auto [log, sink] = test::make_test_logger();
       Service svc(o, Service::Deps{log, nullptr, false, {}});
-      int rc = -1;
-      std::thread t([&] { rc = svc.run(); });
+      Running running(svc);
       svc.wait_started();
       REQUIRE(test::eventually(
           [&] { return svc.metrics().acked.get() >= 20 && svc.metrics().in_flight.load() >= 100; },
           20s));
-      svc.request_stop(SIGINT);
-      t.join();
+      const int rc = running.join(SIGINT);
       const Summary s = svc.summary();
       CHECK(rc == 0);
       CHECK(s.nacked >= 100);
@@ -261,12 +279,10 @@ TEST_CASE("Accounting invariant holds when a signal arrives at a random moment",
                       << o.batch_size << " stop after " << stop_after);
     auto [log, sink] = test::make_test_logger(spdlog::level::warn);
     Service svc(o, Service::Deps{log, nullptr, false, {}});
-    int rc = -1;
-    std::thread t([&] { rc = svc.run(); });
+    Running running(svc);
     svc.wait_started();
     REQUIRE(test::eventually([&] { return svc.metrics().published.get() >= stop_after; }, 20s));
-    svc.request_stop(iteration % 2 ? SIGTERM : SIGHUP);
-    t.join();
+    const int rc = running.join(iteration % 2 ? SIGTERM : SIGHUP);
     const Summary s = svc.summary();
     REQUIRE(rc == 0);
     REQUIRE(s.published == s.acked + s.nacked);

@@ -9,7 +9,10 @@
 // make_fault_hook(specs);`
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -35,7 +38,9 @@ struct InjectedIoError : std::runtime_error {
 
 // Parses one "STAGE:FAULT:PROBABILITY"; nullopt (and `error` filled) when malformed.
 std::optional<FaultSpec> parse_fault(const std::string& text, std::string& error);
-// The hook the pipeline calls inside each message's guard; empty when there are no specs.
-std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs);
+// The hook the pipeline calls inside each message's guard; empty when there are no specs. A hang
+// is announced on `log` (WARNING) before it starts, so it can be told from a slow stage.
+std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs,
+                                                        std::shared_ptr<spdlog::logger> log = {});
 
 }  // namespace mayhem

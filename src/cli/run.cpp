@@ -171,8 +171,9 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<Service> service;
   try {
-    service = std::make_unique<Service>(
-        opts, Service::Deps{nullptr, nullptr, true, make_fault_hook(std::move(faults))});
+    auto log = make_logger(opts);
+    auto hook = make_fault_hook(std::move(faults), log);
+    service = std::make_unique<Service>(opts, Service::Deps{log, nullptr, true, std::move(hook)});
   } catch (const std::exception& e) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;
