@@ -329,6 +329,13 @@ bool Pipeline::injected_failure(Op op, const Message& m) const {
   return false;
 }
 
+void Pipeline::finish_branch(Message& m, Batch*& ready) {
+  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;  // the other branch is pending
+  handle_results(m);
+  if (!ready) ready = new_batch();
+  ready->push(&m);
+}
+
 void Pipeline::guard_failed(Message& m, Op op) {
   shutdown_.fatal(std::current_exception());
   if (op == Op::kSave)
@@ -357,11 +364,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
     } catch (...) {
       guard_failed(m, Op::kSave);
     }
-    if (finish_branch(m)) {
-      handle_results(m);
-      if (!ready) ready = new_batch();
-      ready->push(&m);
-    }
+    finish_branch(m, ready);
   }
   metrics_.saved.add(ok);
   metrics_.save_failed.add(failed);
@@ -405,11 +408,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
     } catch (...) {
       guard_failed(m, Op::kRestart);
     }
-    if (finish_branch(m)) {
-      handle_results(m);
-      if (!ready) ready = new_batch();
-      ready->push(&m);
-    }
+    finish_branch(m, ready);
   }
   metrics_.restarted.add(ok);
   metrics_.restart_failed.add(failed);

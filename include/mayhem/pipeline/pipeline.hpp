@@ -117,10 +117,9 @@ class Pipeline {
 
   // The reference's handle_results, for a message whose save and restart are both settled.
   void handle_results(Message& m);
-  // Called by saved/restarted for each message: true when this branch finished the gather.
-  static bool finish_branch(Message& m) {
-    return m.pending.fetch_sub(1, std::memory_order_acq_rel) == 1;
-  }
+  // Called by saved/restarted for each message: when this branch is the second to finish (the
+  // gather is complete), handles the results and appends the message to `ready` (for cleanup).
+  void finish_branch(Message& m, Batch*& ready);
   void schedule_consume();
   void wake_publish_if_parked();
   std::uint64_t permits() const;
