@@ -103,20 +103,9 @@ void ShutdownManager::fatal(std::exception_ptr e) {
   }
 }
 
-StopReason ShutdownManager::wait() {
-  std::unique_lock lock(mutex_);
-  cv_.wait(lock, [&] { return reason_ != StopReason::kNone; });
-  return reason_;
-}
-
 StopReason ShutdownManager::wait_for(std::chrono::nanoseconds timeout) {
   std::unique_lock lock(mutex_);
   cv_.wait_for(lock, timeout, [&] { return reason_ != StopReason::kNone; });
-  return reason_;
-}
-
-StopReason ShutdownManager::reason() const {
-  std::lock_guard lock(mutex_);
   return reason_;
 }
 

@@ -38,7 +38,6 @@ class Pool {
   void release_one(T* t) { free_.enqueue(t); }
 
   std::size_t capacity() const { return capacity_.load(std::memory_order_relaxed); }
-  std::size_t bytes() const { return capacity() * sizeof(T); }
 
  private:
   // Allocates a slab, hands up to `n` of its objects to `out`, frees the rest. Rare (cold path).

@@ -5,7 +5,7 @@
 // for them, so no async-signal-unsafe code (spdlog, allocation) ever runs in signal context. A
 // second signal forces a prompt exit. Use: `ShutdownManager sm(log);
 // ShutdownManager::block_signals(); sm.start_signal_thread();
-// ... auto why = sm.wait(); ...`. Stages read `sm.stopping()` and report `sm.fatal(e)`.
+// ... auto why = sm.wait_for(1s); ...`. Stages read `sm.stopping()` and report `sm.fatal(e)`.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -42,11 +42,8 @@ class ShutdownManager {
 
   // Hot path: has a stop been requested?
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
-  // Blocks until a stop is requested; returns the reason.
-  StopReason wait();
-  // Like wait(), but gives up after `timeout` and returns StopReason::kNone.
+  // Blocks until a stop is requested or `timeout` passes; returns the reason (kNone on timeout).
   StopReason wait_for(std::chrono::nanoseconds timeout);
-  StopReason reason() const;
   int signal_number() const { return signo_.load(); }
   std::optional<std::string> fatal_message() const;
 

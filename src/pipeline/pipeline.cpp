@@ -85,8 +85,9 @@ void Pipeline::start_flat_out() {
 
 // ---- simulated I/O -------------------------------------------------------------------------
 
-Nanos Pipeline::io_delay(const Message& m, Op op, std::uint32_t attempt) const {
-  if (scale_ == 0) return 0;
+Nanos Pipeline::io_delay(const Message& m, Op op) const {
+  if (scale_ == 0) return 0;  // before touching the message: at zero latency it may be cold
+  const std::uint32_t attempt = op == Op::kRestart ? m.restart_attempts : 0;
   const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2;
   double s = to_unit(mix(m.seed, key)) * scale_;
   if (op == Op::kRestart && attempt > 0)
@@ -254,10 +255,7 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     now_batch = new_batch();
     now_batch->cancelled = true;
     for (std::uint32_t i = 0; i < n; ++i) now_batch->push(in->msgs[i]);
-    if (op == Op::kSave && in->owner)
-      restart_.try_put(in);
-    else
-      done_with(in);
+    pass_on(op, in);
     gw.try_put(now_batch);
     return;
   }
@@ -266,8 +264,7 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
   std::uint32_t nl = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     Message* m = in->msgs[i];
-    const Nanos d =
-        scale_ == 0 ? 0 : io_delay(*m, op, op == Op::kRestart ? m->restart_attempts : 0);
+    const Nanos d = io_delay(*m, op);
     if (d == 0 && inline_zero_) {
       if (!now_batch) now_batch = new_batch();
       now_batch->push(m);
@@ -278,8 +275,12 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
   }
   io_.submit(op, later, delays, nl);
   if (now_batch) complete_inline(op, now_batch);
-  // The reference's gather(save, restart): save's part is submitted (and, at zero delay, done);
-  // restart's follows in the next task, usually on this same core, while save's I/O is pending.
+  pass_on(op, in);
+}
+
+// The reference's gather(save, restart): save's part is submitted (and, at zero delay, done);
+// restart's follows in the next task, usually on this same core, while save's I/O is pending.
+void Pipeline::pass_on(Op op, Batch* in) {
   if (op == Op::kSave && in->owner)
     restart_.try_put(in);
   else
@@ -330,7 +331,8 @@ bool Pipeline::injected_failure(Op op, const Message& m) const {
 }
 
 void Pipeline::finish_branch(Message& m, Batch*& ready) {
-  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;  // the other branch is pending
+  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
+    return;  // the other branch is pending
   handle_results(m);
   if (!ready) ready = new_batch();
   ready->push(&m);

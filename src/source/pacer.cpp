@@ -51,7 +51,6 @@ void Pacer::run_rate() {
           static_cast<std::uint32_t>(std::min<std::uint64_t>(due - issued, opts_.batch_size));
       order_(n);
       issued += n;
-      ordered_.store(issued, std::memory_order_relaxed);
     }
     const Nanos next = start + static_cast<Nanos>(static_cast<double>(issued + 1) / per_ns);
     if (!sleep_until(std::clamp(next, now + min_sleep, now + 10'000'000))) return;
@@ -64,7 +63,7 @@ void Pacer::run_interval() {
   for (;;) {
     if (target != 0 && issued >= target) return;
     order_(1);
-    ordered_.store(++issued, std::memory_order_relaxed);
+    ++issued;
     const Nanos pause = seconds_to_nanos(rng_.uniform() * opts_.publish_interval);
     if (!sleep_until(steady_now() + pause)) return;
   }

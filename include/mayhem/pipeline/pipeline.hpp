@@ -84,8 +84,9 @@ class Pipeline {
   // After wait_idle at shutdown: nacks what is still waiting in the source. Returns the count.
   std::uint64_t nack_backlog();
 
-  // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt).
-  Nanos io_delay(const Message& m, Op op, std::uint32_t attempt) const;
+  // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt); the
+  // delay of a restart includes the backoff for the message's current attempt.
+  Nanos io_delay(const Message& m, Op op) const;
   bool io_fails(const Message& m, Op op, std::uint32_t attempt) const;
 
  private:
@@ -123,7 +124,10 @@ class Pipeline {
   void schedule_consume();
   void wake_publish_if_parked();
   std::uint64_t permits() const;
-  void done_with(Batch* b);  // releases an input batch (its lot reference, or the pool object)
+  void done_with(Batch* b);
+  void pass_on(Op op,
+               Batch* in);  // after a submit: save hands its lot to restart, else release  //
+                            // releases an input batch (its lot reference, or the pool object)
   void unref_lot(Lot* lot, std::uint32_t n);
   Batch* new_batch();
   void guard_failed(Message& m, Op op);

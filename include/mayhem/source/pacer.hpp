@@ -6,7 +6,6 @@
 // Use: `Pacer p(opts, clock, [&](uint32_t n){ pipeline.order_publish(n); }); p.start(); p.stop();`
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -26,7 +25,6 @@ class Pacer {
   ~Pacer() { stop(); }
   void start();
   void stop();
-  std::uint64_t ordered() const { return ordered_.load(std::memory_order_relaxed); }
 
  private:
   void run_rate();
@@ -36,7 +34,6 @@ class Pacer {
   const Options& opts_;
   Order order_;
   SplitMix64 rng_;
-  std::atomic<std::uint64_t> ordered_{0};
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable cv_;
