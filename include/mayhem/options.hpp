@@ -11,6 +11,7 @@ namespace mayhem {
 
 enum class IoModel { kAsync, kBlocking };
 enum class LogMode { kSync, kAsync };
+enum class OnFailure { kAck, kNack };
 
 std::uint32_t default_threads();  // the machine's core count (at least 1)
 
@@ -53,6 +54,15 @@ struct Options {
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
+
+  // --- broker source (docs/NATS.md) -----------------------------------------------------------
+  std::string source;             // empty: the in-process pub/sub; "nats://HOST:PORT"
+  std::string stream = "MAYHEM";  // JetStream stream (created when missing)
+  std::string subject = "mayhem.restart";
+  std::string durable = "mayhem";  // durable pull consumer every process binds to
+  // A message whose restart failed after every retry: ack (the reference's behaviour: the failure
+  // is logged and counted) or nack (redelivered for another try).
+  OnFailure on_failure = OnFailure::kAck;
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.
@@ -60,5 +70,6 @@ std::optional<std::string> validate(const Options& o);
 
 const char* to_string(IoModel m);
 const char* to_string(LogMode m);
+const char* to_string(OnFailure f);
 
 }  // namespace mayhem

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "mayhem/cli/publish.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/service.hpp"
@@ -129,6 +130,29 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "save|restart|cleanup and FAULT error (an expected I/O failure) | crash (an "
                  "unexpected exception) | hang (the stage never returns)")
       ->group("Fault injection");
+
+  auto* broker = "Broker source (NATS JetStream, see docs/NATS.md)";
+  app.add_option("--source", o.source,
+                 "nats://HOST:PORT: consume from this JetStream server (empty: the in-process "
+                 "pub/sub); --messages N then stops after N settled, 0 runs until a signal")
+      ->group(broker);
+  app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
+  app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
+  app.add_option("--durable", o.durable,
+                 "Durable pull consumer (created when missing; every process binds to it and "
+                 "they share the work)")
+      ->group(broker);
+  app.add_option_function<std::string>(
+         "--on-failure",
+         [&o](const std::string& v) {
+           o.on_failure = v == "nack" ? OnFailure::kNack : OnFailure::kAck;
+         },
+         "A restart that failed every retry: ack (log and count it, as the reference does) or "
+         "nack (the broker redelivers it)")
+      ->check(CLI::IsMember({"ack", "nack"}))
+      ->type_name("ack|nack")
+      ->default_str("ack")
+      ->group(broker);
 }
 
 }  // namespace
@@ -145,6 +169,8 @@ int main(int argc, char** argv) {
       "mayhem"};
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
+  PublishOptions pub_opts;
+  CLI::App* pub = add_publish_command(app, pub_opts);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -154,6 +180,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "mayhem: error: " << e.what() << " (see --help)\n";
     return 2;
+  }
+  if (pub->parsed()) {
+    if (auto err = validate(pub_opts)) {
+      std::cerr << "mayhem publish: error: " << *err << "\n";
+      return 2;
+    }
+    return publish(pub_opts);
   }
   if (auto err = validate(opts)) {
     std::cerr << "mayhem: error: " << *err << "\n";
