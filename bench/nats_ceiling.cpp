@@ -5,7 +5,7 @@
 // Use: mayhem_nats_ceiling nats://127.0.0.1:4222 200000 [STREAM]
 #include <fmt/format.h>
 #include <nats/nats.h>
-#include <spdlog/sinks/stderr_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -20,7 +20,7 @@
 #include "mayhem/source/payload.hpp"
 
 using namespace mayhem;
-using Clock = std::chrono::steady_clock;
+using WallClock = std::chrono::steady_clock;
 
 namespace {
 std::atomic<std::uint64_t> g_confirmed{0};
@@ -28,8 +28,8 @@ void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, void*) {
   if (pa != nullptr) g_confirmed.fetch_add(1, std::memory_order_relaxed);
   natsMsg_Destroy(msg);
 }
-double since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
+double since(WallClock::time_point t) {
+  return std::chrono::duration<double>(WallClock::now() - t).count();
 }
 void check(natsStatus s, const char* what) {
   if (s != NATS_OK) throw_nats(what, s);
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     // 1. Raw asynchronous publish.
     MessageFactory factory(1);
     Message m;
-    const auto t0 = Clock::now();
+    const auto t0 = WallClock::now();
     for (std::uint64_t i = 0; i < n; ++i) {
       factory.fill(m, i, 0);
       const std::string id = m.id_string();
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
     natsSubscription* sub = nullptr;
     check(js_PullSubscribe(&sub, client.js(), subject.c_str(), "ceiling", nullptr, &so, nullptr),
           "subscribe");
-    const auto t1 = Clock::now();
+    const auto t1 = WallClock::now();
     std::uint64_t got = 0;
     while (got < n) {
       natsMsgList list{nullptr, 0};

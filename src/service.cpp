@@ -122,6 +122,13 @@ bool Service::Impl::start_broker() {
   }
   log->info("Consuming from {} stream {} subject {} durable {} (on-failure {})", opts.source,
             opts.stream, opts.subject, opts.durable, to_string(opts.on_failure));
+  // As in the reference, extensions stop once the results are handled; cleanup then takes up to
+  // --latency-scale seconds before the ack, up to --extend-interval after the last extension.
+  if (opts.extend_interval + opts.latency_scale > opts.ack_deadline)
+    log->warn(
+        "--ack-deadline {:g} s (the consumer's AckWait) is shorter than --extend-interval + "
+        "--latency-scale ({:g} s): slow cleanups may see their message redelivered",
+        opts.ack_deadline, opts.extend_interval + opts.latency_scale);
   return true;
 }
 
@@ -168,7 +175,8 @@ int Service::Impl::run() {
   start_ns = clock.now();
   cpu_start = cpu_seconds();
   if (nats) {
-    nats->start([p = pipeline.get()] { p->notify_source(); });  // no publish stage
+    nats->start([p = pipeline.get()] { p->notify_source(); },  // no publish stage
+                [this] { return shutdown.stopping(); });
   } else if (opts.rate == 0 && opts.publish_interval == 0) {
     pipeline->start_flat_out();
   } else {

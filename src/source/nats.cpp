@@ -247,8 +247,9 @@ void NatsSource::ensure_consumer() {
       cfg_.durable, cfg_.stream, nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
 }
 
-void NatsSource::start(std::function<void()> notify) {
+void NatsSource::start(std::function<void()> notify, std::function<bool()> stopping) {
   notify_ = std::move(notify);
+  stopping_ = std::move(stopping);
   fetcher_ = std::thread([this] { fetch_loop(); });
 }
 
@@ -281,6 +282,12 @@ void NatsSource::fetch_loop() {
   std::vector<Message*> buf;
   bool failing = false;
   while (!stop_.load(std::memory_order_acquire)) {
+    if (stopping_ && stopping_()) {
+      // Shutting down: fetch nothing more; wait for stop_fetching().
+      std::unique_lock lock(wait_mutex_);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stop_.load(); });
+      continue;
+    }
     if (cfg_.limit != 0 && fetched_ >= cfg_.limit) break;  // --messages N: all N fetched
     const std::uint64_t depth = depth_.load();
     if (depth >= cfg_.max_queued) {

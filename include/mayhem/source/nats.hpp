@@ -100,7 +100,9 @@ class NatsSource final : public Source {
   ~NatsSource() override;
 
   // Starts the fetcher; `notify` is called (from the fetcher thread) after messages were queued.
-  void start(std::function<void()> notify);
+  // The fetcher starts no new fetch once `stopping()` is true (a shutdown was requested), so
+  // messages nacked during the shutdown are not fetched back by this process.
+  void start(std::function<void()> notify, std::function<bool()> stopping);
   // Stops and joins the fetcher; what it fetched stays queued for the pipeline to nack.
   void stop_fetching();
   // After every message is settled: flushes acks to the server, then unsubscribes and closes.
@@ -137,6 +139,7 @@ class NatsSource final : public Source {
   std::condition_variable wait_cv_;
 
   std::function<void()> notify_;
+  std::function<bool()> stopping_;
   std::thread fetcher_;
   std::atomic<bool> stop_{false};
   std::uint64_t fetched_ = 0;  // fetcher thread only
