@@ -137,3 +137,36 @@ TEST_CASE("delivery_count reads both ack subject forms and rejects anything else
   CHECK(delivery_count("$JS.ACK.a.b.99999999999999999999.1.2.3.4") == 0);  // 20 digits
   CHECK(delivery_count("$JS.ACK.a.b.1.2.3.4.5.6.7.8.9.10.11.12") == 0);
 }
+
+TEST_CASE("The fast path and the full parser agree (escapes force the full parser)", "[payload]") {
+  const std::string id = kId;
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {R"({"instance_name":"cattle-1","message_id":")" + id + R"("})",
+       R"({"instance_name":"\u0063attle-1","message_id":")" + id + R"("})"},
+      {" {\n\t\"message_id\" : \"" + id + "\" ,\r\"instance_name\":\"c\" } ",
+       R"({"message_id":")" + id + R"(","instance_name":"\u0063"})"},
+      {R"({"instance_name":"","message_id":")" + id + R"("})",
+       R"({"instance_name":"","message_id":"\u0030)" + id.substr(1) + R"("})"},
+      {R"({"instance_name":"cattle-abcdefgh","message_id":")" + id + R"("})",
+       R"({"instance_name":"cattle-abcdefg\u0068","message_id":")" + id + R"("})"},
+      {R"({"instance_name":"cattle-1","message_id":"x"})",
+       R"({"instance_name":"cattle-\u0031","message_id":"x"})"},
+  };
+  for (const auto& [fast, full] : pairs) {
+    INFO(fast << " vs " << full);
+    Payload a, b;
+    const PayloadError ea = decode_payload(fast, a);
+    const PayloadError eb = decode_payload(full, b);
+    CHECK(ea == eb);
+    if (ea == PayloadError::kNone) {
+      CHECK(std::string(a.instance_name) == b.instance_name);
+      CHECK(a.id == b.id);
+    }
+  }
+  Payload p;
+  // A duplicate member or trailing bytes are not the fast path's to judge.
+  CHECK(decode_payload(R"({"instance_name":"a","instance_name":"b"})", p) ==
+        PayloadError::kNoMessageId);
+  CHECK(decode_payload(R"({"instance_name":"a","message_id":")" + id + R"("} x)", p) ==
+        PayloadError::kNotJson);
+}

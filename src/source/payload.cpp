@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <optional>
 
 namespace mayhem {
 
@@ -52,7 +53,77 @@ bool parse_uuid(std::string_view text, std::array<std::uint8_t, 16>& out) {
   return pos == 36;
 }
 
+namespace {
+
+// The common shape, decoded without building a DOM: an object with exactly the two members, in
+// either order, whose string values contain only printable ASCII and no escapes. Anything else
+// (escapes, other members, other types, non-ASCII, duplicates) returns nullopt and goes to the
+// full parser, so both paths agree on every input.
+struct Cursor {
+  std::string_view s;
+  std::size_t i = 0;
+  void ws() {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  }
+  bool eat(char c) {
+    ws();
+    if (i < s.size() && s[i] == c) {
+      ++i;
+      return true;
+    }
+    return false;
+  }
+  // A string without escapes, all printable ASCII.
+  bool plain_string(std::string_view& v) {
+    if (!eat('"')) return false;
+    const std::size_t start = i;
+    for (; i < s.size(); ++i) {
+      const char c = s[i];
+      if (c == '"') {
+        v = s.substr(start, i - start);
+        ++i;
+        return true;
+      }
+      if (c == '\\' || c < 0x20 || c > 0x7e) return false;
+    }
+    return false;
+  }
+};
+
+std::optional<PayloadError> decode_fast(std::string_view bytes, Payload& out) {
+  Cursor c{bytes};
+  std::string_view name, id;
+  bool have_name = false, have_id = false;
+  if (!c.eat('{')) return std::nullopt;
+  for (int k = 0; k < 2; ++k) {
+    std::string_view key, value;
+    if (k == 1 && !c.eat(',')) return std::nullopt;
+    if (!c.plain_string(key) || !c.eat(':') || !c.plain_string(value)) return std::nullopt;
+    if (key == "instance_name" && !have_name) {
+      name = value;
+      have_name = true;
+    } else if (key == "message_id" && !have_id) {
+      id = value;
+      have_id = true;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!c.eat('}')) return std::nullopt;
+  c.ws();
+  if (c.i != bytes.size()) return std::nullopt;
+  if (name.empty() || name.size() >= sizeof(out.instance_name))
+    return PayloadError::kBadInstanceName;
+  if (!parse_uuid(id, out.id)) return PayloadError::kBadMessageId;
+  std::memset(out.instance_name, 0, sizeof(out.instance_name));
+  std::memcpy(out.instance_name, name.data(), name.size());
+  return PayloadError::kNone;
+}
+
+}  // namespace
+
 PayloadError decode_payload(std::string_view bytes, Payload& out) {
+  if (const auto fast = decode_fast(bytes, out)) return *fast;
   // No exceptions: a parse error gives a "discarded" value. nlohmann's parser keeps its nesting
   // on a heap stack (no recursion), validates UTF-8, and destroys deep values iteratively (3.10+).
   const nlohmann::json j =
