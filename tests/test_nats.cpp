@@ -55,7 +55,7 @@ bool all_settled(const NatsServer& srv, std::uint64_t n) {
 
 }  // namespace
 
-TEST_CASE("NATS: publish N, consume N: the server counts every one acked", "[nats]") {
+TEST_CASE("NATS: publish N then consume N and the server counts every one acked", "[nats]") {
   NatsServer srv;
   const json pub = publish(srv, 2000, {"--seed", "11"});
   CHECK(pub["confirmed"] == 2000);
@@ -91,8 +91,9 @@ TEST_CASE("NATS: publish N, consume N: the server counts every one acked", "[nat
   CHECK(c.ack_wait_ns == 3'000'000'000);  // --ack-deadline's default became AckWait
 }
 
-TEST_CASE("NATS: lease extension keeps slow messages from redelivery; without it they come back",
-          "[nats]") {
+TEST_CASE(
+    "NATS: lease extension keeps slow messages from redelivery (and without it they come back)",
+    "[nats]") {
   // AckWait is 1.2 s. Restarts fail half the time and back off (0.4 s, then 0.8 s), so many
   // messages spend well over 1.2 s in save || restart, while cleanup (after the last extension,
   // as in the reference) takes at most 0.8 s. The consumer keeps fetching (--messages 0), so an
@@ -128,7 +129,7 @@ TEST_CASE("NATS: lease extension keeps slow messages from redelivery; without it
   }
 }
 
-TEST_CASE("NATS: SIGINT nacks what is outstanding; a second run finishes it", "[nats]") {
+TEST_CASE("NATS: SIGINT nacks what is outstanding and a second run finishes it", "[nats]") {
   NatsServer srv;
   publish(srv, 300);
   // AckWait 10 s: a message whose nack got lost would hold the second run up for 10 s.

@@ -25,7 +25,7 @@ TEST_CASE("A valid payload decodes to its instance name and id bytes", "[payload
   CHECK(p.id[15] == 0x5a);
 }
 
-TEST_CASE("Unknown members are ignored; escapes and upper-case hex are accepted", "[payload]") {
+TEST_CASE("Unknown members are ignored, escapes and upper-case hex accepted", "[payload]") {
   Payload p;
   const std::string text =
       std::string(R"({"x": [1, {"y": null}], "instance_name": )") +
