@@ -122,6 +122,11 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "Async logger queue size, in lines (full queue: callers wait, nothing is dropped)")
       ->check(kNotNegative)
       ->group(logs);
+  app.add_option("--log-buffer", o.log_buffer,
+                 "With --log-file: bytes each logging thread buffers before one write (also "
+                 "written every second and at exit); 0 = every line at once, in strict order")
+      ->check(kNotNegative)
+      ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);
   app.add_option("--inject", faults,

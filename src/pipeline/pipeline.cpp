@@ -40,6 +40,7 @@ Pipeline::Pipeline(Deps d)
       fault_(std::move(d.fault)),
       batch_(std::clamp<std::uint32_t>(d.opts.batch_size, 1, kBatchCapacity)),
       ack_deadline_(seconds_to_nanos(d.opts.ack_deadline)),
+      deadline_text_(fmt::format("{:g}", d.opts.ack_deadline)),
       scale_(d.opts.latency_scale),
       flat_out_(d.pubsub != nullptr && d.opts.rate == 0 && d.opts.publish_interval == 0),
       inline_zero_(d.io.zero_delay_inline()),
@@ -219,7 +220,6 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
 
     const Nanos deadline = clock_.now() + ack_deadline_;
     const bool info = log_->should_log(spdlog::level::info);
-    const double secs = opts_.ack_deadline;
     for (std::uint32_t i = 0; i < got; ++i) {
       Message* m = lot->batch.msgs[i];
       m->lot = lot;
@@ -230,7 +230,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
       m->deadline_ns = deadline;
       if (info) {
         log_->info("Pulled {}", *m);
-        log_->info("Extended deadline by {:g} seconds for {}", secs, *m);
+        log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
       }
     }
     metrics_.consumed.add(got);
