@@ -34,11 +34,11 @@ struct Options {
   double ack_deadline = 3.0;     // ... by this much
 
   // --- flow control -------------------------------------------------------------------------
-  std::uint64_t max_in_flight = 100'000;  // messages being worked on; consume waits beyond it
+  std::uint64_t max_in_flight = 100'000;   // messages being worked on; consume waits beyond it
   // In-process pub/sub backlog; publish waits beyond it. Small on purpose: a 262144-message backlog
   // (33 MB of cold messages) measured 2-2.3M msgs/s at zero latency, 16384 measured 5-6.3M.
   std::uint64_t queue_capacity = 16'384;
-  std::uint32_t batch_size = 128;  // messages per hand-off between nodes (1..128)
+  std::uint32_t batch_size = 128;          // messages per hand-off between nodes (1..128)
 
   // --- threads --------------------------------------------------------------------------------
   std::uint32_t threads = default_threads();  // TBB worker threads (default: one per core)

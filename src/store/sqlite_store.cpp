@@ -141,6 +141,7 @@ struct SqliteStore::Impl {
     if (step != SQLITE_ROW) fail(fmt::format("cannot open the database: {}", errmsg()));
     if (mode != "wal") fail(fmt::format("cannot use WAL mode (journal_mode is '{}')", mode));
     exec("PRAGMA synchronous=FULL", "cannot set synchronous=FULL");
+    exec("PRAGMA cache_size=-65536", "cannot set cache_size");
     // BEGIN IMMEDIATE takes the write lock: a database we cannot write fails here, at start.
     exec("BEGIN IMMEDIATE", "cannot write to the database");
     exec(kSchema, "cannot create table saves");
