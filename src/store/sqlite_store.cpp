@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -204,10 +205,13 @@ struct SqliteStore::Impl {
     std::string first_error;
     for (Message* m : batch) {
       uuid_text(m->id, id);
-      const int hn = std::snprintf(host, sizeof host, "%s.example.net", m->instance_name);
+      const auto name_len =
+          static_cast<int>(strnlen(m->instance_name, sizeof m->instance_name - 1));
+      const int hn =
+          std::snprintf(host, sizeof host, "%.*s.example.net", name_len, m->instance_name);
       sqlite3_bind_text(insert, 1, id, 36, SQLITE_STATIC);
-      sqlite3_bind_text(insert, 2, m->instance_name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(insert, 3, host, hn, SQLITE_STATIC);
+      sqlite3_bind_text(insert, 2, m->instance_name, name_len, SQLITE_STATIC);
+      sqlite3_bind_text(insert, 3, host, std::min<int>(hn, sizeof host - 1), SQLITE_STATIC);
       sqlite3_bind_int64(insert, 4, (m->published_ns + wall_offset_ns) / 1'000'000);
       sqlite3_bind_int64(insert, 5, now);
       if (run(insert) == SQLITE_DONE) {
