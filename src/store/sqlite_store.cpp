@@ -195,6 +195,8 @@ struct SqliteStore::Impl {
   void write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     if (run(begin) != SQLITE_DONE) {
       if (!batch.empty()) fail_all(batch, "cannot begin a transaction");
+      if (!done.empty())
+        log->error("SQLite store: {} settlements not recorded: {}", done.size(), errmsg());
       return;
     }
     const std::int64_t now = wall_ms();
