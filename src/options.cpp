@@ -48,6 +48,8 @@ std::optional<std::string> validate(const Options& o) {
   if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
+    return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
   return std::nullopt;
 }
 

@@ -70,6 +70,11 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--io-threads", o.io_threads, "Threads of the blocking I/O pool")
       ->check(kNotNegative)
       ->group(io);
+  app.add_option("--store", o.store,
+                 "Where save writes: memory (the reference's simulated save) or sqlite:PATH (a "
+                 "real SQLite database: WAL, one writer, group commit, one row per message_id)")
+      ->type_name("memory|sqlite:PATH")
+      ->group(io);
 
   auto* lease = "Leases";
   app.add_option("--extend-interval", o.extend_interval,
