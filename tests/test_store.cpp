@@ -19,6 +19,7 @@
 #include "mayhem/service.hpp"
 #include "mayhem/store/sqlite_store.hpp"
 #include "support/subprocess.hpp"
+#include "support/temp_dir.hpp"
 #include "support/test_sink.hpp"
 
 using namespace mayhem;
@@ -27,23 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mayhem-store-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using mayhem::test::TempDir;
 
 // A second connection, as `sqlite3 mayhem.db ...` would use.
 class Db {
