@@ -60,6 +60,7 @@ std::optional<std::string> validate(const Options& o) {
   if (o.save_concurrency > 4096 || o.restart_concurrency > 4096)
     return std::string("--save-concurrency and --restart-concurrency must be <= 4096");
   if (o.log_queue == 0) return std::string("--log-queue must be at least 1");
+  if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
   if (!o.source.empty() && (o.source.rfind("nats://", 0) != 0 || o.source.size() == 7))
@@ -75,6 +76,8 @@ std::optional<std::string> validate(const Options& o) {
                        o.durable);
   if (!valid_subject(o.subject))
     return fmt::format("--subject must be a NATS subject like a.b.c (got '{}')", o.subject);
+  if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
+    return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
   return std::nullopt;
 }
 

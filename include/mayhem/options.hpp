@@ -53,6 +53,9 @@ struct Options {
   std::string log_file;            // empty = stderr
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
+  // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
+  // and at exit); 0 = write every line at once, in strict line order across threads.
+  std::uint32_t log_buffer = 64 * 1024;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
 
   // --- broker source (docs/NATS.md) -----------------------------------------------------------
@@ -63,6 +66,9 @@ struct Options {
   // A message whose restart failed after every retry: ack (the reference's behaviour: the failure
   // is logged and counted) or nack (redelivered for another try).
   OnFailure on_failure = OnFailure::kAck;
+  // --- store ------------------------------------------------------------------------------------
+  // memory: the reference's simulated save; sqlite:PATH: a real SQLite database (store/store.hpp)
+  std::string store = "memory";
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.
