@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "mayhem/rng.hpp"
@@ -20,11 +21,16 @@ constexpr std::int64_t kDuplicateWindowNs = 120LL * kNanosPerSecond;
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
   natsStatus last = NATS_OK;
-  const char* detail = nats_GetLastError(&last);
-  std::string msg = fmt::format("{}: {}", what, natsStatus_GetText(s));
+  std::string_view detail = nats_GetLastError(&last) ? nats_GetLastError(&last) : "";
+  // nats.c prefixes its detail with "(file.c:line): ": keep only the text.
+  if (!detail.empty() && detail.front() == '(') {
+    const std::size_t end = detail.find("): ");
+    if (end != std::string_view::npos) detail.remove_prefix(end + 3);
+  }
+  const std::string_view status = natsStatus_GetText(s);
+  std::string msg = fmt::format("{}: {}", what, status);
+  if (!detail.empty() && detail != status) msg += fmt::format(" ({})", detail);
   if (jerr != 0) msg += fmt::format(" (JetStream error {})", static_cast<int>(jerr));
-  if (detail != nullptr && *detail != '\0' && std::strstr(msg.c_str(), detail) == nullptr)
-    msg += fmt::format(": {}", detail);
   throw NatsError(msg);
 }
 
