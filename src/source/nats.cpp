@@ -39,9 +39,22 @@ void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
 NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
                        jsOptions* js_opts)
     : url_(url), log_(std::move(log)) {
+  // One URL or a comma-separated list (a cluster's nodes): each becomes a server of the pool.
+  std::vector<std::string> urls;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = url_.find(',', start);
+    std::string one = url_.substr(start, comma == std::string::npos ? comma : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    if (!one.empty()) urls.push_back(std::move(one));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  std::vector<const char*> servers;
+  for (const auto& u : urls) servers.push_back(u.c_str());
   natsStatus s = natsOptions_Create(&opts_);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts_, url_.c_str());
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);  // forever
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);   // forever
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 32 * 1024 * 1024);
