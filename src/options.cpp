@@ -47,6 +47,14 @@ std::optional<std::string> validate(const Options& o) {
   if (o.log_queue == 0) return std::string("--log-queue must be at least 1");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  if (o.profile_sort != "tottime" && o.profile_sort != "cumtime" && o.profile_sort != "ncalls" &&
+      o.profile_sort != "name")
+    return fmt::format("--profile-sort must be tottime, cumtime, ncalls or name (got '{}')",
+                       o.profile_sort);
+  if (!(std::isfinite(o.trace_sample) && o.trace_sample > 0 && o.trace_sample <= 1))
+    return fmt::format("--trace-sample must be within (0, 1] (got {})", o.trace_sample);
+  if (!finite_non_negative(o.slow_task_ms))
+    return fmt::format("--slow-task-ms must be >= 0 (got {})", o.slow_task_ms);
   return std::nullopt;
 }
 

@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev libbenchmark-dev
   python3 python3-uvloop
   gnuplot-nox tmux
+  valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -34,11 +34,11 @@ struct Options {
   double ack_deadline = 3.0;     // ... by this much
 
   // --- flow control -------------------------------------------------------------------------
-  std::uint64_t max_in_flight = 100'000;   // messages being worked on; consume waits beyond it
+  std::uint64_t max_in_flight = 100'000;  // messages being worked on; consume waits beyond it
   // In-process pub/sub backlog; publish waits beyond it. Small on purpose: a 262144-message backlog
   // (33 MB of cold messages) measured 2-2.3M msgs/s at zero latency, 16384 measured 5-6.3M.
   std::uint64_t queue_capacity = 16'384;
-  std::uint32_t batch_size = 128;          // messages per hand-off between nodes (1..128)
+  std::uint32_t batch_size = 128;  // messages per hand-off between nodes (1..128)
 
   // --- threads --------------------------------------------------------------------------------
   std::uint32_t threads = default_threads();  // TBB worker threads (default: one per core)
@@ -53,6 +53,14 @@ struct Options {
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
+
+  // --- profiling (include/mayhem/observe/profiler.hpp; all off = no observer, no cost) --------
+  bool profile = false;                  // print the cProfile-style table + line timings at exit
+  std::string profile_sort = "tottime";  // tottime|cumtime|ncalls|name
+  std::string profile_out;               // write the profile as a Callgrind file
+  std::string trace_out;                 // write a Chrome trace-event JSON (Perfetto)
+  double trace_sample = 1.0;             // fraction of messages traced, (0, 1]
+  double slow_task_ms = 0;  // warn about stage bodies longer than this (and stuck ones); 0 = off
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.
