@@ -1132,8 +1132,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
     sel = {s.strip() for s in a.scenarios.split(",") if s.strip()}
-    if not sel or not sel <= {"1", "2", "3", "4", "5"}:
-        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5")
+    if not sel or not sel <= {"1", "2", "3", "4", "5", "6"}:
+        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5,6")
     a.scenarios = sel
     if a.repeats < 0:
         ap.error("--repeats must be >= 1")

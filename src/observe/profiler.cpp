@@ -166,6 +166,7 @@ Profiler::Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlo
     : cfg_(cfg),
       clock_(clock),
       log_(std::move(log)),
+      steady_(&clock == &SteadyClock::instance()),
       start_(clock.now()),
       gen_(g_generation.fetch_add(1, std::memory_order_relaxed)),
       threshold_(cfg.trace_sample >= 1   ? ~std::uint64_t{0}
@@ -181,8 +182,18 @@ Profiler::~Profiler() {
   }
 }
 
-bool Profiler::sampled(std::uint64_t seq) const {
-  return mix(seq, kSampleSalt) < threshold_ || threshold_ == ~std::uint64_t{0};
+bool Profiler::sampled(const Message* m) const {
+  // Sampling by the message's pool slot, not its contents: the check must not touch the message
+  // (at zero latency the submit stages never do, and a cache miss per message would cost more
+  // than the whole trace). One multiply (Fibonacci hashing) spreads the slots over 64 bits; slots
+  // are reused in turn, so about that fraction of messages is traced.
+  const auto slot = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(m) >> 6);
+  return (slot + kSampleSalt) * 0x9E3779B97F4A7C15ULL < threshold_ ||
+         threshold_ == ~std::uint64_t{0};
+}
+
+Nanos Profiler::now() const {
+  return steady_ ? steady_now() : clock_.now();  // the real clock: no virtual call
 }
 
 Profiler::ThreadData* Profiler::local() {
@@ -270,13 +281,13 @@ void Profiler::pop(ThreadData& t, int node, std::uint32_t items, Nanos now) {
 
 void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
   ThreadData& t = *local();
-  const Nanos now = clock_.now();
+  const Nanos now = this->now();
   const int node = static_cast<int>(stage);
   push(t, node, now);
   if (t.overflow > 0) return;
   Frame& f = t.stack[t.depth - 1];
   f.items = items;
-  if (msgs && items > 0) {
+  if (cfg_.slow_task > 0 && msgs && items > 0) {  // for its warnings only: one load
     f.first_seq = msgs[0]->seq;
     std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
     f.first_name[sizeof f.first_name - 1] = '\0';
@@ -297,8 +308,8 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
   if (cfg_.trace && msgs) {
     const int op_begin = submits(stage), op_end = completes(stage);
     for (std::uint32_t i = 0; i < items; ++i) {
+      if (!sampled(msgs[i])) continue;
       const std::uint64_t seq = msgs[i]->seq;
-      if (!sampled(seq)) continue;
       if (f.nseq < 3) f.seqs[f.nseq] = seq;
       if (f.nseq < 255) ++f.nseq;
       f.sampled = true;
@@ -326,7 +337,7 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
 
 void Profiler::on_exit(Stage stage, std::uint32_t items) {
   ThreadData& t = *local();
-  const Nanos now = clock_.now();
+  const Nanos now = this->now();
   if (stage == Stage::kPublish && cfg_.profile) bump(t.published, items);
   pop(t, static_cast<int>(stage), items, now);
   if (stage != Stage::kLease) return;
@@ -357,7 +368,7 @@ void Profiler::on_exit(Stage stage, std::uint32_t items) {
 
 void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
   ThreadData& t = *local();
-  const Nanos now = clock_.now();
+  const Nanos now = this->now();
   if (cfg_.profile) {
     std::uint64_t wait = 0;
     for (std::uint32_t i = 0; i < n; ++i)
@@ -372,7 +383,7 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
       f = &t.stack[d - 1];
       break;
     }
-  if (f && f->items == 0 && n > 0) {
+  if (cfg_.slow_task > 0 && f && f->items == 0 && n > 0) {
     f->first_seq = msgs[0]->seq;
     std::memcpy(f->first_name, msgs[0]->instance_name, sizeof f->first_name);
     f->first_name[sizeof f->first_name - 1] = '\0';
@@ -380,8 +391,8 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
   if (f) f->items += n;
   if (!cfg_.trace) return;
   for (std::uint32_t i = 0; i < n; ++i) {
+    if (!sampled(msgs[i])) continue;
     const Message& m = *msgs[i];
-    if (!sampled(m.seq)) continue;
     if (f) {
       if (f->nseq < 3) f->seqs[f->nseq] = m.seq;
       if (f->nseq < 255) ++f->nseq;
@@ -400,13 +411,13 @@ void Profiler::on_zone_entry(const ZoneSite& site) {
   ThreadData& t = *local();
   const int id = zone_id(site);
   // An unregistered zone (table full) still takes a frame, so entries and exits stay paired.
-  push(t, id < 0 ? -1 : kStages + id, clock_.now());
+  push(t, id < 0 ? -1 : kStages + id, now());
 }
 
 void Profiler::on_zone_exit(const ZoneSite& site) {
   ThreadData& t = *local();
   const int id = zone_id(site);
-  const Nanos now = clock_.now();
+  const Nanos now = this->now();
   if (id < 0) {
     if (t.overflow > 0)
       --t.overflow;
@@ -419,7 +430,7 @@ void Profiler::on_zone_exit(const ZoneSite& site) {
 
 std::size_t Profiler::check_stuck() {
   if (cfg_.slow_task <= 0) return 0;
-  const Nanos now = clock_.now();
+  const Nanos now = this->now();
   std::size_t reported = 0;
   for (ThreadData* t = threads_.load(std::memory_order_acquire); t; t = t->next) {
     const Nanos start = t->active_start.load(std::memory_order_acquire);

@@ -247,7 +247,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     const std::uint64_t in_flight = metrics_.in_flight.fetch_add(got) + got;
     if (in_flight > metrics_.peak_in_flight.load(std::memory_order_relaxed))
       metrics_.peak_in_flight.store(in_flight, std::memory_order_relaxed);
-    MAYHEM_ZONED(observer_, lease_.register_lot(lot));
+    lease_.register_lot(lot);
     std::get<0>(out).try_put(&lot->batch);  // save, which hands the lot on to restart
   }
   schedule_consume();  // more may be waiting: yield to other tasks, then continue
@@ -288,7 +288,7 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
       delays[nl++] = d;
     }
   }
-  MAYHEM_ZONED(observer_, io_.submit(op, later, delays, nl));
+  if (nl != 0) MAYHEM_ZONED(observer_, io_.submit(op, later, delays, nl));  // n = 0: a no-op
   if (now_batch) complete_inline(op, now_batch);
   pass_on(op, in);
 }
@@ -488,7 +488,7 @@ bool Pipeline::handle_settle(Batch* in) {
       counts[runs++] = 1;
     }
   }
-  if (na != 0) MAYHEM_ZONED(observer_, source_.ack(acks, na));
+  if (na != 0) source_.ack(acks, na);
   if (nn != 0) source_.nack(nacks, nn);
   if (store_) store_->settled(in->msgs, n);  // the outcome, group-committed with later saves
   metrics_.acked.add(na);

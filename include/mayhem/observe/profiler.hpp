@@ -103,14 +103,16 @@ class Profiler final : public Observer {
   ThreadData* local();
   void push(ThreadData& t, int node, Nanos now);
   void pop(ThreadData& t, int node, std::uint32_t items, Nanos now);
-  bool sampled(std::uint64_t seq) const;
+  bool sampled(const Message* m) const;
+  Nanos now() const;
 
   const ProfilerConfig cfg_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
+  const bool steady_;
   const Nanos start_;
   const std::uint64_t gen_;
-  const std::uint64_t threshold_;  // sampled(seq): mix(seq) < threshold_
+  const std::uint64_t threshold_;  // sampled(m): hash(m's slot) < threshold_
   std::atomic<ThreadData*> threads_{nullptr};
   std::atomic<int> thread_count_{0};
   std::atomic<Nanos> last_check_{0};
