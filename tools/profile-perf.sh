@@ -54,6 +54,6 @@ if ! perf record -q -F "$hz" -g --call-graph fp -o "$out/perf.data" -- "$bin" "$
 fi
 perf script -i "$out/perf.data" 2>/dev/null | python3 tools/flamegraph.py fold >"$out/perf.folded"
 python3 tools/flamegraph.py svg "$out/perf.folded" --title "mayhem $*" >"$out/flame.svg"
-perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$out/top.txt" || true
+perf report -i "$out/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$out/top.txt" || true
 echo "profile-perf: wrote $out/flame.svg ($(wc -l <"$out/perf.folded") distinct stacks), $out/top.txt" >&2
 echo "$out/flame.svg"
