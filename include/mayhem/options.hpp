@@ -53,7 +53,8 @@ struct Options {
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
-  // and at exit); 0 = write every line at once, in strict line order across threads.
+  // and at exit); 0 = spdlog's basic_file_sink_mt: one shared buffer under a lock per line, so
+  // lines of all threads keep their exact order.
   std::uint32_t log_buffer = 64 * 1024;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
 

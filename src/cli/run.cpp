@@ -130,7 +130,8 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(logs);
   app.add_option("--log-buffer", o.log_buffer,
                  "With --log-file: bytes each logging thread buffers before one write (also "
-                 "written every second and at exit); 0 = every line at once, in strict order")
+                 "written every second and at exit); 0 = one shared buffer locked per line (strict "
+                 "line order across threads, slower with several threads)")
       ->check(kNotNegative)
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
