@@ -10,6 +10,7 @@ packages=(
   python3 python3-uvloop
   gnuplot-nox tmux
   nats-server libnats-dev
+  valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )
 missing=()
 for p in "${packages[@]}"; do
