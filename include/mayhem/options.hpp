@@ -53,6 +53,10 @@ struct Options {
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
+
+  // --- watching (include/mayhem/observe/) --------------------------------------------------
+  std::string stats_addr;  // HOST:PORT of the read-only stats endpoint; empty = off
+  bool live = false;       // the CLI shows the `mayhem top` view in-process
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.
