@@ -121,6 +121,8 @@ TEST_CASE("Stage collector: own time excludes nested stage bodies, total include
           "[observe]") {
   ManualClock clock(1000);
   StageCollector c(clock);
+  (void)c.collect();  // someone looks: bodies are timed from now on
+  REQUIRE(c.timing());
   c.on_entry(Stage::kSave, 10);
   clock.advance(100);
   c.on_entry(Stage::kSaved, 4);  // an inline completion inside the submit
@@ -156,6 +158,34 @@ TEST_CASE("Stage collector: own time excludes nested stage bodies, total include
   CHECK(mid[static_cast<int>(Stage::kRestart)].active == 1);
   CHECK(mid[static_cast<int>(Stage::kRestart)].in_flight == 3);
   c.on_exit(Stage::kRestart, 3);
+}
+
+TEST_CASE("Stage collector: untimed while nobody looks, counted always", "[observe]") {
+  ManualClock clock(1000);
+  StageCollector c(clock, 1'000'000);  // a 1 ms watch window
+  c.on_entry(Stage::kSettle, 5);       // nobody has looked yet
+  clock.advance(100);
+  c.on_exit(Stage::kSettle, 5);
+  auto rows = c.collect();  // arms timing
+  const auto& settle = rows[static_cast<int>(Stage::kSettle)];
+  CHECK(settle.calls == 1);
+  CHECK(settle.items == 5);
+  CHECK(settle.own.count == 0);
+
+  c.on_entry(Stage::kSettle, 5);
+  clock.advance(100);
+  c.on_exit(Stage::kSettle, 5);
+  CHECK(c.collect()[static_cast<int>(Stage::kSettle)].own.count == 1);
+
+  clock.advance(2'000'000);       // the window passes with nobody looking
+  c.on_entry(Stage::kSettle, 5);  // this body notices and stops timing (it is still timed)
+  c.on_exit(Stage::kSettle, 5);
+  CHECK_FALSE(c.timing());
+  c.on_entry(Stage::kSettle, 5);
+  c.on_exit(Stage::kSettle, 5);
+  rows = c.collect();
+  CHECK(rows[static_cast<int>(Stage::kSettle)].calls == 4);
+  CHECK(rows[static_cast<int>(Stage::kSettle)].own.count == 2);
 }
 
 TEST_CASE("Histogram data: percentiles, buckets at or below a bound, differences", "[observe]") {
@@ -339,11 +369,13 @@ TEST_CASE("A running service serves live per-stage numbers", "[observe]") {
   httplib::Client client("127.0.0.1", port);
   json j;
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  do {  // until the first messages are acked
+  do {  // until messages are acked and save bodies timed
     auto res = client.Get("/stats");
     REQUIRE(res);
     j = json::parse(res->body);
-    if (j["counters"]["acked"].get<std::uint64_t>() > 0) break;
+    // The first request arms timing; later ones see timed bodies.
+    if (j["counters"]["acked"].get<std::uint64_t>() > 0 && j["stages"][2]["own"]["count"] > 0)
+      break;
     std::this_thread::sleep_for(20ms);
   } while (std::chrono::steady_clock::now() < deadline);
   const StatsSnapshot s = j.get<StatsSnapshot>();
@@ -435,7 +467,7 @@ TEST_CASE("mayhem top renders a known snapshot", "[observe][top]") {
         "or unreachable\nretrying every second; q quits\n");
 }
 
-TEST_CASE("mayhem top and --stats-addr refuse bad input; top says when nothing listens",
+TEST_CASE("mayhem top and --stats-addr refuse bad input, and top says when nothing listens",
           "[observe][cli]") {
   using test::Subprocess;
   auto r = Subprocess({"--stats-addr", "nowhere", "--messages", "1"}).wait(20s);
@@ -447,11 +479,18 @@ TEST_CASE("mayhem top and --stats-addr refuse bad input; top says when nothing l
   r = Subprocess({"--live", "--messages", "1"}).wait(20s);  // stdin is /dev/null
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("terminal") != std::string::npos);
-  // A port nothing listens on: bind one, close it, ask there.
+  // A port nothing listens on: bind one (no listen), close it, ask there.
   std::uint16_t port = 0;
   {
-    httplib::Server probe;
-    port = static_cast<std::uint16_t>(probe.bind_to_any_port("127.0.0.1"));
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port = ntohs(addr.sin_port);
+    ::close(fd);
   }
   r = Subprocess({"top", "--addr", "127.0.0.1:" + std::to_string(port), "--once"}).wait(20s);
   CHECK(r.exit_code == 1);

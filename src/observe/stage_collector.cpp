@@ -1,10 +1,28 @@
 #include "mayhem/observe/stage_collector.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 namespace mayhem {
 
+namespace {
+std::atomic<std::uint64_t> g_next_id{1};
+// The slot this thread used last, and whose it is: a hit skips the ETS lookup. Keyed by a unique
+// id, never by address, so a later collector at the same address cannot pick up a stale slot.
+struct LastSlot {
+  std::uint64_t owner = 0;
+  void* slot = nullptr;
+};
+thread_local LastSlot t_last;
+}  // namespace
+
+StageCollector::StageCollector(const Clock& clock, Nanos watch_window)
+    : clock_(clock),
+      window_(watch_window),
+      id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {}
+
 StageCollector::Slot& StageCollector::slot() {
+  if (t_last.owner == id_) return *static_cast<Slot*>(t_last.slot);
   Slot*& mine = local_.local();
   if (mine == nullptr) {  // first call on this thread: once per thread, not per batch
     auto fresh = std::make_unique<Slot>();
@@ -12,6 +30,7 @@ StageCollector::Slot& StageCollector::slot() {
     std::lock_guard lock(mutex_);
     slots_.push_back(std::move(fresh));
   }
+  t_last = LastSlot{id_, mine};
   return *mine;
 }
 
@@ -20,7 +39,21 @@ void StageCollector::on_entry(Stage stage, std::uint32_t items) {
   PerStage& p = s.stages[static_cast<int>(stage)];
   p.entered.bump(1);
   p.items_in.bump(items);
-  if (s.depth < static_cast<int>(s.stack.size())) s.stack[s.depth] = Frame{stage, clock_.now(), 0};
+  constexpr int kFrames = static_cast<int>(std::tuple_size_v<decltype(s.stack)>);
+  if (s.depth < kFrames) {
+    // A body nested in a timed one is timed too, so the parent's own time stays right.
+    const bool timed =
+        watch_.armed.load(std::memory_order_acquire) || (s.depth > 0 && s.stack[s.depth - 1].timed);
+    Nanos start = 0;
+    if (timed) {
+      start = clock_.now();
+      // Nobody asked for a while: stop timing. (If this races with a collect() re-arming, at most
+      // one refresh goes untimed: the next collect() arms again.)
+      if (s.depth == 0 && start > watch_.until.load(std::memory_order_relaxed))
+        watch_.armed.store(false, std::memory_order_relaxed);
+    }
+    s.stack[s.depth] = Frame{stage, timed, start, 0};
+  }
   ++s.depth;
 }
 
@@ -29,7 +62,8 @@ void StageCollector::on_exit(Stage stage, std::uint32_t items) {
   PerStage& p = s.stages[static_cast<int>(stage)];
   if (s.depth > 0) {
     --s.depth;
-    if (s.depth < static_cast<int>(s.stack.size()) && s.stack[s.depth].stage == stage) {
+    if (s.depth < static_cast<int>(s.stack.size()) && s.stack[s.depth].stage == stage &&
+        s.stack[s.depth].timed) {
       const Frame& f = s.stack[s.depth];
       const Nanos total = std::max<Nanos>(clock_.now() - f.start, 0);
       const Nanos own = std::max<Nanos>(total - f.child, 0);
@@ -44,6 +78,8 @@ void StageCollector::on_exit(Stage stage, std::uint32_t items) {
 }
 
 std::vector<StageSnapshot> StageCollector::collect() const {
+  watch_.until.store(clock_.now() + window_, std::memory_order_relaxed);
+  watch_.armed.store(true, std::memory_order_release);
   std::vector<StageSnapshot> rows(kStageCount);
   std::vector<Histogram> own(kStageCount), total(kStageCount);
   std::vector<std::uint64_t> entered(kStageCount), exited(kStageCount), in(kStageCount),
@@ -133,7 +169,9 @@ StatsSnapshot make_stats_snapshot(const Metrics& m, const StageCollector* collec
   row(Stage::kLease).limit = 1;
   row(Stage::kSave).limit = g.save_limit;
   row(Stage::kRestart).limit = g.restart_limit;
-  // consume's body does not know its count up front; the pipeline counts what it pulled.
+  // Neither publish (its order count, 0 flat out) nor consume (0: unknown up front) knows its
+  // message count on entry; the pipeline counts what they made and pulled.
+  row(Stage::kPublish).items = s.published;
   row(Stage::kConsume).items = s.consumed;
   row(Stage::kConsume).queued = static_cast<std::int64_t>(g.backlog);
   row(Stage::kSave).in_flight = at_least_zero(save_in, saved_in);
