@@ -17,6 +17,7 @@
 #include "mayhem/shutdown.hpp"
 #include "mayhem/source/pacer.hpp"
 #include "mayhem/source/pubsub.hpp"
+#include "mayhem/store/store.hpp"
 
 namespace mayhem {
 
@@ -55,6 +56,7 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
+  std::unique_ptr<Store> store;  // null: --store memory (the simulated save)
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;
@@ -73,6 +75,10 @@ struct Service::Impl {
         log(deps.log ? deps.log : make_logger(opts)),
         pubsub(opts.queue_capacity),
         shutdown(log) {
+    std::string err;
+    const auto spec = parse_store_spec(opts.store, err);
+    if (!spec) throw std::invalid_argument(err);
+    store = open_store(*spec, batches, clock, log);  // a database we cannot use fails here
     if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
     observers.add(deps.observer);
     observers.add(collector.get());
@@ -142,9 +148,10 @@ int Service::Impl::run() {
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
         Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, pubsub, &pubsub, *io,
-                       *lease, shutdown, observer, opts.seed, deps.fault});
+                       *lease, shutdown, observer, opts.seed, deps.fault, store.get()});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
+  if (store) store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
   lease->start();
 
   log->info(
@@ -195,6 +202,7 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Cancelling outstanding tasks");
   log->flush();      // what follows may wait (up to --shutdown-timeout): show how far we got
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
+  if (store) store->cancel_saves();  // saves not yet written, too (a running commit finishes)
   if (!wait_idle_for(seconds_to_nanos(opts.shutdown_timeout))) {
     // A stage is stuck (it never returned). Its messages cannot be settled through the graph:
     // count them nacked (an in-process pub/sub would redeliver them) and leave the graph behind.
@@ -205,7 +213,8 @@ void Service::Impl::shut_down(StopReason why) {
     metrics.nacked.add(stuck);
     abandoned = true;
   }
-  end_ns = clock.now();  // every message is settled now (acks during the drain included)
+  end_ns = clock.now();       // every message is settled now (acks during the drain included)
+  if (store) store->close();  // writes the last settlements
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   lease->stop();                                           // frees the last lots
   if (lease->tracked_lots() != 0)
@@ -307,6 +316,14 @@ Summary Service::summary() const {
   s.exit_code = i.exit_code;
   s.io_model = to_string(i.opts.io_model);
   s.threads = i.opts.threads;
+  if (i.store) {
+    const StoreStats st = i.store->stats();
+    s.store = i.store->kind();
+    s.store_rows = st.rows_inserted;
+    s.store_duplicates = st.duplicates;
+    s.store_write_failures = st.write_failures;
+    s.store_transactions = st.transactions;
+  }
   return s;
 }
 

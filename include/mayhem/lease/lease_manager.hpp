@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -89,6 +90,7 @@ class LeaseManager {
   void run();
 
   const Config cfg_;
+  const std::string deadline_text_;  // the extension amount as the reference prints it ("3")
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   Metrics& metrics_;
