@@ -15,6 +15,8 @@ nlohmann::json to_json(const Summary& s) {
       {"extensions", s.extensions},
       {"late_extensions", s.late_extensions},
       {"peak_in_flight", s.peak_in_flight},
+      {"malformed", s.malformed},
+      {"redelivered", s.redelivered},
       {"wall_s", s.wall_s},
       {"msgs_per_s", s.msgs_per_s},
       {"cpu_s", s.cpu_s},

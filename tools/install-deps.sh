@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev libbenchmark-dev libcpp-httplib-dev libsqlite3-dev sqlite3
   python3 python3-uvloop
   gnuplot-nox tmux
+  nats-server libnats-dev
 )
 missing=()
 for p in "${packages[@]}"; do

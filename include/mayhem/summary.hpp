@@ -15,6 +15,7 @@ struct Summary {
   std::uint64_t restarted = 0, restart_failed = 0, restart_retries = 0;
   std::uint64_t extensions = 0, late_extensions = 0;
   std::uint64_t peak_in_flight = 0;
+  std::uint64_t malformed = 0, redelivered = 0;  // broker source: terminated, delivered again
   double wall_s = 0, msgs_per_s = 0, cpu_s = 0;
   double latency_p50_ms = 0, latency_p99_ms = 0, latency_max_ms = 0;
   std::uint64_t max_rss_kb = 0;

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/top.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
@@ -135,7 +136,8 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(logs);
   app.add_option("--log-buffer", o.log_buffer,
                  "With --log-file: bytes each logging thread buffers before one write (also "
-                 "written every second and at exit); 0 = every line at once, in strict order")
+                 "written every second and at exit); 0 = one shared buffer locked per line (strict "
+                 "line order across threads, slower with several threads)")
       ->check(kNotNegative)
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
@@ -145,6 +147,29 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "save|restart|cleanup and FAULT error (an expected I/O failure) | crash (an "
                  "unexpected exception) | hang (the stage never returns)")
       ->group("Fault injection");
+
+  auto* broker = "Broker source (NATS JetStream, see docs/NATS.md)";
+  app.add_option("--source", o.source,
+                 "nats://HOST:PORT: consume from this JetStream server (empty: the in-process "
+                 "pub/sub); --messages N then stops after N settled, 0 runs until a signal")
+      ->group(broker);
+  app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
+  app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
+  app.add_option("--durable", o.durable,
+                 "Durable pull consumer (created when missing; every process binds to it and "
+                 "they share the work)")
+      ->group(broker);
+  app.add_option_function<std::string>(
+         "--on-failure",
+         [&o](const std::string& v) {
+           o.on_failure = v == "nack" ? OnFailure::kNack : OnFailure::kAck;
+         },
+         "A restart that failed every retry: ack (log and count it, as the reference does) or "
+         "nack (the broker redelivers it)")
+      ->check(CLI::IsMember({"ack", "nack"}))
+      ->type_name("ack|nack")
+      ->default_str("ack")
+      ->group(broker);
 
   auto* watch = "Watching (mayhem top --addr HOST:PORT attaches to --stats-addr)";
   app.add_option(
@@ -175,6 +200,8 @@ int main(int argc, char** argv) {
       "mayhem"};
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
+  PublishOptions pub_opts;
+  CLI::App* pub = add_publish_command(app, pub_opts);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -184,6 +211,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "mayhem: error: " << e.what() << " (see --help)\n";
     return 2;
+  }
+  if (pub->parsed()) {
+    if (auto err = validate(pub_opts)) {
+      std::cerr << "mayhem publish: error: " << *err << "\n";
+      return 2;
+    }
+    return publish(pub_opts);
   }
   if (auto err = validate(opts)) {
     std::cerr << "mayhem: error: " << *err << "\n";
