@@ -9,7 +9,9 @@
 
 #include <chrono>
 #include <ctime>
+#include <mutex>
 #include <stdexcept>
+#include <vector>
 
 #include "mayhem/chunked_file_sink.hpp"
 
@@ -68,7 +70,30 @@ std::unique_ptr<spdlog::formatter> reference_formatter() {
   return std::make_unique<ReferenceFormatter>();
 }
 
+// Async loggers made here and their queues (spdlog keeps the pool private to the logger).
+struct PoolEntry {
+  std::weak_ptr<spdlog::logger> logger;
+  std::weak_ptr<spdlog::details::thread_pool> pool;
+};
+std::mutex g_pools_mutex;
+std::vector<PoolEntry> g_pools;
+
 }  // namespace
+
+LogQueueStats log_queue_stats(const spdlog::logger* log) {
+  LogQueueStats s;
+  std::lock_guard lock(g_pools_mutex);
+  for (const auto& e : g_pools) {
+    auto logger = e.logger.lock();
+    if (logger.get() != log || log == nullptr) continue;
+    if (auto pool = e.pool.lock()) {
+      s.async = true;
+      s.depth = pool->queue_size();
+      s.overruns = pool->overrun_counter();
+    }
+  }
+  return s;
+}
 
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name) {
   if (name == "trace") return spdlog::level::trace;
@@ -113,6 +138,9 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
     holder->logger = std::make_shared<spdlog::async_logger>("mayhem", sink, holder->pool,
                                                             spdlog::async_overflow_policy::block);
     log = std::shared_ptr<spdlog::logger>(holder, holder->logger.get());
+    std::lock_guard lock(g_pools_mutex);
+    std::erase_if(g_pools, [](const PoolEntry& e) { return e.logger.expired(); });
+    g_pools.push_back({log, holder->pool});
   } else {
     log = std::make_shared<spdlog::logger>("mayhem", sink);
   }

@@ -11,6 +11,8 @@
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
+#include "mayhem/observe/stage_collector.hpp"
+#include "mayhem/observe/stats_server.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
 #include "mayhem/shutdown.hpp"
 #include "mayhem/source/nats.hpp"
@@ -39,6 +41,13 @@ struct Service::Impl {
   Deps deps;
   std::shared_ptr<spdlog::logger> log;
   const Clock& clock = SteadyClock::instance();
+  // Watching (--stats-addr, --live): the stage collector joins any observer from Deps. Declared
+  // before what calls it (lease, pipeline), so it outlives them.
+  std::unique_ptr<StageCollector> collector;
+  FanOutObserver observers;
+  Observer* observer = nullptr;
+  std::optional<StatsAddress> stats_addr;
+  std::atomic<bool> stats_ready{false};  // run() has built everything a snapshot reads
   Metrics metrics;
   MessagePool messages{4096};
   LotPool lots{256};
@@ -72,9 +81,15 @@ struct Service::Impl {
     const auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
     store = open_store(*spec, batches, clock, log);  // a database we cannot use fails here
+    if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
+    observers.add(deps.observer);
+    observers.add(collector.get());
+    observer = observers.get();
   }
+  StatsSnapshot stats_snapshot() const;
 
   bool abandoned = false;  // shutdown timed out: a stage never returned, the graph is left running
+  std::unique_ptr<StatsServer> stats_server;  // last: stops before what its snapshots read dies
 
   int run();
   bool start_broker();
@@ -144,6 +159,14 @@ int Service::Impl::run() {
     ShutdownManager::block_signals();  // before any thread exists, so every thread inherits it
     shutdown.start_signal_thread();
   }
+  if (stats_addr) {
+    stats_server = std::make_unique<StatsServer>(
+        *stats_addr, [this] { return stats_snapshot(); }, log);
+    if (auto err = stats_server->start()) {
+      log->error("Stats endpoint: {}", *err);
+      return exit_code = 2;
+    }
+  }
   // The broker source connects now: after the signal mask is set (nats.c starts threads).
   if (!opts.source.empty() && !start_broker()) return exit_code;
   Source& source = nats ? static_cast<Source&>(*nats) : pubsub;
@@ -165,11 +188,11 @@ int Service::Impl::run() {
       std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
   lease = std::make_unique<LeaseManager>(
       lease_cfg, clock, log, metrics, messages, lots,
-      [src = &source](Message* const* m, std::size_t n) { src->extend(m, n); }, deps.observer);
+      [src = &source](Message* const* m, std::size_t n) { src->extend(m, n); }, observer);
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
         Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *io,
-                       *lease, shutdown, deps.observer, opts.seed, deps.fault, store.get()});
+                       *lease, shutdown, observer, opts.seed, deps.fault, store.get()});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
   if (store) store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
@@ -197,6 +220,7 @@ int Service::Impl::run() {
     started = true;
   }
   started_cv.notify_all();
+  stats_ready.store(true, std::memory_order_release);
 
   // Wait for a stop reason; meanwhile flush the log once a second, so `tail -f` on a log file
   // stays current without flushing on every line.
@@ -207,6 +231,7 @@ int Service::Impl::run() {
   exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
   log->info("Successfully shutdown the Mayhem service.");
   log->flush();
+  if (stats_server) stats_server->stop();
   return exit_code;
 }
 
@@ -259,7 +284,37 @@ void Service::Impl::shut_down(StopReason why) {
 
 Service::Service(Options opts, Deps deps) {
   if (auto err = validate(opts)) throw std::invalid_argument(*err);
+  std::optional<StatsAddress> stats_addr;
+  if (!opts.stats_addr.empty()) {
+    std::string err;
+    if (!(stats_addr = parse_stats_address(opts.stats_addr, err))) throw std::invalid_argument(err);
+  }
   impl_ = std::make_unique<Impl>(std::move(opts), std::move(deps));
+  impl_->stats_addr = stats_addr;
+}
+
+StatsSnapshot Service::Impl::stats_snapshot() const {
+  ServiceGauges g;
+  g.threads = opts.threads;
+  g.max_in_flight = opts.max_in_flight;
+  g.queue_capacity = opts.queue_capacity;
+  g.save_limit = opts.save_concurrency;
+  g.restart_limit = opts.restart_concurrency;
+  const auto q = log_queue_stats(log.get());
+  g.log = LogStats{q.async, q.depth, q.overruns};
+  if (!stats_ready.load(std::memory_order_acquire)) return make_stats_snapshot(metrics, nullptr, g);
+  g.uptime_ns = static_cast<std::uint64_t>(std::max<Nanos>(clock.now() - start_ns, 0));
+  g.backlog = pubsub.backlog();
+  g.leased_lots = lease->tracked_lots();
+  return make_stats_snapshot(metrics, collector.get(), g);
+}
+
+StatsSnapshot Service::stats_snapshot() const {
+  return impl_->stats_snapshot();
+}
+
+std::uint16_t Service::stats_port() const {
+  return impl_->stats_server ? impl_->stats_server->port() : 0;
 }
 
 Service::Service(Options opts) : Service(std::move(opts), Deps{}) {}

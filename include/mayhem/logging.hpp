@@ -9,6 +9,7 @@
 
 #include <spdlog/logger.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,5 +21,13 @@ namespace mayhem {
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name);
 // Throws std::runtime_error with a clear message when the log file cannot be opened.
 std::shared_ptr<spdlog::logger> make_logger(const Options& opts);
+
+// The async logger's queue, for the stats endpoint (all zero for a sync logger or one not made by
+// make_logger). `overruns`: lines the queue dropped (none with the `block` policy used here).
+struct LogQueueStats {
+  bool async = false;
+  std::uint64_t depth = 0, overruns = 0;
+};
+LogQueueStats log_queue_stats(const spdlog::logger* log);
 
 }  // namespace mayhem

@@ -10,6 +10,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 
 namespace mayhem {
 
@@ -59,6 +61,30 @@ class Histogram {
   std::atomic<std::uint64_t> max_{0};
 };
 
+// One histogram per recording thread, merged when read. Unlike iterating a
+// tbb::enumerable_thread_specific, merging is safe while a new thread adds its histogram (the live
+// stats endpoint reads while the service runs): each thread registers its own once, under a mutex.
+class ThreadHistograms {
+ public:
+  Histogram& local() {
+    Histogram*& mine = mine_.local();
+    if (mine == nullptr) {
+      std::lock_guard lock(mutex_);
+      mine = &all_.emplace_back();
+    }
+    return *mine;
+  }
+  void merge_into(Histogram& dst) const {
+    std::lock_guard lock(mutex_);
+    for (const auto& h : all_) h.merge_into(dst);
+  }
+
+ private:
+  tbb::enumerable_thread_specific<Histogram*> mine_{nullptr};
+  mutable std::mutex mutex_;
+  std::deque<Histogram> all_;  // stable addresses
+};
+
 struct Metrics {
   // publish stage
   Counter published;
@@ -76,7 +102,7 @@ struct Metrics {
   alignas(64) std::atomic<std::uint64_t> in_flight{0};
 
   // end-to-end latency (published -> acked), one histogram per settling thread
-  tbb::enumerable_thread_specific<Histogram> latency;
+  ThreadHistograms latency;
 
   Histogram latency_merged() const;
   std::uint64_t settled() const { return acked.get() + nacked.get(); }

@@ -78,6 +78,9 @@ struct Options {
   std::string trace_out;                 // write a Chrome trace-event JSON (Perfetto)
   double trace_sample = 1.0;             // fraction of messages traced, (0, 1]
   double slow_task_ms = 0;  // warn about stage bodies longer than this (and stuck ones); 0 = off
+  // --- watching (include/mayhem/observe/) --------------------------------------------------
+  std::string stats_addr;  // HOST:PORT of the read-only stats endpoint; empty = off
+  bool live = false;       // the CLI shows the `mayhem top` view in-process
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.

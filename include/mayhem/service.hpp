@@ -14,6 +14,7 @@
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
+#include "mayhem/observe/stats.hpp"
 #include "mayhem/options.hpp"
 #include "mayhem/summary.hpp"
 
@@ -50,6 +51,10 @@ class Service {
   bool abandoned() const;
 
   Summary summary() const;
+  // Live numbers (thread-safe, any time; counters only until run() has started): what the stats
+  // endpoint (--stats-addr) serves and `--live` shows.
+  StatsSnapshot stats_snapshot() const;
+  std::uint16_t stats_port() const;  // the endpoint's bound port once run() started it; else 0
   const Metrics& metrics() const;
   const InProcessPubSub& pubsub() const;
   const Options& options() const;

@@ -3,10 +3,16 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "mayhem/cli/publish.hpp"
+#include "mayhem/cli/top.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/observe/profiler.hpp"
@@ -186,11 +192,25 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->type_name("ack|nack")
       ->default_str("ack")
       ->group(broker);
+
+  auto* watch = "Watching (mayhem top --addr HOST:PORT attaches to --stats-addr)";
+  app.add_option(
+         "--stats-addr", o.stats_addr,
+         "Serve read-only /metrics (Prometheus) and /stats (JSON) on HOST:PORT (off unless "
+         "given; a host other than loopback is reachable from other machines, unauthenticated)")
+      ->type_name("HOST:PORT")
+      ->group(watch);
+  app.add_flag(
+         "--live", o.live,
+         "Show the live per-stage view (as `mayhem top`) in this terminal while running; logs "
+         "go to --log-file (default mayhem.log)")
+      ->group(watch);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "top") return top_main(argc - 1, argv + 1);
   // Before any thread exists (the async logger starts one when it is built): every thread inherits
   // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
   ShutdownManager::block_signals();
@@ -236,6 +256,13 @@ int main(int argc, char** argv) {
     faults.push_back(*spec);
   }
   std::unique_ptr<Profiler> profiler;  // outlives the service (the lease thread's last tick)
+  if (opts.live) {
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+      std::cerr << "mayhem: error: --live needs a terminal (or use --stats-addr and mayhem top)\n";
+      return 2;
+    }
+    if (opts.log_file.empty()) opts.log_file = "mayhem.log";  // the screen is the view's
+  }
   std::unique_ptr<Service> service;
   try {
     auto log = make_logger(opts);
@@ -247,7 +274,21 @@ int main(int argc, char** argv) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;
   }
+  std::atomic<bool> live_stop{false};
+  std::thread live;
+  if (opts.live) {
+    live = std::thread([&] {
+      const FetchFn fetch = [&](std::string&) { return std::optional(service->stats_snapshot()); };
+      run_tui("in-process", fetch,
+              TuiOptions{1.0, &live_stop, [&] { service->request_stop(SIGINT); }});
+    });
+  }
   int rc = service->run();
+  if (live.joinable()) {
+    live_stop.store(true);
+    live.join();
+    std::cerr << "mayhem: logs are in " << opts.log_file << "\n";
+  }
   if (profiler) {
     std::string cmd = "mayhem", err;
     for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];

@@ -1,0 +1,84 @@
+// Plain snapshot structs for watching a running service: service-wide counters and gauges, the
+// end-to-end latency histogram, and one row per pipeline stage (calls, messages, own and total
+// time). A snapshot is a value: the stats endpoint serves it (`to_json`, `render_prometheus`),
+// `mayhem top` parses it back (`from_json`) and subtracts two of them (`since`) for rates and for
+// its reset key. Other observers (e.g. a profiler) can add their own tables next to `stages`.
+// Use: `StatsSnapshot s = service.stats_snapshot(); std::string text = render_prometheus(s);`
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mayhem/metrics.hpp"
+
+namespace mayhem {
+
+// A histogram as data: the non-zero buckets of a `Histogram` (log-linear, see metrics.hpp) with
+// its count, sum and max, in nanoseconds.
+struct HistogramData {
+  std::uint64_t count = 0, sum = 0, max = 0;
+  std::vector<std::pair<std::uint16_t, std::uint64_t>> buckets;  // (bucket index, count), sorted
+
+  static HistogramData of(const Histogram& h);
+  double mean() const { return count == 0 ? 0.0 : static_cast<double>(sum) / double(count); }
+  // Nearest-rank percentile (0 < q <= 1): the bucket's upper bound, capped at max; 0 when empty.
+  std::uint64_t percentile(double q) const;
+  // Messages with a value <= `le` (only buckets whose whole range is <= le count).
+  std::uint64_t count_le(std::uint64_t le) const;
+  // This minus an earlier snapshot of the same histogram (max stays this one's).
+  HistogramData since(const HistogramData& earlier) const;
+};
+
+struct StageSnapshot {
+  std::string name;
+  std::uint32_t limit = 0;     // configured concurrency; 0 = unlimited
+  std::int64_t active = 0;     // bodies running now
+  std::int64_t in_flight = 0;  // messages in the body now, or submitted and not yet completed
+  std::int64_t queued = -1;    // messages waiting for the stage; -1 = not observable
+  std::uint64_t calls = 0;     // bodies run (batches)
+  std::uint64_t items = 0;     // messages through the stage
+  std::uint64_t errors = 0;    // failed saves/restarts, nacks (per stage, see stats.cpp)
+  std::uint64_t retries = 0;   // restart attempts retried
+  HistogramData own;           // per call: time in the body minus nested stage bodies
+  HistogramData total;         // per call: time in the body
+};
+
+struct LogStats {
+  bool async = false;
+  std::uint64_t queue_depth = 0;  // lines waiting for the writer thread
+  std::uint64_t overruns = 0;     // lines the async queue dropped (0 with the `block` policy)
+};
+
+struct StatsSnapshot {
+  std::uint64_t uptime_ns = 0;  // since the service started (monotonic; rates divide by it)
+  std::uint32_t threads = 0;
+  std::uint64_t published = 0, consumed = 0, acked = 0, nacked = 0;
+  std::uint64_t saved = 0, save_failed = 0, restarted = 0, restart_failed = 0, retries = 0;
+  std::uint64_t extensions = 0, late_extensions = 0;
+  std::uint64_t in_flight = 0, peak_in_flight = 0, max_in_flight = 0;
+  std::uint64_t backlog = 0, queue_capacity = 0;  // in-process pub/sub depth and bound
+  std::uint64_t leased_lots = 0;                  // lots the lease thread tracks now
+  LogStats log;
+  HistogramData latency;  // end to end, published -> acked
+  std::vector<StageSnapshot> stages;
+};
+
+// Counters and histograms of `now` minus those of `earlier`; gauges and names stay `now`'s.
+StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier);
+
+void to_json(nlohmann::json& j, const HistogramData& h);
+void from_json(const nlohmann::json& j, HistogramData& h);
+void to_json(nlohmann::json& j, const StageSnapshot& s);
+void from_json(const nlohmann::json& j, StageSnapshot& s);
+void to_json(nlohmann::json& j, const StatsSnapshot& s);
+void from_json(const nlohmann::json& j, StatsSnapshot& s);
+
+// The Prometheus text exposition format (version 0.0.4) of a snapshot: counters per stage and
+// outcome, gauges, and the stage and end-to-end latency histograms in seconds.
+std::string render_prometheus(const StatsSnapshot& s);
+
+}  // namespace mayhem

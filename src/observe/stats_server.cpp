@@ -1,0 +1,221 @@
+#include "mayhem/observe/stats_server.hpp"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "mayhem/clock.hpp"
+
+namespace mayhem {
+
+std::optional<StatsAddress> parse_stats_address(const std::string& text, std::string& err) {
+  StatsAddress a;
+  std::string port_text = text;
+  if (!text.empty() && text[0] == '[') {  // [v6]:port
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      err = "--stats-addr '" + text + "': expected [IPV6]:PORT";
+      return std::nullopt;
+    }
+    a.host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
+    if (colon != 0) a.host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  if (a.host.empty() || port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port_text) > 65535) {
+    err = "--stats-addr '" + text + "': expected HOST:PORT with a port in 0..65535";
+    return std::nullopt;
+  }
+  a.port = static_cast<std::uint16_t>(std::stoul(port_text));
+  return a;
+}
+
+bool is_loopback(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return false;
+}
+
+namespace {
+
+// httplib's ThreadPool queues every accepted connection without bound. This one keeps at most
+// `max_waiting`; beyond that the accept thread serves the connection itself, so it stops
+// accepting and further clients wait in the kernel's listen queue instead of in this process.
+class BoundedPool final : public httplib::TaskQueue {
+ public:
+  BoundedPool(int threads, int max_waiting) : max_waiting_(static_cast<std::size_t>(max_waiting)) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mutex_);
+      if (!stopping_ && jobs_.size() < max_waiting_) {
+        jobs_.push_back(std::move(fn));
+        cv_.notify_one();
+        return;
+      }
+    }
+    fn();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // stopping, and every accepted connection was served
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  const std::size_t max_waiting_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+struct StatsServer::Impl {
+  StatsAddress addr;
+  SnapshotFn snapshot;
+  std::shared_ptr<spdlog::logger> log;
+  Limits limits;
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+
+  // The last snapshot's renderings, shared by the requests that arrive within min_interval.
+  std::mutex cache_mutex;
+  Nanos cached_at = 0;
+  bool have_cache = false;
+  std::string json_text, prom_text;
+
+  void refresh() {  // under cache_mutex
+    const Nanos now = steady_now();
+    if (have_cache && now - cached_at < limits.min_interval_ns) return;
+    const StatsSnapshot s = snapshot();
+    json_text = nlohmann::json(s).dump();
+    json_text += '\n';
+    prom_text = render_prometheus(s);
+    cached_at = now;
+    have_cache = true;
+  }
+};
+
+StatsServer::StatsServer(StatsAddress addr, SnapshotFn snapshot,
+                         std::shared_ptr<spdlog::logger> log)
+    : StatsServer(std::move(addr), std::move(snapshot), std::move(log), Limits{}) {}
+
+StatsServer::StatsServer(StatsAddress addr, SnapshotFn snapshot,
+                         std::shared_ptr<spdlog::logger> log, Limits limits)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->addr = std::move(addr);
+  impl_->snapshot = std::move(snapshot);
+  impl_->log = std::move(log);
+  impl_->limits = limits;
+}
+
+StatsServer::~StatsServer() {
+  stop();
+}
+
+std::optional<std::string> StatsServer::start() {
+  Impl& i = *impl_;
+  ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-response must not kill the service
+  auto& svr = i.server;
+  const Limits lim = i.limits;
+  svr.new_task_queue = [lim] { return new BoundedPool(lim.threads, lim.max_waiting); };
+  svr.set_payload_max_length(lim.max_payload);
+  svr.set_read_timeout(lim.timeout_s, 0);
+  svr.set_write_timeout(lim.timeout_s, 0);
+  svr.set_keep_alive_timeout(lim.timeout_s);
+  svr.set_keep_alive_max_count(static_cast<std::size_t>(lim.keep_alive_max));
+  svr.set_pre_routing_handler([lim](const httplib::Request& req, httplib::Response& res) {
+    // httplib reads (and bounds) a body only for methods that carry one; refuse any big one here.
+    if (req.get_header_value<std::uint64_t>("Content-Length") > lim.max_payload) {
+      res.status = 413;
+      res.set_content("413 payload too large: this endpoint takes no request body\n", "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "GET" || req.method == "HEAD")
+      return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("405 method not allowed: this endpoint is read-only\n", "text/plain");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  svr.Get("/metrics", [&i](const httplib::Request&, httplib::Response& res) {
+    std::lock_guard lock(i.cache_mutex);
+    i.refresh();
+    res.set_content(i.prom_text, "text/plain; version=0.0.4; charset=utf-8");
+  });
+  svr.Get("/stats", [&i](const httplib::Request&, httplib::Response& res) {
+    std::lock_guard lock(i.cache_mutex);
+    i.refresh();
+    res.set_content(i.json_text, "application/json");
+  });
+  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty())
+      res.set_content(std::to_string(res.status) +
+                          (res.status == 404 ? " not found: try /metrics or /stats\n" : " error\n"),
+                      "text/plain");
+  });
+  // For port 0, bind_to_any_port reports the port the kernel picked.
+  const int port = i.addr.port == 0
+                       ? svr.bind_to_any_port(i.addr.host)
+                       : (svr.bind_to_port(i.addr.host, i.addr.port) ? i.addr.port : -1);
+  if (port <= 0) {
+    return "cannot listen on " + i.addr.host + ":" + std::to_string(i.addr.port) +
+           " (address in use, or not an address of this machine)";
+  }
+  i.port = port;
+  i.thread = std::thread([&svr] { svr.listen_after_bind(); });
+  // stop() is a no-op until the accept loop runs: wait for it (it starts at once).
+  while (!svr.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!is_loopback(i.addr.host))
+    i.log->warn(
+        "Stats endpoint listens on {}:{}, reachable from other machines: its data is not "
+        "authenticated",
+        i.addr.host, i.port);
+  i.log->info("Stats endpoint on http://{}:{}/metrics and /stats", i.addr.host, i.port);
+  return std::nullopt;
+}
+
+void StatsServer::stop() {
+  if (!impl_ || !impl_->thread.joinable()) return;
+  impl_->server.stop();
+  impl_->thread.join();
+}
+
+std::uint16_t StatsServer::port() const {
+  return static_cast<std::uint16_t>(impl_->port);
+}
+
+}  // namespace mayhem
