@@ -34,7 +34,7 @@ StageCollector::Slot& StageCollector::slot() {
   return *mine;
 }
 
-void StageCollector::on_entry(Stage stage, std::uint32_t items) {
+void StageCollector::on_entry(Stage stage, std::uint32_t items, Message* const* /*msgs*/) {
   Slot& s = slot();
   PerStage& p = s.stages[static_cast<int>(stage)];
   p.entered.bump(1);

@@ -31,7 +31,7 @@ class StageCollector final : public Observer {
  public:
   explicit StageCollector(const Clock& clock, Nanos watch_window = 60 * kNanosPerSecond);
 
-  void on_entry(Stage stage, std::uint32_t items) override;
+  void on_entry(Stage stage, std::uint32_t items, Message* const* msgs = nullptr) override;
   void on_exit(Stage stage, std::uint32_t items) override;
 
   // One row per stage, in pipeline order, with calls, items, active, own/total histograms; the
@@ -108,11 +108,20 @@ class FanOutObserver final : public Observer {
     if (observers_.empty()) return nullptr;
     return observers_.size() == 1 ? observers_.front() : this;
   }
-  void on_entry(Stage stage, std::uint32_t items) override {
-    for (Observer* o : observers_) o->on_entry(stage, items);
+  void on_entry(Stage stage, std::uint32_t items, Message* const* msgs) override {
+    for (Observer* o : observers_) o->on_entry(stage, items, msgs);
   }
   void on_exit(Stage stage, std::uint32_t items) override {
     for (auto it = observers_.rbegin(); it != observers_.rend(); ++it) (*it)->on_exit(stage, items);
+  }
+  void on_pull(Message* const* msgs, std::uint32_t n) override {
+    for (Observer* o : observers_) o->on_pull(msgs, n);
+  }
+  void on_zone_entry(const ZoneSite& site) override {
+    for (Observer* o : observers_) o->on_zone_entry(site);
+  }
+  void on_zone_exit(const ZoneSite& site) override {
+    for (auto it = observers_.rbegin(); it != observers_.rend(); ++it) (*it)->on_zone_exit(site);
   }
 
  private:
