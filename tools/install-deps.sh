@@ -9,6 +9,12 @@ packages=(
   nlohmann-json3-dev libbenchmark-dev
   python3 python3-uvloop
   gnuplot-nox tmux
+  # sanitizers (tools/sanitize.sh): dpkg-source unpacks oneTBB's Debian source for the TSan build
+  dpkg-dev
+  # fuzzing (tools/fuzz.sh): clang with libFuzzer and its sanitizer runtimes
+  clang-14 libclang-rt-14-dev
+  # the soak's optional live stats (tools/soak.sh)
+  curl
 )
 missing=()
 for p in "${packages[@]}"; do

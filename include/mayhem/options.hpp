@@ -11,6 +11,9 @@ namespace mayhem {
 
 enum class IoModel { kAsync, kBlocking };
 enum class LogMode { kSync, kAsync };
+// Async logger with a full queue: callers wait (no line lost) or the oldest queued line is dropped
+// (callers never wait; drops are counted: Summary::log_dropped).
+enum class LogOverflow { kBlock, kDropOldest };
 
 std::uint32_t default_threads();  // the machine's core count (at least 1)
 
@@ -52,6 +55,8 @@ struct Options {
   std::string log_file;            // empty = stderr
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
+  // Async logger, queue full: wait, or drop the oldest line and count it.
+  LogOverflow log_overflow = LogOverflow::kBlock;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
 };
 
@@ -60,5 +65,6 @@ std::optional<std::string> validate(const Options& o);
 
 const char* to_string(IoModel m);
 const char* to_string(LogMode m);
+const char* to_string(LogOverflow p);
 
 }  // namespace mayhem

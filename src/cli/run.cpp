@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -118,26 +119,33 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->type_name("sync|async")
       ->default_str("sync")
       ->group(logs);
-  app.add_option("--log-queue", o.log_queue,
-                 "Async logger queue size, in lines (full queue: callers wait, nothing is dropped)")
+  app.add_option("--log-queue", o.log_queue, "Async logger queue size, in lines")
       ->check(kNotNegative)
+      ->group(logs);
+  app.add_option_function<std::string>(
+         "--log-overflow",
+         [&o](const std::string& v) {
+           o.log_overflow = v == "drop-oldest" ? LogOverflow::kDropOldest : LogOverflow::kBlock;
+         },
+         "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
+         "never wait; dropped lines are counted in the summary's log_dropped)")
+      ->check(CLI::IsMember({"block", "drop-oldest"}))
+      ->type_name("block|drop-oldest")
+      ->default_str("block")
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);
   app.add_option("--inject", faults,
                  "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
-                 "save|restart|cleanup and FAULT error (an expected I/O failure) | crash (an "
+                 "save|restart|cleanup|timer and FAULT error (an expected I/O failure) | crash (an "
                  "unexpected exception) | hang (the stage never returns)")
       ->group("Fault injection");
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Before any thread exists (the async logger starts one when it is built): every thread inherits
-  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
-  ShutdownManager::block_signals();
-  Options opts;
+std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
+                              std::vector<FaultSpec>& faults, std::string& message) {
   CLI::App app{
       "Mayhem: a mock chaos monkey. Consumes 'restart this host' messages; saves and restarts each "
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
@@ -145,35 +153,52 @@ int main(int argc, char** argv) {
       "mayhem"};
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
+  const auto fail = [&message](const std::string& what) {
+    message = "mayhem: error: " + what;
+    std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
+    return 2;
+  };
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+  } catch (const CLI::CallForHelp&) {
+    message = app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    message = app.help("", CLI::AppFormatMode::All);
+    return 0;
   } catch (const CLI::ParseError& e) {
-    std::cerr << "mayhem: error: " << e.what() << " (see --help)\n";
-    return 2;
+    return fail(std::string(e.what()) + " (see --help)");
+  } catch (const std::exception& e) {  // a conversion CLI11 did not wrap: still bad input
+    return fail(std::string(e.what()) + " (see --help)");
   }
-  if (auto err = validate(opts)) {
-    std::cerr << "mayhem: error: " << *err << "\n";
-    return 2;
-  }
-  std::vector<FaultSpec> faults;
+  if (auto err = validate(opts)) return fail(*err);
   for (const auto& text : fault_texts) {
     std::string err;
     auto spec = parse_fault(text, err);
-    if (!spec) {
-      std::cerr << "mayhem: error: " << err << "\n";
-      return 2;
-    }
+    if (!spec) return fail(err);
     faults.push_back(*spec);
+  }
+  return std::nullopt;
+}
+
+int main(int argc, char** argv) {
+  // Before any thread exists (the async logger starts one when it is built): every thread inherits
+  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
+  ShutdownManager::block_signals();
+  Options opts;
+  std::vector<FaultSpec> faults;
+  std::string message;
+  if (auto rc = parse_args(argc, argv, opts, faults, message)) {
+    (*rc == 0 ? std::cout : std::cerr) << message << (*rc == 0 ? "" : "\n") << std::flush;
+    return *rc;
   }
   std::unique_ptr<Service> service;
   try {
     auto log = make_logger(opts);
-    auto hook = make_fault_hook(std::move(faults), log);
-    service = std::make_unique<Service>(opts, Service::Deps{log, nullptr, true, std::move(hook)});
+    auto hook = make_fault_hook(faults, log);
+    auto timer_hook = make_timer_fault_hook(std::move(faults), log);
+    service = std::make_unique<Service>(
+        opts, Service::Deps{log, nullptr, true, std::move(hook), std::move(timer_hook)});
   } catch (const std::exception& e) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;
