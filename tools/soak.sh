@@ -122,19 +122,25 @@ sys.exit(0 if ok else 1)
 PY
 status=${PIPESTATUS[0]}
 
+# In flight on the right axis when it was sampled, else the thread count.
+if awk -F'\t' 'NR > 1 && $5 != "-" { found = 1 } END { exit !found }' "$out/samples.tsv"; then
+  y2='using 1:5 skip 1 axes x1y2 with lines title "in flight"'
+else
+  y2='using 1:3 skip 1 axes x1y2 with lines title "threads"'
+fi
 gnuplot << GP || echo "soak: gnuplot failed (plot skipped)" >&2
 set terminal pngcairo size 1000,600 noenhanced
 set output "$out/soak.png"
 set title "Mayhem soak: ${rate} msgs/s, latency-scale 1 (the reference's profile)"
 set xlabel "seconds"
 set ylabel "RSS (MB)"
-set y2label "threads / in flight (if sampled)"
+set y2label "in flight (if sampled), else threads"
 set ytics nomirror
 set y2tics
 set key top left
 set datafile separator "\t"
 set datafile missing "-"
 plot "$out/samples.tsv" using 1:(\$2/1024) skip 1 with lines lw 2 title "RSS", \
-     "" using 1:5 skip 1 axes x1y2 with lines title "in flight"
+     "" $y2
 GP
 exit "$status"
