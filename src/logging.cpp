@@ -3,35 +3,68 @@
 #include <spdlog/async.h>
 #include <spdlog/async_logger.h>
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <ctime>
 #include <stdexcept>
+
+#include "mayhem/chunked_file_sink.hpp"
 
 namespace mayhem {
 
 namespace {
 
-// Python logging's level names (the reference's `%(levelname)s`).
-class PythonLevelFlag final : public spdlog::custom_flag_formatter {
+// The reference's line format, "%(asctime)s,%(msecs)03d %(levelname)s: %(message)s" with datefmt
+// "%H:%M:%S", written by hand: the "HH:MM:SS," prefix is rebuilt once a second, the rest is three
+// digits, a level name and the message. spdlog's general pattern_formatter measured ~2x the cost
+// per line for the same output.
+class ReferenceFormatter final : public spdlog::formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    static constexpr std::string_view kNames[] = {"TRACE", "DEBUG",    "INFO", "WARNING",
-                                                  "ERROR", "CRITICAL", "OFF"};
-    auto name = kNames[static_cast<int>(msg.level)];
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    using namespace std::chrono;
+    const auto since = msg.time.time_since_epoch();
+    const auto secs = duration_cast<seconds>(since);
+    if (secs.count() != cached_secs_) {
+      cached_secs_ = secs.count();
+      const std::time_t t = static_cast<std::time_t>(cached_secs_);
+      std::tm tm{};
+      localtime_r(&t, &tm);
+      two(prefix_ + 0, tm.tm_hour);
+      prefix_[2] = ':';
+      two(prefix_ + 3, tm.tm_min);
+      prefix_[5] = ':';
+      two(prefix_ + 6, tm.tm_sec);
+      prefix_[8] = ',';
+    }
+    const auto ms = static_cast<int>(duration_cast<milliseconds>(since - secs).count());
+    char tail[4] = {static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
+                    static_cast<char>('0' + ms % 10), ' '};
+    dest.append(prefix_, prefix_ + sizeof prefix_);
+    dest.append(tail, tail + sizeof tail);
+    static constexpr std::string_view kNames[] = {
+        "TRACE: ", "DEBUG: ", "INFO: ", "WARNING: ", "ERROR: ", "CRITICAL: ", "OFF: "};
+    const auto name = kNames[static_cast<int>(msg.level)];
     dest.append(name.data(), name.data() + name.size());
+    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+    dest.push_back('\n');
   }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<PythonLevelFlag>();
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<ReferenceFormatter>();
   }
+
+ private:
+  static void two(char* p, int v) {
+    p[0] = static_cast<char>('0' + v / 10);
+    p[1] = static_cast<char>('0' + v % 10);
+  }
+  std::int64_t cached_secs_ = -1;
+  char prefix_[9] = {};
 };
 
 std::unique_ptr<spdlog::formatter> reference_formatter() {
-  auto f = std::make_unique<spdlog::pattern_formatter>();
-  f->add_flag<PythonLevelFlag>('*').set_pattern("%H:%M:%S,%e %*: %v");
-  return f;
+  return std::make_unique<ReferenceFormatter>();
 }
 
 // The async logger and its thread pool. async_logger keeps only a weak reference to its pool: the
@@ -75,8 +108,8 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, true);
-    } catch (const spdlog::spdlog_ex& e) {
+      sink = std::make_shared<ChunkedFileSink>(opts.log_file, opts.log_buffer);
+    } catch (const std::exception& e) {
       throw std::runtime_error("cannot open log file '" + opts.log_file + "': " + e.what());
     }
   }
@@ -95,7 +128,7 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
     log = std::make_shared<spdlog::logger>("mayhem", sink);
   }
   log->set_level(*level);
-  log->flush_on(spdlog::level::err);
+  log->flush_on(spdlog::level::critical);
   return log;
 }
 

@@ -45,8 +45,11 @@ std::optional<std::string> validate(const Options& o) {
   if (o.save_concurrency > 4096 || o.restart_concurrency > 4096)
     return std::string("--save-concurrency and --restart-concurrency must be <= 4096");
   if (o.log_queue == 0) return std::string("--log-queue must be at least 1");
+  if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
+    return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
   return std::nullopt;
 }
 

@@ -15,6 +15,7 @@
 #include "mayhem/shutdown.hpp"
 #include "mayhem/source/pacer.hpp"
 #include "mayhem/source/pubsub.hpp"
+#include "mayhem/store/store.hpp"
 
 namespace mayhem {
 
@@ -46,6 +47,7 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
+  std::unique_ptr<Store> store;  // null: --store memory (the simulated save)
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;
@@ -65,6 +67,10 @@ struct Service::Impl {
         pubsub(opts.queue_capacity),
         shutdown(log) {
     pubsub.set_audit(deps.audit);
+    std::string err;
+    const auto spec = parse_store_spec(opts.store, err);
+    if (!spec) throw std::invalid_argument(err);
+    store = open_store(*spec, batches, clock, log);  // a database we cannot use fails here
   }
 
   bool abandoned = false;  // shutdown timed out: a stage never returned, the graph is left running
@@ -122,9 +128,10 @@ int Service::Impl::run() {
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
         Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, pubsub, &pubsub, *io,
-                       *lease, shutdown, deps.observer, opts.seed, deps.fault});
+                       *lease, shutdown, deps.observer, opts.seed, deps.fault, store.get()});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
+  if (store) store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
   lease->start();
 
   log->info(
@@ -174,6 +181,7 @@ void Service::Impl::shut_down(StopReason why) {
   log->flush();  // what follows may wait (up to --shutdown-timeout): show how far we got
   const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
+  if (store) store->cancel_saves();  // saves not yet written, too (a running commit finishes)
   if (!wait_idle_for(seconds_to_nanos(opts.shutdown_timeout))) {
     // A stage is stuck (it never returned). Its messages cannot be settled through the graph:
     // count them nacked (an in-process pub/sub would redeliver them) and leave the graph behind.
@@ -184,7 +192,8 @@ void Service::Impl::shut_down(StopReason why) {
     metrics.nacked.add(stuck);
     abandoned = true;
   }
-  end_ns = clock.now();  // every message is settled now (acks during the drain included)
+  end_ns = clock.now();       // every message is settled now (acks during the drain included)
+  if (store) store->close();  // writes the last settlements
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   // Frees the last lots. A lease thread stuck in a pass (--inject timer:hang) is left behind
   // within what remains of --shutdown-timeout (at least 50 ms, enough for a healthy thread).
@@ -266,6 +275,14 @@ Summary Service::summary() const {
   s.exit_code = i.exit_code;
   s.io_model = to_string(i.opts.io_model);
   s.threads = i.opts.threads;
+  if (i.store) {
+    const StoreStats st = i.store->stats();
+    s.store = i.store->kind();
+    s.store_rows = st.rows_inserted;
+    s.store_duplicates = st.duplicates;
+    s.store_write_failures = st.write_failures;
+    s.store_transactions = st.transactions;
+  }
   return s;
 }
 

@@ -30,6 +30,12 @@ nlohmann::json to_json(const Summary& s) {
       {"threads", s.threads},
       {"exit_code", s.exit_code},
       {"impl", "mayhem"},
+      {"store",
+       {{"kind", s.store},
+        {"rows_inserted", s.store_rows},
+        {"duplicates", s.store_duplicates},
+        {"write_failures", s.store_write_failures},
+        {"transactions", s.store_transactions}}},
   };
 }
 

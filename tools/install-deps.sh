@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libtbb-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev catch2 libcli11-dev
-  nlohmann-json3-dev libbenchmark-dev
+  nlohmann-json3-dev libbenchmark-dev libsqlite3-dev sqlite3
   python3 python3-uvloop
   gnuplot-nox tmux
   # sanitizers (tools/sanitize.sh): dpkg-source unpacks oneTBB's Debian source for the TSan build

@@ -57,7 +57,14 @@ struct Options {
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   // Async logger, queue full: wait, or drop the oldest line and count it.
   LogOverflow log_overflow = LogOverflow::kBlock;
+  // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
+  // and at exit); 0 = write every line at once, in strict line order across threads.
+  std::uint32_t log_buffer = 64 * 1024;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
+
+  // --- store ------------------------------------------------------------------------------------
+  // memory: the reference's simulated save; sqlite:PATH: a real SQLite database (store/store.hpp)
+  std::string store = "memory";
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.

@@ -25,6 +25,9 @@ struct Summary {
   int exit_code = 0;
   const char* io_model = "";
   std::uint32_t threads = 0;
+  const char* store = "memory";  // --store kind; the counters below are the sqlite store's
+  std::uint64_t store_rows = 0, store_duplicates = 0, store_write_failures = 0;
+  std::uint64_t store_transactions = 0;
 };
 
 nlohmann::json to_json(const Summary& s);

@@ -71,6 +71,11 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--io-threads", o.io_threads, "Threads of the blocking I/O pool")
       ->check(kNotNegative)
       ->group(io);
+  app.add_option("--store", o.store,
+                 "Where save writes: memory (the reference's simulated save) or sqlite:PATH (a "
+                 "real SQLite database: WAL, one writer, group commit, one row per message_id)")
+      ->type_name("memory|sqlite:PATH")
+      ->group(io);
 
   auto* lease = "Leases";
   app.add_option("--extend-interval", o.extend_interval,
@@ -132,6 +137,11 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->check(CLI::IsMember({"block", "drop-oldest"}))
       ->type_name("block|drop-oldest")
       ->default_str("block")
+      ->group(logs);
+  app.add_option("--log-buffer", o.log_buffer,
+                 "With --log-file: bytes each logging thread buffers before one write (also "
+                 "written every second and at exit); 0 = every line at once, in strict order")
+      ->check(kNotNegative)
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);

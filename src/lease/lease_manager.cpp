@@ -10,6 +10,7 @@ LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlo
                            Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook,
                            Observer* observer)
     : cfg_(cfg),
+      deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg.ack_deadline))),
       clock_(clock),
       log_(std::move(log)),
       metrics_(metrics),
@@ -128,8 +129,8 @@ bool LeaseManager::extend_lot(Lot* lot, Nanos now) {
   for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
   metrics_.extensions.add(extend_buf_.size());
   if (log_->should_log(spdlog::level::info)) {
-    const double secs = nanos_to_seconds(cfg_.ack_deadline);
-    for (Message* m : extend_buf_) log_->info("Extended deadline by {:g} seconds for {}", secs, *m);
+    for (Message* m : extend_buf_)
+      log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
   }
   return failed.none();
 }

@@ -38,8 +38,10 @@ Pipeline::Pipeline(Deps d)
       shutdown_(d.shutdown),
       observer_(d.observer),
       fault_(std::move(d.fault)),
+      store_(d.store),
       batch_(std::clamp<std::uint32_t>(d.opts.batch_size, 1, kBatchCapacity)),
       ack_deadline_(seconds_to_nanos(d.opts.ack_deadline)),
+      deadline_text_(fmt::format("{:g}", d.opts.ack_deadline)),
       scale_(d.opts.latency_scale),
       flat_out_(d.pubsub != nullptr && d.opts.rate == 0 && d.opts.publish_interval == 0),
       inline_zero_(d.io.zero_delay_inline()),
@@ -219,7 +221,6 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
 
     const Nanos deadline = clock_.now() + ack_deadline_;
     const bool info = log_->should_log(spdlog::level::info);
-    const double secs = opts_.ack_deadline;
     for (std::uint32_t i = 0; i < got; ++i) {
       Message* m = lot->batch.msgs[i];
       m->lot = lot;
@@ -230,7 +231,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
       m->deadline_ns = deadline;
       if (info) {
         log_->info("Pulled {}", *m);
-        log_->info("Extended deadline by {:g} seconds for {}", secs, *m);
+        log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
       }
     }
     metrics_.consumed.add(got);
@@ -257,6 +258,11 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     for (std::uint32_t i = 0; i < n; ++i) now_batch->push(in->msgs[i]);
     pass_on(op, in);
     gw.try_put(now_batch);
+    return;
+  }
+  if (op == Op::kSave && store_) {
+    store_->save(in->msgs, n);  // a real database: its writer completes every save
+    pass_on(op, in);
     return;
   }
   Message* later[kBatchCapacity];
@@ -355,7 +361,8 @@ Batch* Pipeline::handle_saves(Batch* in) {
     try {
       if (in->cancelled) {
         m.save_cancelled = true;
-      } else if (injected_failure(Op::kSave, m) || io_fails(m, Op::kSave, 0)) {
+      } else if (m.save_failed || injected_failure(Op::kSave, m) ||
+                 (!store_ && io_fails(m, Op::kSave, 0))) {  // a real store sets save_failed
         m.save_failed = true;
         ++failed;
       } else {
@@ -474,6 +481,7 @@ bool Pipeline::handle_settle(Batch* in) {
   }
   if (na != 0) source_.ack(acks, na);
   if (nn != 0) source_.nack(nacks, nn);
+  if (store_) store_->settled(in->msgs, n);  // the outcome, group-committed with later saves
   metrics_.acked.add(na);
   metrics_.nacked.add(nn);
   metrics_.in_flight.fetch_sub(n);

@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -110,6 +111,7 @@ class LeaseManager {
   Nanos pass(bool extend);  // tick(); with extend = false only takes registrations and releases
 
   const Config cfg_;
+  const std::string deadline_text_;  // the extension amount as the reference prints it ("3")
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   Metrics& metrics_;

@@ -1,0 +1,79 @@
+// The store: where the save stage writes each message (the reference's `save()` into a database).
+// `--store memory` has no Store object: the save is the reference's mocked database call, simulated
+// by the IoService like restart and cleanup (random latency, --fail-rate). `--store sqlite:PATH`
+// opens a real SQLite database (sqlite_store.hpp): one writer thread, group commit, idempotent on
+// message_id. Completed saves come back in batches through a sink, exactly as the IoService
+// delivers them, so the graph keeps its shape.
+// Use: `auto store = open_store(spec, batches, clock, log);` (null for memory; throws StoreError
+// with a one-line reason when the database cannot be used), then `store->start(sink)`,
+// `store->save(msgs, n)` from the save stage, `store->settled(msgs, n)` from settle; at shutdown
+// `cancel_saves()` before waiting for the graph, `close()` after.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/message.hpp"
+
+namespace mayhem {
+
+struct StoreSpec {
+  enum class Kind { kMemory, kSqlite };
+  Kind kind = Kind::kMemory;
+  std::string path;  // kSqlite: the database file
+};
+
+// "memory" or "sqlite:PATH"; nullopt (and `err` set to one line) for anything else.
+std::optional<StoreSpec> parse_store_spec(std::string_view text, std::string& err);
+
+// The database cannot be used (cannot open or create it, read-only, not a database, no WAL).
+struct StoreError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct StoreStats {
+  std::uint64_t rows_inserted = 0;   // saves that created a row
+  std::uint64_t duplicates = 0;      // saves whose message_id already had a row (redeliveries)
+  std::uint64_t write_failures = 0;  // saves that failed (reported as save failures)
+  std::uint64_t transactions = 0;    // committed transactions (group commits)
+  std::uint64_t outcomes = 0;        // settlements recorded (acked/nacked updates written)
+};
+
+// Completed saves. The sink takes ownership of the batch; batch->cancelled says the saves were
+// cancelled (shutdown) and not written; a message whose write failed has `save_failed` set.
+using SaveSink = std::function<void(Batch*)>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Starts the writer. Saves submitted before are queued, and written by its first transaction.
+  virtual void start(SaveSink sink) = 0;
+  // Saves `n` in-flight messages; each completes later through the sink. Thread-safe.
+  virtual void save(Message* const* msgs, std::size_t n) = 0;
+  // Records how `n` messages settled (acked or nacked, restarted or not). Copies what it needs:
+  // the messages may be reused as soon as it returns. Thread-safe.
+  virtual void settled(Message* const* msgs, std::size_t n) = 0;
+  // Shutdown, before waiting for the graph: saves not yet written complete now as cancelled, and
+  // so do later ones; a transaction being written finishes and delivers first (this waits for it).
+  virtual void cancel_saves() = 0;
+  // Shutdown, after the graph is idle: writes the settlements still queued, stops the writer and
+  // closes the database. Idempotent (the destructor calls it).
+  virtual void close() = 0;
+  virtual StoreStats stats() const = 0;
+  virtual const char* kind() const = 0;
+};
+
+// Null for memory (the simulated save); throws StoreError when the database cannot be used.
+std::unique_ptr<Store> open_store(const StoreSpec& spec, BatchPool& batches, const Clock& clock,
+                                  std::shared_ptr<spdlog::logger> log);
+
+}  // namespace mayhem
