@@ -535,13 +535,19 @@ class Harness:
         n_m, n_p = self.P["s2_mayhem"], self.P["s2_peer"]
         flags = ["--publish-interval", 0, "--latency-scale", 0, "--log-level", "info"]
         cs = []
-        for mode in ("sync", "async"):
+        # sync: the default file sink (a buffer per logging thread); sync-shared: --log-buffer 0,
+        # spdlog's basic_file_sink_mt (one buffer locked per line, exact line order); async:
+        # spdlog's async logger in front of the default sink.
+        modes = {"sync": ["--log-mode", "sync"],
+                 "sync-shared": ["--log-mode", "sync", "--log-buffer", 0],
+                 "async": ["--log-mode", "async"]}
+        for mode, mflags in modes.items():
             lf = os.path.join(self.tmp, f"s2-mayhem-{mode}.log")
             cs.append(dict(key=f"mayhem-{mode}", impl="mayhem", n=n_m, log_file=lf,
-                           label=f"mayhem --log-mode {mode} {n_m:,} msgs",
+                           label=f"mayhem {' '.join(map(str, mflags))} {n_m:,} msgs",
                            params={"log_mode": mode},
                            cmd=self.mayhem_cmd("--messages", n_m, *flags, "--log-file", lf,
-                                               "--log-mode", mode),
+                                               *mflags),
                            timeout=60 + n_m / 20e3))
         for loop in self.peer_loops:
             lf = os.path.join(self.tmp, f"s2-{loop}.log")
@@ -563,7 +569,7 @@ class Harness:
                       f"{last.get('bytes', 0) / 2**20:,.0f} MB" if last else "no log")
             rows.append(row + [detail])
         cmp_rows = []
-        for mode in ("sync", "async"):
+        for mode in modes:
             k = f"mayhem-{mode}"
             logs_ok = all(r.get("log_check", {}).get("ok") for r in res[k] if r["status"] == "ok")
             any_ok = any(r["status"] == "ok" for r in res[k])
@@ -578,10 +584,14 @@ class Harness:
                                  fmt_ratio(ratio(med[k], med[peer])), "—", "—"])
         cmp_rows.append(["mayhem async / sync logger, msgs/s",
                          fmt_ratio(ratio(med["mayhem-async"], med["mayhem-sync"])), "—", "—"])
+        cmp_rows.append(["mayhem per-thread / shared file buffer (sync), msgs/s",
+                         fmt_ratio(ratio(med["mayhem-sync"], med["mayhem-sync-shared"])), "—", "—"])
         self.sections.append("\n".join([
             "## Scenario 2: zero latency, flat out, INFO logging to a file", "",
             f"`--log-level info --log-file F`; mayhem {n_m:,} messages with `--log-mode sync` "
-            f"and `--log-mode async` (spdlog's async logger: the reference's aiologger point), "
+            f"(a file buffer per logging thread), `--log-mode sync --log-buffer 0` (spdlog's "
+            f"basic_file_sink_mt: one buffer locked per line) and `--log-mode async` (spdlog's "
+            f"async logger: the reference's aiologger point), "
             f"peer {n_p:,} messages (stdlib `logging`). Log check: the per-message lines in the "
             "file (those naming a `PubSubMessage(` or a `.example.net` host) must equal "
             "pulled + extensions + saved + save_failed + restarted + restart_failed + "

@@ -469,8 +469,9 @@ struct LogState {
 };
 LogState g_log;
 
-void log_setup(LogMode mode, const char* level) {
+void log_setup(LogMode mode, const char* level, std::uint32_t buffer = Options{}.log_buffer) {
   Options o;
+  o.log_buffer = buffer;
   o.log_level = level;
   o.log_mode = mode;
   g_log.path = "/tmp/mayhem_micro_" + std::to_string(::getpid()) + "_" + to_string(mode) + ".log";
@@ -485,6 +486,10 @@ void log_teardown(const benchmark::State&) {
 }
 void setup_sync_info(const benchmark::State&) {
   log_setup(LogMode::kSync, "info");
+}
+// --log-buffer 0: spdlog's basic_file_sink_mt, one shared buffer locked per line.
+void setup_sync_shared_info(const benchmark::State&) {
+  log_setup(LogMode::kSync, "info", 0);
 }
 void setup_async_info(const benchmark::State&) {
   log_setup(LogMode::kAsync, "info");
@@ -502,6 +507,13 @@ void BM_LogCall(benchmark::State& state) {
 BENCHMARK(BM_LogCall)
     ->Name("BM_LogCall/sync")
     ->Setup(setup_sync_info)
+    ->Teardown(log_teardown)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_LogCall)
+    ->Name("BM_LogCall/sync-shared")
+    ->Setup(setup_sync_shared_info)
     ->Teardown(log_teardown)
     ->Threads(1)
     ->Threads(2)

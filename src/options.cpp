@@ -16,6 +16,21 @@ namespace {
 bool finite_non_negative(double v) {
   return std::isfinite(v) && v >= 0;
 }
+// JetStream stream and consumer names: no '.', '*', '>', path separators or whitespace.
+bool valid_js_name(const std::string& s) {
+  if (s.empty() || s.size() > 200) return false;
+  for (const char c : s)
+    if (c <= ' ' || c > '~' || c == '.' || c == '*' || c == '>' || c == '/' || c == '\\')
+      return false;
+  return true;
+}
+bool valid_subject(const std::string& s) {
+  if (s.empty() || s.front() == '.' || s.back() == '.' || s.find("..") != std::string::npos)
+    return false;
+  for (const char c : s)
+    if (c <= ' ' || c > '~') return false;
+  return true;
+}
 }  // namespace
 
 std::optional<std::string> validate(const Options& o) {
@@ -48,6 +63,19 @@ std::optional<std::string> validate(const Options& o) {
   if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  if (!o.source.empty() && (o.source.rfind("nats://", 0) != 0 || o.source.size() == 7))
+    return fmt::format("--source must be nats://HOST:PORT (got '{}')", o.source);
+  if (o.on_failure == OnFailure::kNack && o.source.empty())
+    return std::string(
+        "--on-failure nack needs a broker --source (the in-process pub/sub does not redeliver)");
+  if (!valid_js_name(o.stream))
+    return fmt::format("--stream must be a JetStream name without . * > / or spaces (got '{}')",
+                       o.stream);
+  if (!valid_js_name(o.durable))
+    return fmt::format("--durable must be a JetStream name without . * > / or spaces (got '{}')",
+                       o.durable);
+  if (!valid_subject(o.subject))
+    return fmt::format("--subject must be a NATS subject like a.b.c (got '{}')", o.subject);
   if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
     return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
   return std::nullopt;
@@ -61,6 +89,9 @@ const char* to_string(LogMode m) {
 }
 const char* to_string(LogOverflow p) {
   return p == LogOverflow::kBlock ? "block" : "drop-oldest";
+}
+const char* to_string(OnFailure f) {
+  return f == OnFailure::kAck ? "ack" : "nack";
 }
 
 }  // namespace mayhem

@@ -13,6 +13,7 @@
 #include "mayhem/logging.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
 #include "mayhem/shutdown.hpp"
+#include "mayhem/source/nats.hpp"
 #include "mayhem/source/pacer.hpp"
 #include "mayhem/source/pubsub.hpp"
 #include "mayhem/store/store.hpp"
@@ -43,6 +44,7 @@ struct Service::Impl {
   LotPool lots{256};
   BatchPool batches{256};
   InProcessPubSub pubsub;
+  std::unique_ptr<NatsSource> nats;  // --source nats://...: the broker replaces the pub/sub
   ShutdownManager shutdown;
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
@@ -76,6 +78,7 @@ struct Service::Impl {
   bool abandoned = false;  // shutdown timed out: a stage never returned, the graph is left running
 
   int run();
+  bool start_broker();
   void shut_down(StopReason why);
   // Waits until the graph is idle; false after `timeout` (the waiter is then left behind).
   bool wait_idle_for(Nanos timeout);
@@ -100,11 +103,52 @@ bool Service::Impl::wait_idle_for(Nanos timeout) {
   return w->cv.wait_for(lock, std::chrono::nanoseconds(timeout), [&] { return w->idle; });
 }
 
+bool Service::Impl::start_broker() {
+  NatsSource::Config c;
+  c.url = opts.source;
+  c.stream = opts.stream;
+  c.subject = opts.subject;
+  c.durable = opts.durable;
+  c.ack_wait = seconds_to_nanos(opts.ack_deadline);
+  c.max_ack_pending = static_cast<std::int64_t>(opts.max_in_flight);
+  // Prefetch no more than consume may take, so N processes on one durable share the work.
+  c.max_queued = std::min<std::uint64_t>(512, opts.max_in_flight);
+  c.fetch_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(256, c.max_queued));
+  c.limit = opts.messages;
+  try {
+    nats = std::make_unique<NatsSource>(c, messages, clock, log, metrics);
+  } catch (const std::exception& e) {
+    log->error("NATS source: {}", e.what());
+    log->flush();
+    exit_code = 1;
+    {
+      std::lock_guard lock(started_mutex);
+      started = true;
+    }
+    started_cv.notify_all();
+    return false;
+  }
+  log->info("Consuming from {} stream {} subject {} durable {} (on-failure {})", opts.source,
+            opts.stream, opts.subject, opts.durable, to_string(opts.on_failure));
+  // As in the reference, extensions stop once the results are handled; cleanup then takes up to
+  // --latency-scale seconds before the ack, up to --extend-interval after the last extension.
+  if (opts.extend_interval + opts.latency_scale > opts.ack_deadline)
+    log->warn(
+        "--ack-deadline {:g} s (the consumer's AckWait) is shorter than --extend-interval + "
+        "--latency-scale ({:g} s): slow cleanups may see their message redelivered",
+        opts.ack_deadline, opts.extend_interval + opts.latency_scale);
+  return true;
+}
+
 int Service::Impl::run() {
   if (deps.handle_signals) {
     ShutdownManager::block_signals();  // before any thread exists, so every thread inherits it
     shutdown.start_signal_thread();
   }
+  // The broker source connects now: after the signal mask is set (nats.c starts threads).
+  if (!opts.source.empty() && !start_broker()) return exit_code;
+  Source& source = nats ? static_cast<Source&>(*nats) : pubsub;
+  InProcessPubSub* const publisher = nats ? nullptr : &pubsub;
   if (opts.seed == 0) opts.seed = std::random_device{}() | 1ULL;
   const std::uint32_t threads = opts.threads;
   parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
@@ -122,12 +166,12 @@ int Service::Impl::run() {
       std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
   lease = std::make_unique<LeaseManager>(
       lease_cfg, clock, log, metrics, messages, lots,
-      [this](Message* const* m, std::size_t n) { pubsub.extend(m, n); }, deps.observer);
+      [src = &source](Message* const* m, std::size_t n) { src->extend(m, n); }, deps.observer);
   lease->set_fault_hook(deps.timer_fault);
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
-        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, pubsub, &pubsub, *io,
+        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *io,
                        *lease, shutdown, deps.observer, opts.seed, deps.fault, store.get()});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
@@ -141,7 +185,10 @@ int Service::Impl::run() {
       opts.fail_rate, opts.max_in_flight, opts.seed);
   start_ns = clock.now();
   cpu_start = cpu_seconds();
-  if (opts.rate == 0 && opts.publish_interval == 0) {
+  if (nats) {
+    nats->start([p = pipeline.get()] { p->notify_source(); },  // no publish stage
+                [this] { return shutdown.stopping(); });
+  } else if (opts.rate == 0 && opts.publish_interval == 0) {
     pipeline->start_flat_out();
   } else {
     pacer = std::make_unique<Pacer>(opts,
@@ -174,7 +221,8 @@ void Service::Impl::shut_down(StopReason why) {
   } else if (why == StopReason::kCompleted) {
     log->info("All {} messages settled", opts.messages);
   }
-  if (pacer) pacer->stop();  // publish and consume also check the stop flag
+  if (pacer) pacer->stop();         // publish and consume also check the stop flag
+  if (nats) nats->stop_fetching();  // what it fetched is nacked below with the backlog
   log->info("Closing database connections");
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
@@ -204,6 +252,7 @@ void Service::Impl::shut_down(StopReason why) {
   } else if (lease->tracked_lots() != 0) {
     log->error("{} lots were still leased at shutdown", lease->tracked_lots());
   }
+  if (nats && !abandoned) nats->close();  // every ack and nack reaches the server first
   log->info("Flushing metrics");
   const auto published = metrics.published.get();
   const auto settled = metrics.settled();
@@ -213,6 +262,9 @@ void Service::Impl::shut_down(StopReason why) {
   }
   log->info("Published {}, acked {}, nacked {} ({} never pulled); peak in flight {}", published,
             metrics.acked.get(), metrics.nacked.get(), backlog, metrics.peak_in_flight.load());
+  if (nats)
+    log->info("NATS: received {}, malformed {} (terminated), redelivered {}", published,
+              nats->malformed(), nats->redelivered());
 }
 
 Service::Service(Options opts, Deps deps) {
@@ -275,6 +327,10 @@ Summary Service::summary() const {
   s.exit_code = i.exit_code;
   s.io_model = to_string(i.opts.io_model);
   s.threads = i.opts.threads;
+  if (i.nats) {
+    s.malformed = i.nats->malformed();
+    s.redelivered = i.nats->redelivered();
+  }
   if (i.store) {
     const StoreStats st = i.store->stats();
     s.store = i.store->kind();

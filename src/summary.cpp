@@ -19,6 +19,8 @@ nlohmann::json to_json(const Summary& s) {
       {"peak_backlog", s.peak_backlog},
       {"log_dropped", s.log_dropped},
       {"log_overflow", s.log_overflow},
+      {"malformed", s.malformed},
+      {"redelivered", s.redelivered},
       {"wall_s", s.wall_s},
       {"msgs_per_s", s.msgs_per_s},
       {"cpu_s", s.cpu_s},

@@ -119,7 +119,7 @@ TEST_CASE("Bad flags print one clear line and exit 2 before anything starts", "[
   }
 }
 
-TEST_CASE("--help documents every flag with its default", "[cli]") {
+TEST_CASE("Help documents every flag with its default", "[cli]") {
   Subprocess p({"--help"});
   const Result r = p.wait(10s);
   CHECK(r.exit_code == 0);

@@ -2,6 +2,10 @@
 // line written exactly once, each thread's lines in order, buffered until a chunk fills or flush).
 #include <catch2/catch.hpp>
 
+#include <spdlog/logger.h>
+
+#include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -69,13 +73,11 @@ TEST_CASE("Chunked sink buffers per thread until a chunk fills or flush", "[logg
     small->flush();
     CHECK(lines_of(path2).size() == 1000);
   }
-  SECTION("--log-buffer 0 writes every line at once") {
-    o.log_buffer = 0;
-    const auto path3 = dir.file("unbuffered.log");
-    o.log_file = path3;
-    auto direct = mayhem::make_logger(o);
-    direct->info("first");
-    CHECK(lines_of(path3).size() == 1);
+  SECTION("the sink itself with chunk 0 writes every line at once") {
+    auto sink = std::make_shared<mayhem::ChunkedFileSink>(dir.file("direct.log"), 0);
+    spdlog::logger direct("direct", sink);
+    direct.info("first");
+    CHECK(lines_of(dir.file("direct.log")).size() == 1);
   }
 }
 
@@ -110,6 +112,41 @@ TEST_CASE("Chunked sink: many threads, every line once, each thread's lines in o
     ++count;
   }
   CHECK(count == static_cast<std::size_t>(kThreads * kLines));
+}
+
+TEST_CASE("Log buffer 0 keeps the exact line order across threads, chunks group by thread",
+          "[logging]") {
+  // Two threads take strict turns (a shared counter, no sleeps): line k is logged before k+1.
+  auto run = [](const std::string& path, std::uint32_t buffer) {
+    mayhem::Options o;
+    o.log_file = path;
+    o.log_buffer = buffer;
+    auto log = mayhem::make_logger(o);
+    std::atomic<int> turn{0};
+    constexpr int kLines = 2000;
+    auto player = [&](int me) {
+      for (int k = me; k < kLines; k += 2) {
+        while (turn.load(std::memory_order_acquire) != k) std::this_thread::yield();
+        log->info("k{}", k);
+        turn.store(k + 1, std::memory_order_release);
+      }
+    };
+    std::thread a(player, 0), b(player, 1);
+    a.join();
+    b.join();
+    log->flush();
+    std::vector<int> order;
+    for (const auto& l : lines_of(path)) order.push_back(std::stoi(l.substr(l.rfind('k') + 1)));
+    return order;
+  };
+  TempDir dir;
+  const auto strict = run(dir.file("strict.log"), 0);
+  REQUIRE(strict.size() == 2000);
+  for (int k = 0; k < 2000; ++k) REQUIRE(strict[static_cast<std::size_t>(k)] == k);
+  const auto chunked = run(dir.file("chunked.log"), 1 << 20);
+  REQUIRE(chunked.size() == 2000);
+  CHECK_FALSE(
+      std::is_sorted(chunked.begin(), chunked.end()));  // one thread's chunk, then the other's
 }
 
 TEST_CASE("A log file that cannot be opened is a clear error", "[logging]") {

@@ -153,7 +153,7 @@ TEST_CASE("SQLite store: after a run, rows equal acked messages, each with its o
   sqlite3_close(raw);
 }
 
-TEST_CASE("SQLite store: a redelivered message does not add a row; its last outcome wins",
+TEST_CASE("SQLite store: a redelivered message does not add a row, its last outcome wins",
           "[store]") {
   TempDir dir;
   const std::string db = dir.file("redeliver.db");

@@ -15,6 +15,7 @@ packages=(
   clang-14 libclang-rt-14-dev
   # the soak's optional live stats (tools/soak.sh)
   curl
+  nats-server libnats-dev
 )
 missing=()
 for p in "${packages[@]}"; do

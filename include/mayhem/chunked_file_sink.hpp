@@ -4,8 +4,8 @@
 // `--log-file` run with two TBB workers measured the shared-mutex `basic_file_sink_mt` slower with
 // two threads than with one; this sink scales instead.
 // Order: lines of one thread stay in order; lines of different threads interleave by chunk, not by
-// line (every line carries its timestamp). `chunk_bytes == 0` writes every line at once (strict
-// order, one syscall per line).
+// line (every line carries its timestamp). `chunk_bytes == 0` writes every line at once (one
+// syscall per line); the service uses spdlog's basic_file_sink_mt instead for `--log-buffer 0`.
 // Use: `auto sink = std::make_shared<ChunkedFileSink>(path, 64 * 1024);` as any spdlog sink.
 #pragma once
 

@@ -14,6 +14,7 @@ enum class LogMode { kSync, kAsync };
 // Async logger with a full queue: callers wait (no line lost) or the oldest queued line is dropped
 // (callers never wait; drops are counted: Summary::log_dropped).
 enum class LogOverflow { kBlock, kDropOldest };
+enum class OnFailure { kAck, kNack };
 
 std::uint32_t default_threads();  // the machine's core count (at least 1)
 
@@ -37,11 +38,11 @@ struct Options {
   double ack_deadline = 3.0;     // ... by this much
 
   // --- flow control -------------------------------------------------------------------------
-  std::uint64_t max_in_flight = 100'000;   // messages being worked on; consume waits beyond it
+  std::uint64_t max_in_flight = 100'000;  // messages being worked on; consume waits beyond it
   // In-process pub/sub backlog; publish waits beyond it. Small on purpose: a 262144-message backlog
   // (33 MB of cold messages) measured 2-2.3M msgs/s at zero latency, 16384 measured 5-6.3M.
   std::uint64_t queue_capacity = 16'384;
-  std::uint32_t batch_size = 128;          // messages per hand-off between nodes (1..128)
+  std::uint32_t batch_size = 128;  // messages per hand-off between nodes (1..128)
 
   // --- threads --------------------------------------------------------------------------------
   std::uint32_t threads = default_threads();  // TBB worker threads (default: one per core)
@@ -58,10 +59,19 @@ struct Options {
   // Async logger, queue full: wait, or drop the oldest line and count it.
   LogOverflow log_overflow = LogOverflow::kBlock;
   // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
-  // and at exit); 0 = write every line at once, in strict line order across threads.
+  // and at exit); 0 = spdlog's basic_file_sink_mt: one shared buffer under a lock per line, so
+  // lines of all threads keep their exact order.
   std::uint32_t log_buffer = 64 * 1024;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
 
+  // --- broker source (docs/NATS.md) -----------------------------------------------------------
+  std::string source;             // empty: the in-process pub/sub; "nats://HOST:PORT"
+  std::string stream = "MAYHEM";  // JetStream stream (created when missing)
+  std::string subject = "mayhem.restart";
+  std::string durable = "mayhem";  // durable pull consumer every process binds to
+  // A message whose restart failed after every retry: ack (the reference's behaviour: the failure
+  // is logged and counted) or nack (redelivered for another try).
+  OnFailure on_failure = OnFailure::kAck;
   // --- store ------------------------------------------------------------------------------------
   // memory: the reference's simulated save; sqlite:PATH: a real SQLite database (store/store.hpp)
   std::string store = "memory";
@@ -73,5 +83,6 @@ std::optional<std::string> validate(const Options& o);
 const char* to_string(IoModel m);
 const char* to_string(LogMode m);
 const char* to_string(LogOverflow p);
+const char* to_string(OnFailure f);
 
 }  // namespace mayhem

@@ -18,6 +18,7 @@ struct Summary {
   std::uint64_t peak_backlog = 0;  // most messages waiting in the in-process pub/sub at once
   std::uint64_t log_dropped = 0;   // async log lines dropped on a full queue (--log-overflow)
   const char* log_overflow = "";
+  std::uint64_t malformed = 0, redelivered = 0;  // broker source: terminated, delivered again
   double wall_s = 0, msgs_per_s = 0, cpu_s = 0;
   double latency_p50_ms = 0, latency_p99_ms = 0, latency_max_ms = 0;
   std::uint64_t max_rss_kb = 0;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "mayhem/cli/publish.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/service.hpp"
@@ -140,7 +141,8 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(logs);
   app.add_option("--log-buffer", o.log_buffer,
                  "With --log-file: bytes each logging thread buffers before one write (also "
-                 "written every second and at exit); 0 = every line at once, in strict order")
+                 "written every second and at exit); 0 = one shared buffer locked per line (strict "
+                 "line order across threads, slower with several threads)")
       ->check(kNotNegative)
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
@@ -150,12 +152,36 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "save|restart|cleanup|timer and FAULT error (an expected I/O failure) | crash (an "
                  "unexpected exception) | hang (the stage never returns)")
       ->group("Fault injection");
+
+  auto* broker = "Broker source (NATS JetStream, see docs/NATS.md)";
+  app.add_option("--source", o.source,
+                 "nats://HOST:PORT: consume from this JetStream server (empty: the in-process "
+                 "pub/sub); --messages N then stops after N settled, 0 runs until a signal")
+      ->group(broker);
+  app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
+  app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
+  app.add_option("--durable", o.durable,
+                 "Durable pull consumer (created when missing; every process binds to it and "
+                 "they share the work)")
+      ->group(broker);
+  app.add_option_function<std::string>(
+         "--on-failure",
+         [&o](const std::string& v) {
+           o.on_failure = v == "nack" ? OnFailure::kNack : OnFailure::kAck;
+         },
+         "A restart that failed every retry: ack (log and count it, as the reference does) or "
+         "nack (the broker redelivers it)")
+      ->check(CLI::IsMember({"ack", "nack"}))
+      ->type_name("ack|nack")
+      ->default_str("ack")
+      ->group(broker);
 }
 
 }  // namespace
 
 std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
-                              std::vector<FaultSpec>& faults, std::string& message) {
+                              std::vector<FaultSpec>& faults, std::string& message,
+                              std::optional<PublishOptions>* publish) {
   CLI::App app{
       "Mayhem: a mock chaos monkey. Consumes 'restart this host' messages; saves and restarts each "
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
@@ -163,8 +189,10 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "mayhem"};
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
-  const auto fail = [&message](const std::string& what) {
-    message = "mayhem: error: " + what;
+  PublishOptions pub_opts;
+  CLI::App* pub = add_publish_command(app, pub_opts);
+  const auto fail = [&message](const std::string& what, const char* prefix = "mayhem: error: ") {
+    message = prefix + what;
     std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
     return 2;
   };
@@ -180,6 +208,11 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     return fail(std::string(e.what()) + " (see --help)");
   } catch (const std::exception& e) {  // a conversion CLI11 did not wrap: still bad input
     return fail(std::string(e.what()) + " (see --help)");
+  }
+  if (pub->parsed()) {
+    if (auto err = validate(pub_opts)) return fail(*err, "mayhem publish: error: ");
+    if (publish) *publish = pub_opts;
+    return std::nullopt;
   }
   if (auto err = validate(opts)) return fail(*err);
   for (const auto& text : fault_texts) {
@@ -198,10 +231,12 @@ int main(int argc, char** argv) {
   Options opts;
   std::vector<FaultSpec> faults;
   std::string message;
-  if (auto rc = parse_args(argc, argv, opts, faults, message)) {
+  std::optional<PublishOptions> publish_cmd;
+  if (auto rc = parse_args(argc, argv, opts, faults, message, &publish_cmd)) {
     (*rc == 0 ? std::cout : std::cerr) << message << (*rc == 0 ? "" : "\n") << std::flush;
     return *rc;
   }
+  if (publish_cmd) return publish(*publish_cmd);
   std::unique_ptr<Service> service;
   try {
     auto log = make_logger(opts);

@@ -462,6 +462,8 @@ bool Pipeline::handle_settle(Batch* in) {
         ack = false;
       }
     }
+    // --on-failure nack: a restart that failed every retry goes back to the broker.
+    if (ack && m.restart_failed && opts_.on_failure == OnFailure::kNack) ack = false;
     if (ack) {
       m.acked = true;
       acks[na++] = &m;

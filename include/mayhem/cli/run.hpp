@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "mayhem/cli/publish.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/options.hpp"
 
@@ -18,8 +19,10 @@ int main(int argc, char** argv);
 // The flag decoder alone (fuzzed: fuzz/fuzz_cli_args.cpp): parses argv into `opts` and `faults`
 // with no side effects; never exits, never throws. Returns the exit status when the process should
 // stop now, with what to print in `message`: 0 after --help (the help text, for stdout), 2 after
-// bad input (one line, "mayhem: error: ...", for stderr). nullopt: the options are valid, run.
+// bad input (one line, "mayhem: error: ...", for stderr). nullopt: the options are valid, run
+// (or, after `mayhem publish ...`, *publish holds its valid options: run that instead).
 std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
-                              std::vector<FaultSpec>& faults, std::string& message);
+                              std::vector<FaultSpec>& faults, std::string& message,
+                              std::optional<PublishOptions>* publish = nullptr);
 
 }  // namespace mayhem::cli

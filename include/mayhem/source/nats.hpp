@@ -1,0 +1,153 @@
+// NATS JetStream as the pub/sub (nats.c): a connection that survives the server going away and
+// coming back, the stream and durable pull consumer created when missing, and `NatsSource`, the
+// `Source` the pipeline consumes from when run with `--source nats://HOST:PORT`.
+//
+// Threads and ownership (see docs/NATS.md): one fetcher thread pulls batches from the durable
+// consumer (a fetch never runs concurrently on one subscription), decodes each payload
+// (malformed ones are terminated right there and never enter the pipeline), and hands messages to
+// consume through a lock-free queue; `Message::handle` owns the natsMsg. From then on exactly one
+// thread touches it at a time: the lease thread while the message is kExtending (in-progress ack
+// = lease extension), then the settling thread, which acks or nacks it and destroys it (exactly
+// once). Shutdown: `stop_fetching()` first, the pipeline nacks what it holds, then `close()`
+// flushes every ack to the server before the subscription and connection go away.
+// Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
+// src...; src.stop_fetching(); ...drain...; src.close();`
+#pragma once
+
+#include <concurrentqueue/concurrentqueue.h>
+#include <nats/nats.h>
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/message.hpp"
+#include "mayhem/metrics.hpp"
+#include "mayhem/source/source.hpp"
+
+namespace mayhem {
+
+struct NatsError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A connection and its JetStream context. Reconnects forever (every 250 ms, with jitter) while
+// the server is away; publishes and acks made meanwhile wait in a 32 MB reconnect buffer. Every
+// state change is logged. The first connection is not retried: a server that is not there at
+// start is an error (NatsError, with the server's text).
+class NatsClient {
+ public:
+  // `js_opts` (may be null) configures the JetStream context, e.g. async publishing.
+  NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
+             jsOptions* js_opts = nullptr);
+  ~NatsClient();
+  NatsClient(const NatsClient&) = delete;
+  NatsClient& operator=(const NatsClient&) = delete;
+
+  natsConnection* connection() const { return conn_; }
+  jsCtx* js() const { return js_; }
+  const std::string& url() const { return url_; }
+
+  // The stream holding `subject`, created when missing: file storage, work-queue retention (a
+  // message is deleted once acked or terminated), a 2-minute de-duplication window on Nats-Msg-Id.
+  void ensure_stream(const std::string& stream, const std::string& subject);
+
+ private:
+  void close_connection();
+  static void on_disconnected(natsConnection* nc, void* self);
+  static void on_reconnected(natsConnection* nc, void* self);
+  static void on_closed(natsConnection* nc, void* self);
+  static void on_error(natsConnection* nc, natsSubscription* sub, natsStatus err, void* self);
+
+  std::string url_;
+  std::shared_ptr<spdlog::logger> log_;
+  natsOptions* opts_ = nullptr;
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  // nats.c runs connection callbacks on its own thread, the closed callback last: the destructor
+  // waits for it, so no callback can run on a destroyed client.
+  std::atomic<bool> closing_{false};
+  std::mutex closed_mutex_;
+  std::condition_variable closed_cv_;
+  bool closed_ = false;
+};
+
+// Throws NatsError with `what`, the status text and nats.c's last error detail.
+[[noreturn]] void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr = jsErrCode(0));
+
+class NatsSource final : public Source {
+ public:
+  struct Config {
+    std::string url, stream, subject, durable;
+    Nanos ack_wait = 3 * kNanosPerSecond;    // the consumer's AckWait: --ack-deadline
+    std::int64_t max_ack_pending = 100'000;  // the consumer's MaxAckPending (all processes)
+    std::uint32_t fetch_batch = 256;         // messages per fetch request
+    std::uint64_t max_queued = 512;          // fetched and not yet pulled by consume
+    std::uint64_t limit = 0;                 // stop fetching after this many messages (0: never)
+  };
+
+  // Connects, ensures the stream and the durable pull consumer, binds to it. Throws NatsError.
+  NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
+             std::shared_ptr<spdlog::logger> log, Metrics& metrics);
+  ~NatsSource() override;
+
+  // Starts the fetcher; `notify` is called (from the fetcher thread) after messages were queued.
+  // The fetcher starts no new fetch once `stopping()` is true (a shutdown was requested), so
+  // messages nacked during the shutdown are not fetched back by this process.
+  void start(std::function<void()> notify, std::function<bool()> stopping);
+  // Stops and joins the fetcher; what it fetched stays queued for the pipeline to nack.
+  void stop_fetching();
+  // After every message is settled: flushes acks to the server, then unsubscribes and closes.
+  void close();
+
+  std::size_t pull(Message** out, std::size_t max) override;
+  void ack(Message* const* msgs, std::size_t n) override;
+  void nack(Message* const* msgs, std::size_t n) override;
+  void extend(Message* const* msgs, std::size_t n) override;  // in-progress acks
+  std::uint64_t backlog() const override { return depth_.load(std::memory_order_acquire); }
+
+  std::uint64_t malformed() const { return malformed_.load(std::memory_order_relaxed); }
+  std::uint64_t redelivered() const { return redelivered_.load(std::memory_order_relaxed); }
+
+ private:
+  void ensure_consumer();
+  void fetch_loop();
+  void settle(Message* const* msgs, std::size_t n, bool ack);
+
+  const Config cfg_;
+  MessagePool& messages_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  Metrics& metrics_;
+  std::unique_ptr<NatsClient> client_;
+  natsSubscription* sub_ = nullptr;
+
+  moodycamel::ConcurrentQueue<Message*> queue_;
+  moodycamel::ProducerToken producer_;
+  moodycamel::ConsumerToken consumer_;
+  alignas(64) std::atomic<std::uint64_t> depth_{0};
+  alignas(64) std::atomic<bool> fetcher_waiting_{false};
+  std::mutex wait_mutex_;
+  std::condition_variable wait_cv_;
+
+  std::function<void()> notify_;
+  std::function<bool()> stopping_;
+  std::thread fetcher_;
+  std::atomic<bool> stop_{false};
+  std::uint64_t fetched_ = 0;  // fetcher thread only
+  std::uint64_t seq_ = 0;      // fetcher thread only
+  alignas(64) std::atomic<std::uint64_t> malformed_{0};
+  std::atomic<std::uint64_t> redelivered_{0};
+  std::atomic<std::uint64_t> settle_errors_{0};
+  bool closed_ = false;
+};
+
+}  // namespace mayhem

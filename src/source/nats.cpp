@@ -1,0 +1,439 @@
+#include "mayhem/source/nats.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "mayhem/rng.hpp"
+#include "mayhem/source/payload.hpp"
+
+namespace mayhem {
+
+namespace {
+constexpr std::int64_t kFetchTimeoutMs = 200;  // bounds how long stop_fetching() waits
+constexpr std::int64_t kApiWaitMs = 5000;
+constexpr std::int64_t kDuplicateWindowNs = 120LL * kNanosPerSecond;
+}  // namespace
+
+void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
+  natsStatus last = NATS_OK;
+  std::string_view detail = nats_GetLastError(&last) ? nats_GetLastError(&last) : "";
+  // nats.c prefixes its detail with "(file.c:line): ": keep only the text.
+  if (!detail.empty() && detail.front() == '(') {
+    const std::size_t end = detail.find("): ");
+    if (end != std::string_view::npos) detail.remove_prefix(end + 3);
+  }
+  const std::string_view status = natsStatus_GetText(s);
+  std::string msg = fmt::format("{}: {}", what, status);
+  if (!detail.empty() && detail != status) msg += fmt::format(" ({})", detail);
+  if (jerr != 0) msg += fmt::format(" (JetStream error {})", static_cast<int>(jerr));
+  throw NatsError(msg);
+}
+
+// ---- NatsClient ---------------------------------------------------------------------------------
+
+NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
+                       jsOptions* js_opts)
+    : url_(url), log_(std::move(log)) {
+  // One URL or a comma-separated list (a cluster's nodes): each becomes a server of the pool.
+  std::vector<std::string> urls;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = url_.find(',', start);
+    std::string one = url_.substr(start, comma == std::string::npos ? comma : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    if (!one.empty()) urls.push_back(std::move(one));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  std::vector<const char*> servers;
+  for (const auto& u : urls) servers.push_back(u.c_str());
+  natsStatus s = natsOptions_Create(&opts_);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);   // forever
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
+  if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 32 * 1024 * 1024);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, on_disconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts_, on_reconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, on_closed, this);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts_, on_error, this);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts_);
+    throw_nats("NATS options", s);
+  }
+  s = natsConnection_Connect(&conn_, opts_);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts_);
+    throw_nats(fmt::format("cannot connect to {}", url_), s);
+  }
+  s = natsConnection_JetStream(&js_, conn_, js_opts);
+  if (s != NATS_OK) {
+    close_connection();
+    throw_nats("JetStream context", s);
+  }
+  log_->info("NATS: connected to {}", url_);
+}
+
+NatsClient::~NatsClient() {
+  jsCtx_Destroy(js_);
+  close_connection();
+}
+
+void NatsClient::close_connection() {
+  closing_.store(true);
+  natsConnection_Close(conn_);
+  {
+    std::unique_lock lock(closed_mutex_);
+    if (!closed_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return closed_; }))
+      log_->warn("NATS: the connection's closed callback did not run within 5 s");
+  }
+  natsConnection_Destroy(conn_);
+  natsOptions_Destroy(opts_);
+}
+
+void NatsClient::on_disconnected(natsConnection*, void* self) {
+  auto* c = static_cast<NatsClient*>(self);
+  if (c->closing_.load()) return;  // our own close
+  c->log_->warn(
+      "NATS: disconnected from {}; reconnecting every 250 ms (work in flight continues; acks "
+      "are buffered and sent on reconnect)",
+      c->url_);
+}
+void NatsClient::on_reconnected(natsConnection*, void* self) {
+  auto* c = static_cast<NatsClient*>(self);
+  c->log_->warn("NATS: reconnected to {}", c->url_);
+}
+void NatsClient::on_closed(natsConnection*, void* self) {
+  auto* c = static_cast<NatsClient*>(self);
+  c->log_->debug("NATS: connection to {} closed", c->url_);
+  // Notify under the lock: once it is released the destructor may proceed and free `c`.
+  std::lock_guard lock(c->closed_mutex_);
+  c->closed_ = true;
+  c->closed_cv_.notify_all();
+}
+void NatsClient::on_error(natsConnection*, natsSubscription*, natsStatus err, void* self) {
+  auto* c = static_cast<NatsClient*>(self);
+  c->log_->error("NATS: asynchronous error: {}", natsStatus_GetText(err));
+}
+
+void NatsClient::ensure_stream(const std::string& stream, const std::string& subject) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kApiWaitMs;
+  natsStatus s = js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) throw_nats(fmt::format("stream {}: info", stream), s, jerr);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {subject.c_str()};
+  cfg.Name = stream.c_str();
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Retention = js_WorkQueuePolicy;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = kDuplicateWindowNs;
+  jerr = jsErrCode(0);
+  s = js_AddStream(&si, js_, &cfg, &o, &jerr);
+  if (s != NATS_OK) {
+    // Another process may have created it at the same moment.
+    jsErrCode jerr2 = jsErrCode(0);
+    if (js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr2) == NATS_OK) {
+      jsStreamInfo_Destroy(si);
+      return;
+    }
+    throw_nats(fmt::format("stream {}: create", stream), s, jerr);
+  }
+  jsStreamInfo_Destroy(si);
+  log_->info(
+      "NATS: created stream {} (subject {}, file storage, work-queue retention, 2 min "
+      "de-duplication window)",
+      stream, subject);
+}
+
+// ---- NatsSource ---------------------------------------------------------------------------------
+
+NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
+                       std::shared_ptr<spdlog::logger> log, Metrics& metrics)
+    : cfg_(std::move(cfg)),
+      messages_(messages),
+      clock_(clock),
+      log_(std::move(log)),
+      metrics_(metrics),
+      queue_(1024),
+      producer_(queue_),
+      consumer_(queue_) {
+  client_ = std::make_unique<NatsClient>(cfg_.url, log_);
+  client_->ensure_stream(cfg_.stream, cfg_.subject);
+  ensure_consumer();
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = cfg_.stream.c_str();
+  so.Consumer = cfg_.durable.c_str();  // bind: never create (nor delete) a consumer implicitly
+  jsErrCode jerr = jsErrCode(0);
+  const natsStatus s = js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(),
+                                        cfg_.durable.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) throw_nats(fmt::format("bind to consumer {}", cfg_.durable), s, jerr);
+}
+
+NatsSource::~NatsSource() {
+  stop_fetching();
+  // Normally close() ran after the pipeline settled everything. If not (construction of a later
+  // piece failed), whatever is still queued goes back to the server.
+  if (!closed_) {
+    Message* buf[kBatchCapacity];
+    for (std::size_t n; (n = pull(buf, kBatchCapacity)) != 0;) {
+      nack(buf, n);
+      messages_.release(buf, n);
+    }
+    close();
+  }
+}
+
+void NatsSource::ensure_consumer() {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kApiWaitMs;
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s =
+      js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o, &jerr);
+  if (s == NATS_OK) {
+    const jsConsumerConfig* c = ci->Config;
+    if (c->DeliverSubject != nullptr && *c->DeliverSubject != '\0') {
+      jsConsumerInfo_Destroy(ci);
+      throw NatsError(fmt::format(
+          "consumer {} on stream {} is a push consumer; Mayhem needs a pull consumer (pick "
+          "another --durable)",
+          cfg_.durable, cfg_.stream));
+    }
+    const bool same = c->AckWait == cfg_.ack_wait && c->MaxAckPending == cfg_.max_ack_pending;
+    if (same) {
+      jsConsumerInfo_Destroy(ci);
+      log_->info("NATS: bound to durable pull consumer {} on stream {}", cfg_.durable, cfg_.stream);
+      return;
+    }
+    // The lease thread's extension interval is chosen against AckWait: keep them in step.
+    jsConsumerConfig upd = *c;
+    upd.AckWait = cfg_.ack_wait;
+    upd.MaxAckPending = cfg_.max_ack_pending;
+    jsConsumerInfo* ci2 = nullptr;
+    jerr = jsErrCode(0);
+    s = js_UpdateConsumer(&ci2, client_->js(), cfg_.stream.c_str(), &upd, &o, &jerr);
+    log_->info("NATS: consumer {} had AckWait {:g} s, MaxAckPending {}; updated to {:g} s, {}",
+               cfg_.durable, nanos_to_seconds(c->AckWait), c->MaxAckPending,
+               nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) throw_nats(fmt::format("consumer {}: update", cfg_.durable), s, jerr);
+    jsConsumerInfo_Destroy(ci2);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) throw_nats(fmt::format("consumer {}: info", cfg_.durable), s, jerr);
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = cfg_.durable.c_str();
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.AckPolicy = js_AckExplicit;
+  cc.AckWait = cfg_.ack_wait;
+  cc.MaxDeliver = -1;  // at-least-once: never drop a message for having been redelivered often
+  cc.MaxAckPending = cfg_.max_ack_pending;
+  cc.FilterSubject = cfg_.subject.c_str();
+  jerr = jsErrCode(0);
+  s = js_AddConsumer(&ci, client_->js(), cfg_.stream.c_str(), &cc, &o, &jerr);
+  if (s != NATS_OK) {
+    // Another process may have created it at the same moment.
+    jsErrCode jerr2 = jsErrCode(0);
+    if (js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o,
+                           &jerr2) == NATS_OK) {
+      jsConsumerInfo_Destroy(ci);
+      return;
+    }
+    throw_nats(fmt::format("consumer {}: create", cfg_.durable), s, jerr);
+  }
+  jsConsumerInfo_Destroy(ci);
+  log_->info(
+      "NATS: created durable pull consumer {} on stream {} (AckWait {:g} s, MaxAckPending {}, "
+      "explicit acks, unlimited deliveries)",
+      cfg_.durable, cfg_.stream, nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
+}
+
+void NatsSource::start(std::function<void()> notify, std::function<bool()> stopping) {
+  notify_ = std::move(notify);
+  stopping_ = std::move(stopping);
+  fetcher_ = std::thread([this] { fetch_loop(); });
+}
+
+void NatsSource::stop_fetching() {
+  {
+    std::lock_guard lock(wait_mutex_);
+    stop_.store(true);
+  }
+  wait_cv_.notify_all();
+  if (fetcher_.joinable()) fetcher_.join();
+}
+
+void NatsSource::close() {
+  if (closed_) return;
+  closed_ = true;
+  // Acks are fire-and-forget publishes: make sure the server has them before the subscription
+  // and the connection go away (a lost ack only means a redelivery, but a clean stop loses none).
+  const natsStatus s = natsConnection_FlushTimeout(client_->connection(), kApiWaitMs);
+  if (s != NATS_OK)
+    log_->error("NATS: could not flush acks before closing ({}); the server redelivers them",
+                natsStatus_GetText(s));
+  natsSubscription_Destroy(sub_);  // bound consumer: the durable stays on the server
+  sub_ = nullptr;
+  client_.reset();
+  if (const auto e = settle_errors_.load(); e != 0)
+    log_->warn("NATS: {} acks/nacks could not be sent; the server redelivers those messages", e);
+}
+
+void NatsSource::fetch_loop() {
+  std::vector<Message*> buf;
+  bool failing = false;
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (stopping_ && stopping_()) {
+      // Shutting down: fetch nothing more; wait for stop_fetching().
+      std::unique_lock lock(wait_mutex_);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stop_.load(); });
+      continue;
+    }
+    if (cfg_.limit != 0 && fetched_ >= cfg_.limit) break;  // --messages N: all N fetched
+    const std::uint64_t depth = depth_.load();
+    if (depth >= cfg_.max_queued) {
+      // Consume has not caught up: wait for pull() (it wakes us) or stop.
+      std::unique_lock lock(wait_mutex_);
+      fetcher_waiting_.store(true);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(20),
+                        [&] { return stop_.load() || depth_.load() < cfg_.max_queued; });
+      fetcher_waiting_.store(false);
+      continue;
+    }
+    std::uint64_t want = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued - depth);
+    if (cfg_.limit != 0) want = std::min(want, cfg_.limit - fetched_);
+    natsMsgList list{nullptr, 0};
+    jsErrCode jerr = jsErrCode(0);
+    const natsStatus s =
+        natsSubscription_Fetch(&list, sub_, static_cast<int>(want), kFetchTimeoutMs, &jerr);
+    if (s == NATS_TIMEOUT) continue;  // nothing to fetch right now
+    if (s != NATS_OK) {
+      if (!failing)
+        log_->warn("NATS: fetch failed: {}; retrying every 100 ms", natsStatus_GetText(s));
+      failing = true;
+      std::unique_lock lock(wait_mutex_);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_.load(); });
+      continue;
+    }
+    if (failing) log_->info("NATS: fetching again");
+    failing = false;
+
+    const auto count = static_cast<std::size_t>(list.Count);
+    buf.resize(count);
+    messages_.acquire(buf.data(), count);
+    std::size_t k = 0;
+    const Nanos now = clock_.now();
+    std::uint64_t redelivered = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      natsMsg* nm = list.Msgs[i];
+      list.Msgs[i] = nullptr;  // ours now: natsMsgList_Destroy must not destroy it
+      Payload p;
+      const int len = natsMsg_GetDataLength(nm);
+      const char* data = natsMsg_GetData(nm);
+      const PayloadError e =
+          decode_payload(std::string_view(data ? data : "", static_cast<std::size_t>(len)), p);
+      if (e != PayloadError::kNone) {
+        log_->error("Malformed message ({} bytes): {}; terminating it (no redelivery)", len,
+                    to_string(e));
+        natsMsg_Term(nm, nullptr);
+        natsMsg_Destroy(nm);
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      const char* reply = natsMsg_GetReply(nm);
+      const std::uint64_t delivered = delivery_count(reply ? reply : "");
+      if (delivered > 1) ++redelivered;
+      Message* m = buf[k++];
+      m->reset_state();
+      std::memcpy(m->instance_name, p.instance_name, sizeof(m->instance_name));
+      m->id = p.id;
+      std::uint64_t h0 = 0, h1 = 0;
+      std::memcpy(&h0, p.id.data(), 8);
+      std::memcpy(&h1, p.id.data() + 8, 8);
+      // Simulated I/O draws: a function of the message and of its delivery, so a redelivered
+      // message gets a fresh draw (a failed restart can succeed on the next delivery).
+      m->seed = mix(mix(h0, h1), delivered);
+      m->seq = seq_++;
+      m->published_ns = now;  // latency is measured from arrival at this process
+      m->handle = nm;
+    }
+    natsMsgList_Destroy(&list);
+    if (k < count) messages_.release(buf.data() + k, count - k);
+    if (redelivered != 0) redelivered_.fetch_add(redelivered, std::memory_order_relaxed);
+    if (k == 0) continue;
+    fetched_ += k;
+    queue_.enqueue_bulk(producer_, buf.data(), k);
+    depth_.fetch_add(k);
+    metrics_.published.add(k);  // broker mode: "published" counts messages received
+    if (notify_) notify_();
+  }
+}
+
+std::size_t NatsSource::pull(Message** out, std::size_t max) {
+  const std::size_t got = queue_.try_dequeue_bulk(consumer_, out, max);
+  if (got != 0) {
+    depth_.fetch_sub(got);
+    if (fetcher_waiting_.load()) {
+      std::lock_guard lock(wait_mutex_);
+      wait_cv_.notify_one();
+    }
+  }
+  return got;
+}
+
+void NatsSource::settle(Message* const* msgs, std::size_t n, bool ack) {
+  std::uint64_t errors = 0;
+  natsStatus first = NATS_OK;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto* nm = static_cast<natsMsg*>(msgs[i]->handle);
+    if (nm == nullptr) continue;
+    const natsStatus s = ack ? natsMsg_Ack(nm, nullptr) : natsMsg_Nak(nm, nullptr);
+    if (s != NATS_OK) {
+      if (errors++ == 0) first = s;
+    }
+    natsMsg_Destroy(nm);  // exactly once: the handle is cleared with it
+    msgs[i]->handle = nullptr;
+  }
+  if (errors != 0) {
+    settle_errors_.fetch_add(errors, std::memory_order_relaxed);
+    log_->warn("NATS: {} of {} {} failed ({}); the server redelivers them after AckWait", errors, n,
+               ack ? "acks" : "nacks", natsStatus_GetText(first));
+  }
+}
+
+void NatsSource::ack(Message* const* msgs, std::size_t n) {
+  settle(msgs, n, true);
+}
+
+void NatsSource::nack(Message* const* msgs, std::size_t n) {
+  settle(msgs, n, false);
+}
+
+void NatsSource::extend(Message* const* msgs, std::size_t n) {
+  std::uint64_t errors = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto* nm = static_cast<natsMsg*>(msgs[i]->handle);
+    if (nm != nullptr && natsMsg_InProgress(nm, nullptr) != NATS_OK) ++errors;
+  }
+  if (errors != 0) log_->warn("NATS: {} in-progress acks (lease extensions) failed", errors);
+}
+
+}  // namespace mayhem

@@ -1,0 +1,189 @@
+// A real `nats-server -js` for the tests: started on a free loopback port with a temporary store
+// directory, stopped by its PID (SIGTERM, then SIGKILL) when the fixture goes out of scope, also
+// when a REQUIRE throws; if the test process itself dies, the kernel kills the server
+// (PR_SET_PDEATHSIG). `kill()` + `restart()` play the broker going away and coming back (same
+// port, same store). `consumer_state()` reads the server's own accounting for a durable consumer.
+// Use: `NatsServer srv; ... srv.url() ...; auto c = srv.consumer_state("MAYHEM", "mayhem");`
+#pragma once
+
+#include <fcntl.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace mayhem::test {
+
+#ifndef NATS_SERVER_BINARY
+#define NATS_SERVER_BINARY "nats-server"
+#endif
+
+struct ConsumerState {
+  bool found = false;
+  std::uint64_t delivered_stream = 0;    // highest stream sequence delivered
+  std::uint64_t delivered_consumer = 0;  // deliveries, redeliveries included
+  std::uint64_t ack_floor_stream = 0;    // every stream sequence up to here is acked
+  std::int64_t ack_pending = 0;          // delivered, not acked
+  std::int64_t redelivered = 0;
+  std::uint64_t pending = 0;  // not yet delivered
+  std::uint64_t stream_msgs = 0;
+  std::uint64_t stream_last_seq = 0;
+  std::int64_t ack_wait_ns = 0;
+};
+
+class NatsServer {
+ public:
+  NatsServer() {
+    char tmpl[] = "/tmp/mayhem-nats-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    port_ = free_port();
+    start();
+  }
+  ~NatsServer() {
+    kill(SIGTERM);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  NatsServer(const NatsServer&) = delete;
+  NatsServer& operator=(const NatsServer&) = delete;
+
+  int port() const { return port_; }
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return pid_; }
+
+  // Stops the server (by PID) and waits for it to exit.
+  void kill(int signo) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, signo);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int st = 0;
+    while (waitpid(pid_, &st, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        waitpid(pid_, &st, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    pid_ = -1;
+  }
+  // Starts it again on the same port with the same store.
+  void restart() { start(); }
+
+  ConsumerState consumer_state(const std::string& stream, const std::string& durable) const {
+    ConsumerState st;
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    if (natsConnection_ConnectTo(&nc, url().c_str()) != NATS_OK)
+      throw std::runtime_error("consumer_state: cannot connect to " + url());
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+      jsConsumerInfo* ci = nullptr;
+      if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) ==
+          NATS_OK) {
+        st.found = true;
+        st.delivered_stream = ci->Delivered.Stream;
+        st.delivered_consumer = ci->Delivered.Consumer;
+        st.ack_floor_stream = ci->AckFloor.Stream;
+        st.ack_pending = ci->NumAckPending;
+        st.redelivered = ci->NumRedelivered;
+        st.pending = ci->NumPending;
+        st.ack_wait_ns = ci->Config->AckWait;
+        jsConsumerInfo_Destroy(ci);
+      }
+      jsStreamInfo* si = nullptr;
+      if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+        st.stream_msgs = si->State.Msgs;
+        st.stream_last_seq = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+      }
+      jsCtx_Destroy(js);
+    }
+    natsConnection_Destroy(nc);
+    return st;
+  }
+
+ private:
+  static int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof(a);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ::close(fd);
+      throw std::runtime_error("no free port");
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+  }
+
+  bool accepting() const {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port_));
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(fd);
+    return ok;
+  }
+
+  void start() {
+    const std::string port = std::to_string(port_);
+    const std::string log = dir_ + "/server.log";
+    const std::string store = dir_ + "/store";
+    const char* argv[] = {
+        NATS_SERVER_BINARY, "-js", "-a",        "127.0.0.1", "-p", port.c_str(), "-sd",
+        store.c_str(),      "-l",  log.c_str(), nullptr};
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      // Only async-signal-safe calls between fork and exec.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      const int devnull = open("/dev/null", O_RDWR);
+      dup2(devnull, 0);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execvp(argv[0], const_cast<char* const*>(argv));
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!accepting()) {
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error(std::string("nats-server did not start (is ") +
+                                 NATS_SERVER_BINARY + " installed? tools/install-deps.sh)");
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(SIGKILL);
+        throw std::runtime_error("nats-server did not accept connections within 10 s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace mayhem::test
