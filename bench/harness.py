@@ -48,6 +48,7 @@ PARAMS = {
         s4_async_n=2_000_000, s4_threads=[1, 2, 4],
         s4_io_threads=[8, 16, 32, 64, 128, 256, 512, 1024], s4_per_io_thread=100,
         s4_peer_n=20_000,
+        s6_n=5_000_000, s6_repeats=5,
     ),
     "quick": dict(
         repeats=1,
@@ -61,6 +62,7 @@ PARAMS = {
         s4_async_n=500_000, s4_threads=[1, 2, 4],
         s4_io_threads=[8, 64, 512], s4_per_io_thread=20,
         s4_peer_n=2_000,
+        s6_n=1_000_000, s6_repeats=3,
     ),
 }
 HEADLINE_RATE = 1_000_000  # scenario 3's target rate (msgs/s, scale 1, --io-model async)
@@ -530,6 +532,87 @@ class Harness:
             md_table(STD_HEADERS, rows), "",
             md_table(["comparison", "value", "target", "result"], cmp_rows)]))
 
+    # -- scenario 6 -------------------------------------------------------------------------------
+    def scenario6(self) -> None:
+        """What the built-in profilers cost at zero latency: off, --profile, and --trace-out with
+        --trace-sample 0.01, side by side (interleaved). On a shared machine wall time is noisy, so
+        next to msgs/s it compares CPU time per message and, when `perf stat` works, user-space
+        instructions per message."""
+        n = self.P["s6_n"]
+        reps = max(self.R, self.P["s6_repeats"])
+        perf = shutil.which("perf")
+        if perf:
+            probe = subprocess.run([perf, "stat", "-x,", "-e", "instructions:u", "--", "true"],
+                                   capture_output=True, text=True)
+            if probe.returncode != 0:
+                perf = None
+        flags = ["--messages", n, "--publish-interval", 0, "--latency-scale", 0,
+                 "--log-level", "off"]
+        trace = os.path.join(self.tmp, "s6-trace.json")
+        variants = [("off", []), ("profile", ["--profile"]),
+                    ("trace 0.01", ["--trace-out", trace, "--trace-sample", "0.01"])]
+        configs = []
+        for key, extra in variants:
+            cmd = self.mayhem_cmd(*flags, *extra)
+            stat = os.path.join(self.tmp, f"s6-{key.replace(' ', '_')}.perf")
+            if perf:
+                cmd = [perf, "stat", "-x,", "-e", "instructions:u", "-o", stat, "--"] + cmd
+            configs.append(dict(key=key, impl="mayhem", label=f"mayhem {key} {n:,} msgs", n=n,
+                                cmd=cmd, timeout=60 + n / 100e3, stat=stat))
+        res = {c["key"]: [] for c in configs}
+        for rep in range(reps):
+            for c in configs:
+                log(f"S6 [{rep + 1}/{reps}] {c['label']}")
+                rec = self.runner.run("S6", c["label"], c["impl"], c["cmd"], c["timeout"], n)
+                if perf and rec["summary"]:
+                    try:
+                        with open(c["stat"]) as f:
+                            for line in f:
+                                parts = line.strip().split(",")
+                                if len(parts) > 2 and parts[2].startswith("instructions"):
+                                    rec["instr_per_msg"] = float(parts[0]) / n
+                        os.unlink(c["stat"])
+                    except (OSError, ValueError):
+                        rec["notes"].append("perf stat output unreadable")
+                res[c["key"]].append(rec)
+        try:
+            os.unlink(trace)
+        except OSError:
+            pass
+        headers = STD_HEADERS + ["instructions/msg"]
+        rows = [std_row(k, v) + [Agg(v, "instr_per_msg").show(lambda x: f"{x:,.0f}")]
+                for k, v in res.items()]
+        base = {m: Agg(res["off"], m).med for m in ("msgs_per_s", "cpu_us_per_msg", "instr_per_msg")}
+        cmp_rows = []
+        for key, limit in (("profile", 0.05), ("trace 0.01", 0.10)):
+            thr = ratio(Agg(res[key], "msgs_per_s").med, base["msgs_per_s"])
+            cpu = ratio(Agg(res[key], "cpu_us_per_msg").med, base["cpu_us_per_msg"])
+            ins = ratio(Agg(res[key], "instr_per_msg").med, base["instr_per_msg"])
+            # The verdict uses instructions per message when perf works (the machine is shared:
+            # wall time and even CPU time move by tens of percent), else CPU time per message.
+            judge = ins if not math.isnan(ins) else cpu
+            ok = None if math.isnan(judge) else judge <= 1 + limit
+            what = "instructions/msg" if not math.isnan(ins) else "CPU µs/msg"
+            cmp_rows.append([f"{key} / off", fmt_ratio(thr), fmt_ratio(cpu), fmt_ratio(ins),
+                             f"cost ≤ {limit:.0%} ({what})", verdict(ok)])
+            self.targets.append(["6", f"--{key.split()[0]} costs ≤ {limit:.0%} at zero latency "
+                                 f"({what})", fmt_ratio(judge), verdict(ok)])
+        text = [
+            "## Scenario 6: what the profilers cost (zero latency, flat out, logging off)",
+            "",
+            f"`--messages {n:,} --publish-interval 0 --latency-scale 0 --log-level off`, plain "
+            "(no observer installed), with `--profile`, and with `--trace-out F --trace-sample "
+            f"0.01`; {reps} interleaved runs each. Instructions are user-space instructions of "
+            "the whole process from `perf stat -e instructions:u`"
+            + ("" if perf else " (perf stat unavailable here: column empty)") + ".",
+            "",
+            md_table(headers, rows),
+            "",
+            md_table(["comparison", "msgs/s ratio", "CPU/msg ratio", "instr/msg ratio",
+                      "target", "result"], cmp_rows),
+        ]
+        self.sections.append("\n".join(text))
+
     # -- scenario 2 -------------------------------------------------------------------------------
     def scenario2(self) -> None:
         n_m, n_p = self.P["s2_mayhem"], self.P["s2_peer"]
@@ -967,6 +1050,8 @@ class Harness:
                 self.scenario4()
             if "5" in sel:
                 self.scenario5(s1res)
+            if "6" in sel:
+                self.scenario6()
         except KeyboardInterrupt:
             self.notes.append("Interrupted (Ctrl-C): partial results.")
             log("interrupted: writing partial results")
@@ -1043,8 +1128,8 @@ class Harness:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Mayhem benchmark harness (see bench/README.md)")
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repeat, < 2 minutes")
-    ap.add_argument("--scenarios", default="1,2,3,4,5",
-                    help="comma-separated subset of 1,2,3,4,5 (default: all)")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6",
+                    help="comma-separated subset of 1,2,3,4,5,6 (default: all)")
     ap.add_argument("--repeats", type=int, default=0,
                     help="runs per configuration (default 3, quick 1)")
     ap.add_argument("--out", help="results directory (default results/<timestamp>/)")
@@ -1057,8 +1142,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
     sel = {s.strip() for s in a.scenarios.split(",") if s.strip()}
-    if not sel or not sel <= {"1", "2", "3", "4", "5"}:
-        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5")
+    if not sel or not sel <= {"1", "2", "3", "4", "5", "6"}:
+        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5,6")
     a.scenarios = sel
     if a.repeats < 0:
         ap.error("--repeats must be >= 1")

@@ -78,6 +78,14 @@ std::optional<std::string> validate(const Options& o) {
     return fmt::format("--subject must be a NATS subject like a.b.c (got '{}')", o.subject);
   if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
     return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
+  if (o.profile_sort != "tottime" && o.profile_sort != "cumtime" && o.profile_sort != "ncalls" &&
+      o.profile_sort != "name")
+    return fmt::format("--profile-sort must be tottime, cumtime, ncalls or name (got '{}')",
+                       o.profile_sort);
+  if (!(std::isfinite(o.trace_sample) && o.trace_sample > 0 && o.trace_sample <= 1))
+    return fmt::format("--trace-sample must be within (0, 1] (got {})", o.trace_sample);
+  if (!finite_non_negative(o.slow_task_ms))
+    return fmt::format("--slow-task-ms must be >= 0 (got {})", o.slow_task_ms);
   return std::nullopt;
 }
 

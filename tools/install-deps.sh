@@ -16,6 +16,7 @@ packages=(
   # the soak's optional live stats (tools/soak.sh)
   curl
   nats-server libnats-dev
+  valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -75,6 +75,14 @@ struct Options {
   // --- store ------------------------------------------------------------------------------------
   // memory: the reference's simulated save; sqlite:PATH: a real SQLite database (store/store.hpp)
   std::string store = "memory";
+
+  // --- profiling (include/mayhem/observe/profiler.hpp; all off = no observer, no cost) --------
+  bool profile = false;                  // print the cProfile-style table + line timings at exit
+  std::string profile_sort = "tottime";  // tottime|cumtime|ncalls|name
+  std::string profile_out;               // write the profile as a Callgrind file
+  std::string trace_out;                 // write a Chrome trace-event JSON (Perfetto)
+  double trace_sample = 1.0;             // fraction of messages traced, (0, 1]
+  double slow_task_ms = 0;  // warn about stage bodies longer than this (and stuck ones); 0 = off
 };
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.

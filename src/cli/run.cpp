@@ -10,6 +10,7 @@
 #include "mayhem/cli/publish.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
+#include "mayhem/observe/profiler.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/shutdown.hpp"
 
@@ -147,6 +148,27 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(logs);
   app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);
+  auto* prof = "Profiling (all off by default: then no observer is installed)";
+  app.add_flag("--profile", o.profile,
+               "At exit print a cProfile-style table (stages, zones, queue and I/O waits) and "
+               "line_profiler-style zone timings (stdout; stderr with --summary-json)")
+      ->group(prof);
+  app.add_option("--profile-sort", o.profile_sort, "Order of the --profile table")
+      ->check(CLI::IsMember({"tottime", "cumtime", "ncalls", "name"}))
+      ->group(prof);
+  app.add_option("--profile-out", o.profile_out,
+                 "Write the profile in Callgrind format (kcachegrind, callgrind_annotate)")
+      ->group(prof);
+  app.add_option("--trace-out", o.trace_out,
+                 "Write a Chrome trace-event JSON timeline (open it in ui.perfetto.dev)")
+      ->group(prof);
+  app.add_option("--trace-sample", o.trace_sample,
+                 "Fraction of messages whose stages and waits are traced, in (0, 1]")
+      ->group(prof);
+  app.add_option("--slow-task-ms", o.slow_task_ms,
+                 "Warn when a stage body runs longer than this (and while one is still stuck); "
+                 "0 = off")
+      ->group(prof);
   app.add_option("--inject", faults,
                  "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
                  "save|restart|cleanup|timer and FAULT error (an expected I/O failure) | crash (an "
@@ -237,18 +259,29 @@ int main(int argc, char** argv) {
     return *rc;
   }
   if (publish_cmd) return publish(*publish_cmd);
+  std::unique_ptr<Profiler> profiler;  // outlives the service (the lease thread's last tick)
   std::unique_ptr<Service> service;
   try {
     auto log = make_logger(opts);
     auto hook = make_fault_hook(faults, log);
     auto timer_hook = make_timer_fault_hook(std::move(faults), log);
-    service = std::make_unique<Service>(
-        opts, Service::Deps{log, nullptr, true, std::move(hook), std::move(timer_hook)});
+    profiler = make_profiler(opts, SteadyClock::instance(), log);
+    service = std::make_unique<Service>(opts, Service::Deps{log, profiler.get(), true,
+                                                            std::move(hook), std::move(timer_hook)});
   } catch (const std::exception& e) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;
   }
-  const int rc = service->run();
+  int rc = service->run();
+  if (profiler) {
+    std::string cmd = "mayhem", err;
+    for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
+    if (!write_profile_reports(*profiler, opts, opts.summary_json ? std::cerr : std::cout, cmd,
+                               err)) {
+      std::cerr << "mayhem: error: " << err << "\n";
+      if (rc == 0) rc = 1;
+    }
+  }
   if (opts.summary_json) std::cout << to_json(service->summary()).dump() << std::endl;
   if (service->abandoned()) std::_Exit(rc);  // a stuck stage still runs: do not wait for it
   return rc;

@@ -1,6 +1,7 @@
 #include "mayhem/pipeline/pipeline.hpp"
 
 #include "mayhem/faults.hpp"
+#include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
 
@@ -160,6 +161,7 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
   std::uint64_t want = flat_out_ ? batch_ : publish_debt_ + n;
   if (target != 0) want = std::min(want, target - publish_seq_);
   const std::uint64_t make = std::min(want, pubsub_->free_capacity());
+  scope.set_items(static_cast<std::uint32_t>(make));
   if (!flat_out_) publish_debt_ = want - make;
 
   const bool debug = log_->should_log(spdlog::level::debug);
@@ -208,11 +210,16 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     }
     Lot* lot = lots_.acquire_one();
     const auto want = static_cast<std::uint32_t>(std::min<std::uint64_t>(avail, batch_));
-    const auto got = static_cast<std::uint32_t>(source_.pull(lot->batch.msgs, want));
+    std::uint32_t got;
+    {
+      MAYHEM_ZONE(observer_, "source_.pull(lot->batch.msgs, want)");
+      got = static_cast<std::uint32_t>(source_.pull(lot->batch.msgs, want));
+    }
     if (got == 0) {
       lots_.release_one(lot);
       return;
     }
+    if (observer_) observer_->on_pull(lot->batch.msgs, got);
     wake_publish_if_parked();
     lot->batch.size = got;
     lot->batch.owner = lot;
@@ -230,8 +237,9 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
       m->extended_cnt = 1;
       m->deadline_ns = deadline;
       if (info) {
-        log_->info("Pulled {}", *m);
-        log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
+        MAYHEM_ZONED(observer_, log_->info("Pulled {}", *m));
+        MAYHEM_ZONED(observer_,
+                     log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m));
       }
     }
     metrics_.consumed.add(got);
@@ -248,7 +256,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
 // ---- save / restart / cleanup: hand the simulated I/O to the IoService ------------------------
 
 void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
-  ObserveScope scope(observer_, submit_stage(op), in->size);
+  ObserveScope scope(observer_, submit_stage(op), in->size, in->msgs);
   const std::uint32_t n = in->size;
   Batch* now_batch = nullptr;
   if (shutdown_.stopping()) {
@@ -261,7 +269,8 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     return;
   }
   if (op == Op::kSave && store_) {
-    store_->save(in->msgs, n);  // a real database: its writer completes every save
+    MAYHEM_ZONED(observer_,
+                 store_->save(in->msgs, n));  // a real database: its writer completes every save
     pass_on(op, in);
     return;
   }
@@ -279,7 +288,7 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
       delays[nl++] = d;
     }
   }
-  io_.submit(op, later, delays, nl);
+  if (nl != 0) MAYHEM_ZONED(observer_, io_.submit(op, later, delays, nl));  // n = 0: a no-op
   if (now_batch) complete_inline(op, now_batch);
   pass_on(op, in);
 }
@@ -298,19 +307,19 @@ void Pipeline::pass_on(Op op, Batch* in) {
 void Pipeline::complete_inline(Op op, Batch* done) {
   switch (op) {
     case Op::kSave: {
-      ObserveScope scope(observer_, Stage::kSaved, done->size);
+      ObserveScope scope(observer_, Stage::kSaved, done->size, done->msgs);
       if (Batch* ready = handle_saves(done)) cleanup_.try_put(ready);
       break;
     }
     case Op::kRestart: {
-      ObserveScope scope(observer_, Stage::kRestarted, done->size);
+      ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
       const RestartResults r = handle_restarts(done);
       if (r.ready) cleanup_.try_put(r.ready);
       if (r.retry) restart_.try_put(r.retry);
       break;
     }
     case Op::kCleanup: {
-      ObserveScope scope(observer_, Stage::kSettle, done->size);
+      ObserveScope scope(observer_, Stage::kSettle, done->size, done->msgs);
       if (handle_settle(done)) consume_.try_put(continue_msg());
       break;
     }
@@ -368,7 +377,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
       } else {
         m.saved = true;
         ++ok;
-        if (info) log_->info("Saved {} into database", m);
+        if (info) MAYHEM_ZONED(observer_, log_->info("Saved {} into database", m));
       }
     } catch (...) {
       guard_failed(m, Op::kSave);
@@ -382,7 +391,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
 }
 
 void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kSaved, in->size);
+  ObserveScope scope(observer_, Stage::kSaved, in->size, in->msgs);
   if (Batch* ready = handle_saves(in)) std::get<0>(out).try_put(ready);
 }
 
@@ -412,7 +421,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       } else {
         m.restarted = true;
         ++ok;
-        if (info) log_->info("Restarted {}.example.net", m.instance_name);
+        if (info) MAYHEM_ZONED(observer_, log_->info("Restarted {}.example.net", m.instance_name));
       }
     } catch (...) {
       guard_failed(m, Op::kRestart);
@@ -427,7 +436,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
 }
 
 void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kRestarted, in->size);
+  ObserveScope scope(observer_, Stage::kRestarted, in->size, in->msgs);
   const RestartResults r = handle_restarts(in);
   if (r.ready) std::get<0>(out).try_put(r.ready);
   if (r.retry) std::get<1>(out).try_put(r.retry);
@@ -468,7 +477,7 @@ bool Pipeline::handle_settle(Batch* in) {
       m.acked = true;
       acks[na++] = &m;
       latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
-      if (info) log_->info("Done. Acked {}", m);
+      if (info) MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
     } else {
       m.nacked = true;
       nacks[nn++] = &m;
@@ -499,7 +508,7 @@ bool Pipeline::handle_settle(Batch* in) {
 }
 
 void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
-  ObserveScope scope(observer_, Stage::kSettle, in->size);
+  ObserveScope scope(observer_, Stage::kSettle, in->size, in->msgs);
   if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
 }
 

@@ -1,0 +1,131 @@
+// Mayhem's built-in profilers, all behind the one Observer interface: a cProfile-style table of
+// stages, zones and waits (`--profile`), the same data as a Callgrind file for KCacheGrind
+// (`--profile-out`), line_profiler-style zone timings, a Chrome/Perfetto trace (`--trace-out`,
+// `--trace-sample`), slow-task warnings and a watchdog for stage bodies that never return
+// (`--slow-task-ms`). Collection is per thread and lock-free: each thread owns a slot (found
+// through a thread_local) that only it writes, with relaxed atomics so `snapshot()` may read it
+// live; reports merge the slots.
+// Use: `Profiler p(cfg, clock, log);` pass `&p` as the service's observer; after the run print
+// `format_table(p.snapshot(), sort)`, `format_lines(...)`, `write_callgrind(...)`,
+// `p.write_trace()`.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "mayhem/clock.hpp"
+#include "mayhem/observe/observer.hpp"
+#include "mayhem/observe/zone.hpp"
+#include "mayhem/options.hpp"
+
+namespace mayhem {
+
+struct ProfilerConfig {
+  bool profile = true;      // stage/zone/wait accounting (the table, Callgrind, line timings)
+  bool trace = false;       // record trace events (write them with write_trace)
+  double trace_sample = 1;  // fraction of messages whose stages are traced, (0, 1]
+  Nanos slow_task = 0;      // > 0: warn about stage bodies longer than this, and stuck ones
+  Nanos watchdog_every = 100'000'000;  // the lease thread looks for stuck stages this often
+};
+
+enum class ProfileSort { kTottime, kCumtime, kNcalls, kName };
+std::optional<ProfileSort> parse_profile_sort(const std::string& s);
+
+// ---- plain snapshot structs (for reports and for a live stats endpoint) ------------------------
+
+struct ProfileRow {
+  enum class Kind { kStage, kZone, kWait };
+  Kind kind = Kind::kStage;
+  std::string name;  // stage name, zone name (its statement text), or wait name
+  std::string file;  // source file (zones; stages: where the body is)
+  std::uint32_t line = 0;
+  std::uint64_t ncalls = 0;  // calls (waits: messages)
+  std::uint64_t items = 0;   // messages handled by a stage's calls
+  Nanos tottime = 0;         // excluding child stages/zones
+  Nanos cumtime = 0;         // including them
+};
+
+struct ProfileEdge {
+  int caller = -1;  // row index; -1 = the thread's root (nothing above)
+  int callee = 0;   // row index
+  std::uint64_t calls = 0;
+  Nanos incl = 0;  // callee time inside this caller
+};
+
+struct ProfileSnapshot {
+  std::vector<ProfileRow> rows;  // stages and zones that ran, then the wait rows
+  std::vector<ProfileEdge> edges;
+  Nanos wall = 0;  // since the profiler started
+  std::size_t threads = 0;
+  std::uint64_t slow_tasks = 0, stuck_reports = 0;
+};
+
+std::string format_table(const ProfileSnapshot& s, ProfileSort sort);
+std::string format_lines(const ProfileSnapshot& s);  // line_profiler style, per stage with zones
+void write_callgrind(const ProfileSnapshot& s, std::ostream& out, const std::string& cmd);
+
+// ---- the observer ------------------------------------------------------------------------------
+
+class Profiler final : public Observer {
+ public:
+  Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log);
+  ~Profiler() override;
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+
+  void on_entry(Stage stage, std::uint32_t items, Message* const* msgs) override;
+  void on_exit(Stage stage, std::uint32_t items) override;
+  void on_pull(Message* const* msgs, std::uint32_t n) override;
+  void on_zone_entry(const ZoneSite& site) override;
+  void on_zone_exit(const ZoneSite& site) override;
+
+  // Safe while the pipeline runs (relaxed reads of per-thread counters).
+  ProfileSnapshot snapshot() const;
+  // The watchdog: logs every outermost stage body that has run longer than `slow_task` and was
+  // not reported yet; returns how many it reported. The lease thread calls it every
+  // `watchdog_every`; public for tests.
+  std::size_t check_stuck();
+  // Writes the Chrome trace-event JSON. Call after the run (threads idle). False + `err` on I/O
+  // failure.
+  bool write_trace(const std::string& path, std::string& err) const;
+
+  struct ThreadData;  // per-thread slot (profiler.cpp)
+  struct Frame;
+
+ private:
+  ThreadData* local();
+  void push(ThreadData& t, int node, Nanos now);
+  void pop(ThreadData& t, int node, std::uint32_t items, Nanos now);
+  bool sampled(const Message* m) const;
+  Nanos now() const;
+
+  const ProfilerConfig cfg_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  const bool steady_;
+  const Nanos start_;
+  const std::uint64_t gen_;
+  const std::uint64_t threshold_;  // sampled(m): hash(m's slot) < threshold_
+  std::atomic<ThreadData*> threads_{nullptr};
+  std::atomic<int> thread_count_{0};
+  std::atomic<Nanos> last_check_{0};
+  std::atomic<std::uint64_t> slow_tasks_{0}, stuck_reports_{0};
+};
+
+// From the service options: null when no profiling flag is set. Checks up front that the output
+// files can be written (throws std::runtime_error with a clear message otherwise).
+std::unique_ptr<Profiler> make_profiler(const Options& o, const Clock& clock,
+                                        std::shared_ptr<spdlog::logger> log);
+// After the run: the table and line timings (--profile) on `table_out`, the Callgrind file
+// (--profile-out) and the trace (--trace-out). False + `err` when a file cannot be written.
+bool write_profile_reports(const Profiler& p, const Options& o, std::ostream& table_out,
+                           const std::string& cmd, std::string& err);
+
+}  // namespace mayhem
