@@ -261,7 +261,7 @@ std::size_t count_of(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-TEST_CASE("timer:error: a failed extension is logged, counted and retried; nothing is lost",
+TEST_CASE("timer:error: a failed extension is logged, counted and retried, nothing is lost",
           "[cli][faults][lease]") {
   const std::string log = temp_path("timer-error.log");
   // Messages live 0.1-0.3 s and are extended every 20 ms: each sees several extension attempts,

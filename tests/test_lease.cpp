@@ -251,7 +251,7 @@ TEST_CASE("An exception in a pass leaves every message free and the lot still sc
   CHECK(f.lease->tracked_lots() == 0);
 }
 
-TEST_CASE("An exception on the lease thread goes to the fatal handler; the thread goes on",
+TEST_CASE("An exception on the lease thread goes to the fatal handler, the thread goes on",
           "[lease][faults]") {
   Metrics metrics;
   MessagePool messages{64};
