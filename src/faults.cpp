@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -10,46 +11,97 @@
 
 namespace mayhem {
 
-std::optional<FaultSpec> parse_fault(const std::string& text, std::string& error) {
+const char* to_string(FaultStage s) {
+  switch (s) {
+    case FaultStage::kSave:
+      return "save";
+    case FaultStage::kRestart:
+      return "restart";
+    case FaultStage::kCleanup:
+      return "cleanup";
+    case FaultStage::kTimer:
+      return "timer";
+  }
+  return "?";
+}
+
+const char* to_string(FaultKind k) {
+  switch (k) {
+    case FaultKind::kError:
+      return "error";
+    case FaultKind::kCrash:
+      return "crash";
+    case FaultKind::kHang:
+      return "hang";
+  }
+  return "?";
+}
+
+namespace {
+
+// Outside input is echoed back in error messages: keep it short and printable.
+std::string shown(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 64)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
+template <typename Enum, std::size_t N>
+std::optional<Enum> lookup(std::string_view name, const Enum (&all)[N]) {
+  for (Enum e : all)
+    if (name == to_string(e)) return e;
+  return std::nullopt;
+}
+
+// Where fault `kind` of `stage` hits message `seed`, attempt `attempt`.
+bool hits(const FaultSpec& f, std::uint64_t seed, std::uint32_t attempt) {
+  const auto key =
+      0xFA170000ULL + static_cast<std::uint64_t>(f.stage) * 8 + static_cast<std::uint64_t>(f.kind);
+  const std::uint64_t h = attempt == 0 ? mix(seed, key) : mix(mix(seed, key), attempt);
+  return to_unit(h) < f.probability;
+}
+
+[[noreturn]] void hang_forever() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+}  // namespace
+
+std::optional<FaultSpec> parse_fault(std::string_view text, std::string& error) {
   const auto a = text.find(':');
-  const auto b = a == std::string::npos ? a : text.find(':', a + 1);
-  if (b == std::string::npos) {
-    error = fmt::format("--inject wants STAGE:FAULT:PROBABILITY (got '{}')", text);
+  const auto b = a == std::string_view::npos ? a : text.find(':', a + 1);
+  if (b == std::string_view::npos) {
+    error = fmt::format("--inject wants STAGE:FAULT:PROBABILITY (got '{}')", shown(text));
     return std::nullopt;
   }
-  const std::string stage = text.substr(0, a), fault = text.substr(a + 1, b - a - 1),
-                    prob = text.substr(b + 1);
+  const std::string_view stage = text.substr(0, a), fault = text.substr(a + 1, b - a - 1),
+                         prob = text.substr(b + 1);
   FaultSpec spec{};
-  if (stage == "save")
-    spec.op = Op::kSave;
-  else if (stage == "restart")
-    spec.op = Op::kRestart;
-  else if (stage == "cleanup")
-    spec.op = Op::kCleanup;
-  else {
-    error = fmt::format("--inject: unknown stage '{}' (save, restart, cleanup)", stage);
+  static constexpr FaultStage kStages[] = {FaultStage::kSave, FaultStage::kRestart,
+                                           FaultStage::kCleanup, FaultStage::kTimer};
+  static constexpr FaultKind kKinds[] = {FaultKind::kError, FaultKind::kCrash, FaultKind::kHang};
+  if (auto s = lookup(stage, kStages)) {
+    spec.stage = *s;
+  } else {
+    error =
+        fmt::format("--inject: unknown stage '{}' (save, restart, cleanup, timer)", shown(stage));
     return std::nullopt;
   }
-  if (fault == "error")
-    spec.kind = FaultKind::kError;
-  else if (fault == "crash")
-    spec.kind = FaultKind::kCrash;
-  else if (fault == "hang")
-    spec.kind = FaultKind::kHang;
-  else {
-    error = fmt::format("--inject: unknown fault '{}' (error, crash, hang)", fault);
+  if (auto k = lookup(fault, kKinds)) {
+    spec.kind = *k;
+  } else {
+    error = fmt::format("--inject: unknown fault '{}' (error, crash, hang)", shown(fault));
     return std::nullopt;
   }
-  try {
-    std::size_t used = 0;
-    spec.probability = std::stod(prob, &used);
-    if (used != prob.size()) throw std::invalid_argument(prob);
-  } catch (const std::exception&) {
-    error = fmt::format("--inject: probability '{}' is not a number", prob);
+  // from_chars: no locale, no exceptions, no leading whitespace or '+', the whole text or nothing.
+  const auto [end, ec] = std::from_chars(prob.data(), prob.data() + prob.size(), spec.probability);
+  if (prob.empty() || ec != std::errc() || end != prob.data() + prob.size()) {
+    error = fmt::format("--inject: probability '{}' is not a number", shown(prob));
     return std::nullopt;
   }
   if (!(spec.probability >= 0 && spec.probability <= 1)) {
-    error = fmt::format("--inject: probability must be within [0, 1] (got {})", prob);
+    error = fmt::format("--inject: probability must be within [0, 1] (got {})", shown(prob));
     return std::nullopt;
   }
   return spec;
@@ -57,13 +109,11 @@ std::optional<FaultSpec> parse_fault(const std::string& text, std::string& error
 
 std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs,
                                                         std::shared_ptr<spdlog::logger> log) {
+  std::erase_if(specs, [](const FaultSpec& f) { return f.stage == FaultStage::kTimer; });
   if (specs.empty()) return {};
   return [specs = std::move(specs), log = std::move(log)](Op op, const Message& m) {
     for (const FaultSpec& f : specs) {
-      if (f.op != op) continue;
-      const auto key =
-          0xFA170000ULL + static_cast<std::uint64_t>(op) * 8 + static_cast<std::uint64_t>(f.kind);
-      if (!(to_unit(mix(m.seed, key)) < f.probability)) continue;
+      if (static_cast<int>(f.stage) != static_cast<int>(op) || !hits(f, m.seed, 0)) continue;
       switch (f.kind) {
         case FaultKind::kError:
           throw InjectedIoError(fmt::format("injected {} error for {}", to_string(op), m));
@@ -71,9 +121,32 @@ std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> s
           throw std::runtime_error(fmt::format("injected crash in {} for {}", to_string(op), m));
         case FaultKind::kHang:
           if (log) log->warn("Injecting a hang into {} for {}", to_string(op), m);
-          for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // never returns
+          hang_forever();
       }
     }
+  };
+}
+
+TimerFaultHook make_timer_fault_hook(std::vector<FaultSpec> specs,
+                                     std::shared_ptr<spdlog::logger> log) {
+  std::erase_if(specs, [](const FaultSpec& f) { return f.stage != FaultStage::kTimer; });
+  if (specs.empty()) return {};
+  return [specs = std::move(specs), log = std::move(log)](const Message& m, std::uint32_t attempt) {
+    bool failed = false;
+    for (const FaultSpec& f : specs) {
+      if (!hits(f, m.seed, attempt)) continue;
+      switch (f.kind) {
+        case FaultKind::kError:
+          failed = true;
+          break;
+        case FaultKind::kCrash:
+          throw std::runtime_error(fmt::format("injected crash in timer for {}", m));
+        case FaultKind::kHang:
+          if (log) log->warn("Injecting a hang into timer for {}", m);
+          hang_forever();
+      }
+    }
+    return failed;
   };
 }
 

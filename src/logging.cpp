@@ -70,6 +70,21 @@ std::unique_ptr<spdlog::formatter> reference_formatter() {
   return std::make_unique<ReferenceFormatter>();
 }
 
+// The async logger and its thread pool. async_logger keeps only a weak reference to its pool: the
+// logger make_logger() hands out is an aliasing pointer into this holder, which owns both. Members
+// die in reverse order: the pool first (it drains its queue and joins its thread; queued lines keep
+// the logger alive), then the logger and its sinks, which no thread can touch any more.
+struct AsyncHolder {
+  std::shared_ptr<spdlog::async_logger> logger;
+  std::shared_ptr<spdlog::details::thread_pool> pool;
+};
+// The holder's deleter; log_dropped() finds it again with std::get_deleter (which sees through the
+// aliasing pointer to the shared control block), and through it the pool's overrun counter.
+struct AsyncHolderDeleter {
+  AsyncHolder* holder = nullptr;
+  void operator()(AsyncHolder* h) const { delete h; }
+};
+
 // Async loggers made here and their queues (spdlog keeps the pool private to the logger).
 struct PoolEntry {
   std::weak_ptr<spdlog::logger> logger;
@@ -93,6 +108,11 @@ LogQueueStats log_queue_stats(const spdlog::logger* log) {
     }
   }
   return s;
+}
+
+std::uint64_t log_dropped(const std::shared_ptr<spdlog::logger>& log) {
+  const auto* d = std::get_deleter<AsyncHolderDeleter>(log);
+  return d && d->holder->pool ? d->holder->pool->overrun_counter() : 0;
 }
 
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name) {
@@ -125,18 +145,13 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
   sink->set_formatter(reference_formatter());
   std::shared_ptr<spdlog::logger> log;
   if (opts.log_mode == LogMode::kAsync) {
-    // async_logger keeps only a weak reference to its thread pool: tie the pool's life to the
-    // logger's by handing out an aliasing pointer into a holder that owns both. Members die in
-    // reverse order: the pool first (it drains its queue and joins its thread; queued lines keep
-    // the logger alive), then the logger and its sinks, which no thread can touch any more.
-    struct Holder {
-      std::shared_ptr<spdlog::async_logger> logger;
-      std::shared_ptr<spdlog::details::thread_pool> pool;
-    };
-    auto holder = std::make_shared<Holder>();
+    auto* raw = new AsyncHolder;
+    std::shared_ptr<AsyncHolder> holder(raw, AsyncHolderDeleter{raw});
     holder->pool = std::make_shared<spdlog::details::thread_pool>(opts.log_queue, 1);
-    holder->logger = std::make_shared<spdlog::async_logger>("mayhem", sink, holder->pool,
-                                                            spdlog::async_overflow_policy::block);
+    holder->logger = std::make_shared<spdlog::async_logger>(
+        "mayhem", sink, holder->pool,
+        opts.log_overflow == LogOverflow::kBlock ? spdlog::async_overflow_policy::block
+                                                 : spdlog::async_overflow_policy::overrun_oldest);
     log = std::shared_ptr<spdlog::logger>(holder, holder->logger.get());
     std::lock_guard lock(g_pools_mutex);
     std::erase_if(g_pools, [](const PoolEntry& e) { return e.logger.expired(); });

@@ -95,6 +95,9 @@ const char* to_string(IoModel m) {
 const char* to_string(LogMode m) {
   return m == LogMode::kSync ? "sync" : "async";
 }
+const char* to_string(LogOverflow p) {
+  return p == LogOverflow::kBlock ? "block" : "drop-oldest";
+}
 const char* to_string(OnFailure f) {
   return f == OnFailure::kAck ? "ack" : "nack";
 }

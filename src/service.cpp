@@ -77,6 +77,7 @@ struct Service::Impl {
         log(deps.log ? deps.log : make_logger(opts)),
         pubsub(opts.queue_capacity),
         shutdown(log) {
+    pubsub.set_audit(deps.audit);
     std::string err;
     const auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
@@ -189,6 +190,8 @@ int Service::Impl::run() {
   lease = std::make_unique<LeaseManager>(
       lease_cfg, clock, log, metrics, messages, lots,
       [src = &source](Message* const* m, std::size_t n) { src->extend(m, n); }, observer);
+  lease->set_fault_hook(deps.timer_fault);
+  lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
         Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *io,
@@ -248,7 +251,8 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Closing database connections");
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
-  log->flush();      // what follows may wait (up to --shutdown-timeout): show how far we got
+  log->flush();  // what follows may wait (up to --shutdown-timeout): show how far we got
+  const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
   if (store) store->cancel_saves();  // saves not yet written, too (a running commit finishes)
   if (!wait_idle_for(seconds_to_nanos(opts.shutdown_timeout))) {
@@ -264,10 +268,16 @@ void Service::Impl::shut_down(StopReason why) {
   end_ns = clock.now();       // every message is settled now (acks during the drain included)
   if (store) store->close();  // writes the last settlements
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
-  lease->stop();                                           // frees the last lots
-  if (nats && !abandoned) nats->close();  // every ack and nack reaches the server first
-  if (lease->tracked_lots() != 0)
+  // Frees the last lots. A lease thread stuck in a pass (--inject timer:hang) is left behind
+  // within what remains of --shutdown-timeout (at least 50 ms, enough for a healthy thread).
+  if (!lease->stop_within(std::max<Nanos>(give_up_at - clock.now(), 50'000'000))) {
+    log->error("Shutdown timed out after {:g} s: the lease thread did not stop; leaving it",
+               opts.shutdown_timeout);
+    abandoned = true;
+  } else if (lease->tracked_lots() != 0) {
     log->error("{} lots were still leased at shutdown", lease->tracked_lots());
+  }
+  if (nats && !abandoned) nats->close();  // every ack and nack reaches the server first
   log->info("Flushing metrics");
   const auto published = metrics.published.get();
   const auto settled = metrics.settled();
@@ -355,7 +365,11 @@ Summary Service::summary() const {
   s.restart_retries = i.metrics.restart_retries.get();
   s.extensions = i.metrics.extensions.get();
   s.late_extensions = i.metrics.late_extensions.get();
+  s.extension_failed = i.metrics.extension_failed.get();
   s.peak_in_flight = i.metrics.peak_in_flight.load();
+  s.peak_backlog = i.pubsub.peak_backlog();
+  s.log_dropped = log_dropped(i.log);
+  s.log_overflow = to_string(i.opts.log_overflow);
   s.wall_s = nanos_to_seconds(i.end_ns - i.start_ns);
   s.msgs_per_s = s.wall_s > 0 ? static_cast<double>(s.acked) / s.wall_s : 0;
   s.cpu_s = i.cpu_end - i.cpu_start;

@@ -101,6 +101,9 @@ TEST_CASE("Bad flags print one clear line and exit 2 before anything starts", "[
       {"--inject", "save:error"},
       {"--inject", "save:error:2"},
       {"--inject", "save:error:lots"},
+      {"--inject", "timer:explode:0.5"},
+      {"--inject", "timer:hang:0x1"},
+      {"--log-overflow", "sometimes"},
   };
   for (const auto& args : bad) {
     std::string joined;
@@ -142,6 +145,8 @@ TEST_CASE("Help documents every flag with its default", "[cli]") {
                            "--log-level",
                            "--log-file",
                            "--log-mode",
+                           "--log-overflow",
+                           "--inject",
                            "--shutdown-timeout"}) {
     INFO(flag);
     CHECK(r.out.find(flag) != std::string::npos);
@@ -238,4 +243,146 @@ TEST_CASE("A second signal forces a prompt exit while shutdown waits", "[cli][sh
   CHECK(read_file(log).find("Received second exit signal SIGTERM: forcing exit") !=
         std::string::npos);
   std::remove(log.c_str());
+}
+
+// ---- reliability: faults on the lease thread, overload, a full log queue ------------------------
+
+namespace {
+
+std::uint64_t u64(const json& s, const char* key) {
+  return s[key].get<std::uint64_t>();
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("timer:error: a failed extension is logged, counted and retried, nothing is lost",
+          "[cli][faults][lease]") {
+  const std::string log = temp_path("timer-error.log");
+  // Messages live 0.1-0.3 s and are extended every 20 ms: each sees several extension attempts,
+  // half of which fail; a retry comes at the lease thread's next pass (<= 5 ms), well within the
+  // 1 s deadline, so no extension is ever late.
+  Subprocess p({"--messages", "400", "--rate", "2000", "--latency-scale", "0.1", "--fail-rate", "0",
+                "--extend-interval", "0.02", "--ack-deadline", "1", "--inject", "timer:error:0.5",
+                "--seed", "7", "--summary-json", "--log-file", log});
+  const Result r = p.wait(60s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);  // expected failures never shut the service down
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == 400);
+  CHECK(u64(s, "acked") == 400);
+  CHECK(u64(s, "nacked") == 0);
+  CHECK(u64(s, "extension_failed") > 50);
+  CHECK(u64(s, "extensions") > 50);
+  CHECK(u64(s, "late_extensions") == 0);
+  const std::string text = read_file(log);
+  CHECK(count_of(text, "ERROR: Could not extend deadline for PubSubMessage(") ==
+        u64(s, "extension_failed"));
+  CHECK(count_of(text, "INFO: Extended deadline by 1 seconds for") == u64(s, "extensions"));
+  CHECK(text.find("Caught exception") == std::string::npos);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("timer:crash: an exception on the lease thread shuts down gracefully, exit 1",
+          "[cli][faults][lease][shutdown]") {
+  const std::string log = temp_path("timer-crash.log");
+  Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.2", "--extend-interval",
+                "0.02", "--inject", "timer:crash:1", "--summary-json", "--log-file", log});
+  const Result r = p.wait(60s);  // no signal: the crash alone ends the run
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 1);
+  const json s = summary_of(r);
+  CHECK(u64(s, "exit_code") == 1);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "nacked") >= 1);  // the messages in flight at the crash
+  const std::string text = read_file(log);
+  CHECK(count_of(text, "ERROR: Caught exception: injected crash in timer for PubSubMessage(") == 1);
+  CHECK(count_of(text, "INFO: Shutting down...") == 1);
+  CHECK(text.find("Nacking outstanding messages") != std::string::npos);
+  CHECK(text.find("Successfully shutdown the Mayhem service.") != std::string::npos);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("timer:hang: shutdown leaves the stuck lease thread within --shutdown-timeout",
+          "[cli][faults][lease][shutdown]") {
+  const std::string log = temp_path("timer-hang.log");
+  Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.2", "--extend-interval",
+                "0.02", "--inject", "timer:hang:1", "--shutdown-timeout", "1", "--summary-json",
+                "--log-file", log});
+  REQUIRE(eventually(
+      [&] { return read_file(log).find("Injecting a hang into timer") != std::string::npos; },
+      30s));
+  p.signal(SIGINT);
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(r.exit_code == 1);  // a stage never returned
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "nacked") >= 1);  // in flight at the signal: cancelled and nacked
+  const std::string text = read_file(log);
+  CHECK(text.find("Shutdown timed out after 1 s: the lease thread did not stop") !=
+        std::string::npos);
+  CHECK(text.find("Successfully shutdown the Mayhem service.") != std::string::npos);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("Publishing faster than the pipeline works: flow control bounds in-flight and backlog",
+          "[cli][overload]") {
+  // Flat-out publishing against ~30 ms of simulated I/O per message: the publisher could make
+  // millions of messages a second, the pipeline settles ~7k/s at 200 in flight.
+  Subprocess p({"--messages", "5000", "--publish-interval", "0", "--latency-scale", "0.02",
+                "--max-in-flight", "200", "--queue-capacity", "1000", "--summary-json",
+                "--log-level", "warning"});
+  const Result r = p.wait(60s);
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "acked") == 5000);
+  CHECK(u64(s, "peak_in_flight") <= 200);
+  CHECK(u64(s, "peak_in_flight") >= 100);  // the bound was reached: the pipeline was the limit
+  CHECK(u64(s, "peak_backlog") <= 1000);
+  CHECK(u64(s, "peak_backlog") >= 500);  // and the publisher was waiting on the full queue
+  // Memory: messages ever allocated stay within in-flight + backlog + lots awaiting the lease
+  // thread's next pass (two 4096-message slabs), not the 5000 an unbounded publisher would make.
+  CHECK(u64(s, "pool_messages") <= 4096);
+}
+
+TEST_CASE("A full async log queue: block loses nothing, drop-oldest counts every dropped line",
+          "[cli][logging][overload]") {
+  // Same seed, same deterministic lines (no extensions: --extend-interval 1000), tiny queue.
+  const auto run_with = [](const char* policy, const std::string& log) {
+    Subprocess p({"--messages", "3000", "--publish-interval", "0", "--latency-scale", "0",
+                  "--extend-interval", "1000", "--seed", "99", "--log-mode", "async", "--log-queue",
+                  "8", "--log-overflow", policy, "--log-file", log, "--summary-json"});
+    const Result r = p.wait(60s);
+    REQUIRE_FALSE(r.timed_out);
+    REQUIRE(r.exit_code == 0);
+    return summary_of(r);
+  };
+  const std::string blocked_log = temp_path("log-block.log");
+  const std::string dropped_log = temp_path("log-drop.log");
+  const json blocked = run_with("block", blocked_log);
+  const json dropped = run_with("drop-oldest", dropped_log);
+  const std::size_t all_lines = lines_of(read_file(blocked_log)).size();
+  const std::size_t kept_lines = lines_of(read_file(dropped_log)).size();
+  CHECK(blocked["log_overflow"] == "block");
+  CHECK(u64(blocked, "log_dropped") == 0);
+  CHECK(all_lines > 3000 * 4);  // pulled, saved, restarted, acked at least
+  CHECK(dropped["log_overflow"] == "drop-oldest");
+  CHECK(u64(dropped, "log_dropped") > 0);
+  CHECK(kept_lines < all_lines);
+  // Every line is either in the file or counted. The queue also carries the service's flush
+  // requests (one a second and two at shutdown); a dropped one is counted too, hence the slack.
+  CHECK(kept_lines + u64(dropped, "log_dropped") >= all_lines);
+  CHECK(kept_lines + u64(dropped, "log_dropped") <= all_lines + 4);
+  CHECK(u64(dropped, "acked") == 3000);
+  std::remove(blocked_log.c_str());
+  std::remove(dropped_log.c_str());
 }

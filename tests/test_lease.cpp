@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "mayhem/lease/lease_manager.hpp"
@@ -170,5 +173,108 @@ TEST_CASE("The lease thread extends on its own with a real clock and short inter
   CHECK(metrics.extensions.get() >= 6);  // three rounds of two
   lease.release_lot(lot);
   lease.stop();
+  CHECK(lease.tracked_lots() == 0);
+}
+
+TEST_CASE("A failed extension is logged, counted, and retried on the next pass",
+          "[lease][faults]") {
+  Fixture f;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> asked;  // (seq, attempt)
+  // Message 1's first extension attempt (attempt 1: consume did extension 0) fails.
+  f.lease->set_fault_hook([&](const Message& m, std::uint32_t attempt) {
+    asked.emplace_back(m.seq, attempt);
+    return m.seq == 1 && attempt == 1;
+  });
+  Lot* lot = f.make_lot(3);
+  Message* failing = lot->batch.msgs[1];
+  const Nanos old_deadline = failing->deadline_ns;
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  f.clock.advance(2 * kSec);
+  const Nanos next = f.lease->tick();
+  CHECK(f.metrics.extension_failed.get() == 1);
+  CHECK(f.metrics.extensions.get() == 2);
+  CHECK(failing->extended_cnt == 1);
+  CHECK(failing->deadline_ns == old_deadline);
+  CHECK(failing->lease.load() == LeaseState::kActive);
+  CHECK(f.sink->count("Could not extend deadline for PubSubMessage(instance_name='cattle-") == 1);
+  CHECK(next == f.clock.now() + 5'000'000);  // retried at the next pass, not an interval later
+
+  f.clock.advance(5'000'000);
+  f.lease->tick();
+  CHECK(f.metrics.extension_failed.get() == 1);
+  CHECK(failing->extended_cnt == 2);  // the retry (attempt 2) went through
+  CHECK(failing->deadline_ns == f.clock.now() + 3 * kSec);
+  CHECK(f.metrics.late_extensions.get() == 0);
+  CHECK(std::count(asked.begin(), asked.end(), std::make_pair(std::uint64_t{1}, 2u)) == 1);
+  // Back on the normal schedule: nothing more until an interval has passed.
+  const auto extensions = f.metrics.extensions.get();
+  f.clock.advance(2 * kSec - 1);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == extensions);
+  f.clock.advance(1);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == extensions + 3);
+
+  // A lot released while waiting for a retry is freed from the retry list like any other.
+  f.lease->set_fault_hook([](const Message&, std::uint32_t) { return true; });
+  f.clock.advance(2 * kSec);
+  f.lease->tick();
+  f.lease->release_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 0);
+}
+
+TEST_CASE("An exception in a pass leaves every message free and the lot still scheduled",
+          "[lease][faults]") {
+  Fixture f;
+  bool crash = true;
+  f.lease->set_fault_hook([&](const Message& m, std::uint32_t) {
+    if (crash && m.seq == 2) throw std::runtime_error("boom");
+    return false;
+  });
+  Lot* lot = f.make_lot(4);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  f.clock.advance(2 * kSec);
+  CHECK_THROWS_WITH(f.lease->tick(), "boom");
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    CHECK(lot->batch.msgs[i]->lease.load() == LeaseState::kActive);  // mark_done cannot block
+    CHECK(lot->batch.msgs[i]->extended_cnt == 1);
+  }
+  CHECK(f.lease->tracked_lots() == 1);
+  crash = false;
+  f.lease->tick();  // still due: extended now
+  CHECK(f.metrics.extensions.get() == 4);
+  f.lease->release_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 0);
+}
+
+TEST_CASE("An exception on the lease thread goes to the fatal handler, the thread goes on",
+          "[lease][faults]") {
+  Metrics metrics;
+  MessagePool messages{64};
+  LotPool lots{8};
+  auto [log, sink] = test::make_test_logger(spdlog::level::off);
+  LeaseManager lease({10'000'000, 30'000'000, 1'000'000}, SteadyClock::instance(), log, metrics,
+                     messages, lots);
+  std::atomic<int> fatals{0};
+  lease.set_fault_hook([](const Message&, std::uint32_t) -> bool { throw std::logic_error("x"); });
+  lease.set_fatal_handler([&](std::exception_ptr) { fatals.fetch_add(1); });
+  Lot* lot = lots.acquire_one();
+  messages.acquire(lot->batch.msgs, 2);
+  lot->batch.size = 2;
+  for (int i = 0; i < 2; ++i) lot->batch.msgs[i]->reset_state();
+  lease.start();
+  lease.register_lot(lot);
+  // After the crash the thread keeps extending (injected faults off) and freeing.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (metrics.extensions.get() < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(metrics.extensions.get() >= 4);
+  CHECK(fatals.load() == 1);
+  lease.release_lot(lot);
+  CHECK(lease.stop_within(5 * kSec));
   CHECK(lease.tracked_lots() == 0);
 }

@@ -9,6 +9,12 @@ packages=(
   nlohmann-json3-dev libbenchmark-dev libcpp-httplib-dev libsqlite3-dev sqlite3
   python3 python3-uvloop
   gnuplot-nox tmux
+  # sanitizers (tools/sanitize.sh): dpkg-source unpacks oneTBB's Debian source for the TSan build
+  dpkg-dev
+  # fuzzing (tools/fuzz.sh): clang with libFuzzer and its sanitizer runtimes
+  clang-14 libclang-rt-14-dev
+  # the soak's optional live stats (tools/soak.sh)
+  curl
   nats-server libnats-dev
   valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Builds Mayhem under the sanitizers and runs the whole Catch2 suite there (the CLI tests spawn the
-# sanitized `mayhem` binary too). Usage: tools/sanitize.sh [asan|tsan|all]   (default: all)
+# sanitized `mayhem` binary too). Usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] (default: all)
 #   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset `asan`, build/asan)
 #   tsan  ThreadSanitizer (preset `tsan`, build/tsan), against a oneTBB built with TSan (see below)
+#   fetch-tbb  only download and unpack oneTBB's Debian source (network, no CPU: .ci/run does it
+#         in the background while it builds the release tree)
+# The sanitizer trees build only what the tests need (no benchmarks), at -O1 with line tables
+# only (-g1: enough for file:line in every report), and the tests scale their longest loops down
+# (tests/support/scale.hpp): a CI budget of 20 minutes on 2 cores for everything.
 # Exits non-zero when a build fails, a test fails, or any sanitizer report was written.
 #
 # Reports: the test presets send ASan and TSan reports to build/<preset>/sanitizer-logs/ (log_path),
@@ -28,8 +33,9 @@ case "$what" in
   asan) presets=(asan) ;;
   tsan) presets=(tsan) ;;
   all) presets=(asan tsan) ;;
+  fetch-tbb) presets=() ;;
   *)
-    echo "usage: tools/sanitize.sh [asan|tsan|all]" >&2
+    echo "usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb]" >&2
     exit 2
     ;;
 esac
@@ -50,20 +56,32 @@ tsan_tbb_ready() {
     nm -D "$tbb_lib" | grep -q __tsan_func_entry
 }
 
-ensure_tsan_tbb() {
+tbb_source_id() {
+  echo "$(dpkg-query -W -f='${source:Package}' libtbb-dev) $(dpkg-query -W -f='${source:Version}' libtbb-dev)"
+}
+
+# Each step logs to a file in $tbb_dir; on failure, say which.
+step() {
+  local log="$1"
+  shift
+  "$@" >> "$tbb_dir/$log" 2>&1 || {
+    echo "error: '$*' failed; see $tbb_dir/$log" >&2
+    return 1
+  }
+}
+
+# Downloads and unpacks the Debian source of the installed libtbb-dev into $tbb_dir/src (once per
+# version: $tbb_dir/src.stamp). Needs network and dpkg-dev (tools/install-deps.sh installs it);
+# the deb-src index is private to $tbb_dir, the system's apt configuration is not touched.
+fetch_tbb_source() {
   local src_pkg src_ver want
-  src_pkg=$(dpkg-query -W -f='${source:Package}' libtbb-dev)
-  src_ver=$(dpkg-query -W -f='${source:Version}' libtbb-dev)
-  want="$src_pkg $src_ver TBB_SANITIZE=thread"
-  if tsan_tbb_ready "$want"; then
-    echo "== tsan: using TSan-instrumented oneTBB $src_ver in $tbb_dir/install"
+  read -r src_pkg src_ver <<< "$(tbb_source_id)"
+  want="$src_pkg $src_ver"
+  if [[ -d "$tbb_dir/src" && "$(cat "$tbb_dir/src.stamp" 2> /dev/null)" == "$want" ]]; then
     return 0
   fi
-  echo "== tsan: building oneTBB $src_ver with -DTBB_SANITIZE=thread (once) in $tbb_dir"
-  local t0
-  t0=$(now)
-  command -v dpkg-source > /dev/null || apt-get install -y --no-install-recommends dpkg-dev || return 1
-  rm -rf "$tbb_dir"
+  command -v dpkg-source > /dev/null || tools/install-deps.sh || return 1
+  rm -rf "$tbb_dir/apt" "$tbb_dir/fetch" "$tbb_dir/src" "$tbb_dir/src.stamp"
   mkdir -p "$tbb_dir/apt/lists/partial" "$tbb_dir/apt/sources.list.d" "$tbb_dir/fetch"
   # deb-src twins of the system's enabled Debian sources (deb822 .sources and one-line .list).
   local f
@@ -77,28 +95,39 @@ ensure_tsan_tbb() {
   local apt_opts=(-o "Dir::Etc::SourceList=$tbb_dir/apt/sources.list"
     -o "Dir::Etc::SourceParts=$tbb_dir/apt/sources.list.d"
     -o "Dir::State::Lists=$tbb_dir/apt/lists" -o "APT::Sandbox::User=root" -q)
-  # Each step logs to a file in $tbb_dir; on failure, say which.
-  step() {
-    local log="$1"
-    shift
-    "$@" >> "$tbb_dir/$log" 2>&1 || {
-      echo "error: '$*' failed; see $tbb_dir/$log" >&2
-      return 1
-    }
-  }
   step apt.log apt-get "${apt_opts[@]}" update || return 1
   # shellcheck disable=SC2016  # $1 and $@ belong to the inner shell
   step apt.log bash -c 'cd "$1" && shift && apt-get "$@"' _ "$tbb_dir/fetch" "${apt_opts[@]}" \
     source --download-only "$src_pkg=$src_ver" || return 1
   step unpack.log dpkg-source -x "$tbb_dir"/fetch/*.dsc "$tbb_dir/src" || return 1
+  rm -rf "$tbb_dir/apt" "$tbb_dir/fetch"
+  echo "$want" > "$tbb_dir/src.stamp"
+}
+
+ensure_tsan_tbb() {
+  local want
+  want="$(tbb_source_id) TBB_SANITIZE=thread -O1"
+  if tsan_tbb_ready "$want"; then
+    echo "== tsan: using TSan-instrumented oneTBB in $tbb_dir/install"
+    return 0
+  fi
+  echo "== tsan: building libtbb ($want) once in $tbb_dir"
+  local t0
+  t0=$(now)
+  mkdir -p "$tbb_dir"
+  fetch_tbb_source || return 1
+  rm -rf "$tbb_dir/build" "$tbb_dir/install" "$tbb_dir/stamp"
+  # Only libtbb (no tbbmalloc, tbbbind, tests or examples), at -O1 with line tables: the flow
+  # graph's hand-offs are what TSan must see, not optimized code.
   step configure.log cmake -S "$tbb_dir/src" -B "$tbb_dir/build" -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTBB_SANITIZE=thread -DTBB_TEST=OFF -DTBB_EXAMPLES=OFF \
-    -DTBB_STRICT=OFF -DTBBMALLOC_BUILD=OFF -DTBB4PY_BUILD=OFF \
-    -DCMAKE_INSTALL_PREFIX="$tbb_dir/install" || return 1
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g1 -DNDEBUG" \
+    -DTBB_SANITIZE=thread -DTBB_TEST=OFF -DTBB_EXAMPLES=OFF -DTBB_STRICT=OFF \
+    -DTBBMALLOC_BUILD=OFF -DTBBMALLOC_PROXY_BUILD=OFF -DTBB_DISABLE_HWLOC_AUTOMATIC_SEARCH=ON \
+    -DTBB4PY_BUILD=OFF -DCMAKE_INSTALL_PREFIX="$tbb_dir/install" || return 1
   step build.log cmake --build "$tbb_dir/build" --target tbb -j "$jobs" || return 1
   step build.log cmake --install "$tbb_dir/build" --component runtime || return 1
   step build.log cmake --install "$tbb_dir/build" --component devel || return 1
-  rm -rf "$tbb_dir/apt" "$tbb_dir/fetch" "$tbb_dir/build"
+  rm -rf "$tbb_dir/build"
   echo "$want" > "$tbb_dir/stamp"
   tsan_tbb_ready "$want" || {
     echo "error: $tbb_lib is not TSan-instrumented" >&2
@@ -160,6 +189,11 @@ run_preset() {
   return "$rc"
 }
 
+if [[ "$what" == fetch-tbb ]]; then
+  mkdir -p "$tbb_dir"
+  fetch_tbb_source
+  exit
+fi
 for p in "${presets[@]}"; do
   run_preset "$p" || status=1
 done

@@ -1,21 +1,25 @@
 // Fault injection from the command line (`--inject STAGE:FAULT:PROBABILITY`, repeatable): proves
-// the service's promises under failure. Stages: save, restart, cleanup. Faults: `error` (an
-// expected I/O failure, handled per message like the reference's failures: a failed save, a failed
-// restart attempt, a cleanup that cannot ack so the message is nacked), `crash` (an unexpected
-// exception: the global handler shuts down gracefully, exit status 1), `hang` (the stage never
-// returns; shutdown gives up after --shutdown-timeout). Whether a message is hit is a pure function
-// of its seed, so runs are reproducible.
+// the service's promises under failure. Stages: save, restart, cleanup (the pipeline's I/O stages)
+// and timer (the lease thread's deadline extensions). Faults: `error` (an expected failure, handled
+// per message like the reference's failures: a failed save, a failed restart attempt, a cleanup
+// that cannot ack so the message is nacked, an extension that fails and is retried on the lease
+// thread's next pass), `crash` (an unexpected exception: the global handler shuts down gracefully,
+// exit status 1), `hang` (the stage never returns; shutdown gives up after --shutdown-timeout).
+// Whether a message is hit is a pure function of its seed (and, for the timer, of the extension
+// attempt), so runs are reproducible.
 // Use: `auto specs = parse_faults({"save:crash:0.01"}); Service::Deps d; d.fault =
-// make_fault_hook(specs);`
+// make_fault_hook(specs); d.timer_fault = make_timer_fault_hook(specs);`
 #pragma once
 
 #include <spdlog/logger.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mayhem/io/io_service.hpp"
@@ -23,24 +27,39 @@
 
 namespace mayhem {
 
-enum class FaultKind { kError, kCrash, kHang };
+enum class FaultStage : std::uint8_t { kSave = 0, kRestart = 1, kCleanup = 2, kTimer = 3 };
+enum class FaultKind : std::uint8_t { kError, kCrash, kHang };
+
+const char* to_string(FaultStage s);
+const char* to_string(FaultKind k);
 
 struct FaultSpec {
-  Op op;
+  FaultStage stage;
   FaultKind kind;
   double probability;
 };
 
-// Thrown by an `error` fault: the stage treats it as its operation failing.
+// Thrown by an `error` fault in a pipeline stage: the stage treats it as its operation failing.
 struct InjectedIoError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Parses one "STAGE:FAULT:PROBABILITY"; nullopt (and `error` filled) when malformed.
-std::optional<FaultSpec> parse_fault(const std::string& text, std::string& error);
-// The hook the pipeline calls inside each message's guard; empty when there are no specs. A hang
-// is announced on `log` (WARNING) before it starts, so it can be told from a slow stage.
+// Parses one "STAGE:FAULT:PROBABILITY"; nullopt (and `error` filled with one line naming the
+// problem) when malformed. Never throws, whatever the input (it is fuzzed: fuzz/fuzz_inject.cpp).
+std::optional<FaultSpec> parse_fault(std::string_view text, std::string& error);
+
+// The hook the pipeline calls inside each message's guard (save, restart, cleanup specs); empty
+// when there are none. A hang is announced on `log` (WARNING) before it starts, so it can be told
+// from a slow stage.
 std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs,
                                                         std::shared_ptr<spdlog::logger> log = {});
+
+// The lease thread's hook (timer specs; empty when there are none), called before the
+// `attempt`-th extension of `m` (attempts count from 0 per message). Returns true when this
+// extension fails (an expected error); throws std::runtime_error for `crash`; never returns for
+// `hang` (announced on `log` first).
+using TimerFaultHook = std::function<bool(const Message& m, std::uint32_t attempt)>;
+TimerFaultHook make_timer_fault_hook(std::vector<FaultSpec> specs,
+                                     std::shared_ptr<spdlog::logger> log = {});
 
 }  // namespace mayhem

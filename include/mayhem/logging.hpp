@@ -2,8 +2,9 @@
 // ("%(asctime)s,%(msecs)d %(levelname)s: %(message)s", datefmt "%H:%M:%S"; milliseconds are
 // zero-padded here) and its messages at its levels. Logs go to
 // stderr or a file, never stdout (stdout carries the JSON summary). `--log-mode async` uses
-// spdlog's async logger (the reference's aiologger point); its overflow policy is `block`, so no
-// line is ever dropped silently.
+// spdlog's async logger (the reference's aiologger point); its policy for a full queue is explicit
+// (--log-overflow): `block` (the default: callers wait, no line is lost) or `drop-oldest` (callers
+// never wait; every dropped line is counted by spdlog's thread pool and reported by log_dropped()).
 // Use: `auto log = make_logger(opts);` then guard per-message lines with `log->should_log(lvl)`.
 #pragma once
 
@@ -21,6 +22,9 @@ namespace mayhem {
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name);
 // Throws std::runtime_error with a clear message when the log file cannot be opened.
 std::shared_ptr<spdlog::logger> make_logger(const Options& opts);
+// Lines an async logger made by make_logger() dropped because its queue was full (drop-oldest);
+// 0 for any other logger.
+std::uint64_t log_dropped(const std::shared_ptr<spdlog::logger>& log);
 
 // The async logger's queue, for the stats endpoint (all zero for a sync logger or one not made by
 // make_logger). `overruns`: lines the queue dropped (none with the `block` policy used here).

@@ -103,6 +103,8 @@ struct Lot {
   Lot* prev = nullptr;
   Lot* next = nullptr;
   Nanos due = 0;
+  bool retrying = false;            // in the retry list (an extension failed)
+  std::uint32_t failed_passes = 0;  // passes with a failed extension, while tracked
 };
 
 using MessagePool = Pool<Message>;

@@ -97,7 +97,7 @@ struct Metrics {
   // settle stage
   Counter acked, nacked;
   // lease thread
-  Counter extensions, late_extensions;
+  Counter extensions, late_extensions, extension_failed;
   // shared gauge: consumed and not yet settled (consume adds, settle subtracts)
   alignas(64) std::atomic<std::uint64_t> in_flight{0};
 

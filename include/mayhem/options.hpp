@@ -11,6 +11,9 @@ namespace mayhem {
 
 enum class IoModel { kAsync, kBlocking };
 enum class LogMode { kSync, kAsync };
+// Async logger with a full queue: callers wait (no line lost) or the oldest queued line is dropped
+// (callers never wait; drops are counted: Summary::log_dropped).
+enum class LogOverflow { kBlock, kDropOldest };
 enum class OnFailure { kAck, kNack };
 
 std::uint32_t default_threads();  // the machine's core count (at least 1)
@@ -53,6 +56,8 @@ struct Options {
   std::string log_file;            // empty = stderr
   LogMode log_mode = LogMode::kSync;
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
+  // Async logger, queue full: wait, or drop the oldest line and count it.
+  LogOverflow log_overflow = LogOverflow::kBlock;
   // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
   // and at exit); 0 = spdlog's basic_file_sink_mt: one shared buffer under a lock per line, so
   // lines of all threads keep their exact order.
@@ -88,6 +93,7 @@ std::optional<std::string> validate(const Options& o);
 
 const char* to_string(IoModel m);
 const char* to_string(LogMode m);
+const char* to_string(LogOverflow p);
 const char* to_string(OnFailure f);
 
 }  // namespace mayhem

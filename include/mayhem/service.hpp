@@ -30,6 +30,10 @@ class Service {
     bool handle_signals = false;  // the binary: true (blocks signals, starts sigwait thread)
     // Fault hook run inside each message's exception guard (see Pipeline::Deps::fault).
     std::function<void(Op, const Message&)> fault;
+    // Fault hook of the lease thread (see LeaseManager::FaultHook, make_timer_fault_hook).
+    std::function<bool(const Message&, std::uint32_t attempt)> timer_fault = {};
+    // Tests: every ack and nack of the in-process pub/sub (see InProcessPubSub::set_audit).
+    std::function<void(bool ack, Message* const* msgs, std::size_t n)> audit = {};
   };
 
   explicit Service(Options opts);

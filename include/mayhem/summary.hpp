@@ -13,8 +13,11 @@ struct Summary {
   std::uint64_t published = 0, acked = 0, nacked = 0;
   std::uint64_t saved = 0, save_failed = 0;
   std::uint64_t restarted = 0, restart_failed = 0, restart_retries = 0;
-  std::uint64_t extensions = 0, late_extensions = 0;
+  std::uint64_t extensions = 0, late_extensions = 0, extension_failed = 0;
   std::uint64_t peak_in_flight = 0;
+  std::uint64_t peak_backlog = 0;  // most messages waiting in the in-process pub/sub at once
+  std::uint64_t log_dropped = 0;   // async log lines dropped on a full queue (--log-overflow)
+  const char* log_overflow = "";
   std::uint64_t malformed = 0, redelivered = 0;  // broker source: terminated, delivered again
   double wall_s = 0, msgs_per_s = 0, cpu_s = 0;
   double latency_p50_ms = 0, latency_p99_ms = 0, latency_max_ms = 0;

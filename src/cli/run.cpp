@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
@@ -131,9 +132,19 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->type_name("sync|async")
       ->default_str("sync")
       ->group(logs);
-  app.add_option("--log-queue", o.log_queue,
-                 "Async logger queue size, in lines (full queue: callers wait, nothing is dropped)")
+  app.add_option("--log-queue", o.log_queue, "Async logger queue size, in lines")
       ->check(kNotNegative)
+      ->group(logs);
+  app.add_option_function<std::string>(
+         "--log-overflow",
+         [&o](const std::string& v) {
+           o.log_overflow = v == "drop-oldest" ? LogOverflow::kDropOldest : LogOverflow::kBlock;
+         },
+         "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
+         "never wait; dropped lines are counted in the summary's log_dropped)")
+      ->check(CLI::IsMember({"block", "drop-oldest"}))
+      ->type_name("block|drop-oldest")
+      ->default_str("block")
       ->group(logs);
   app.add_option("--log-buffer", o.log_buffer,
                  "With --log-file: bytes each logging thread buffers before one write (also "
@@ -166,7 +177,7 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(prof);
   app.add_option("--inject", faults,
                  "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
-                 "save|restart|cleanup and FAULT error (an expected I/O failure) | crash (an "
+                 "save|restart|cleanup|timer and FAULT error (an expected I/O failure) | crash (an "
                  "unexpected exception) | hang (the stage never returns)")
       ->group("Fault injection");
 
@@ -209,12 +220,9 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "top") return top_main(argc - 1, argv + 1);
-  // Before any thread exists (the async logger starts one when it is built): every thread inherits
-  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
-  ShutdownManager::block_signals();
-  Options opts;
+std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
+                              std::vector<FaultSpec>& faults, std::string& message,
+                              std::optional<PublishOptions>* publish) {
   CLI::App app{
       "Mayhem: a mock chaos monkey. Consumes 'restart this host' messages; saves and restarts each "
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
@@ -224,37 +232,53 @@ int main(int argc, char** argv) {
   add_flags(app, opts, fault_texts);
   PublishOptions pub_opts;
   CLI::App* pub = add_publish_command(app, pub_opts);
+  const auto fail = [&message](const std::string& what, const char* prefix = "mayhem: error: ") {
+    message = prefix + what;
+    std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
+    return 2;
+  };
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+  } catch (const CLI::CallForHelp&) {
+    message = app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    message = app.help("", CLI::AppFormatMode::All);
+    return 0;
   } catch (const CLI::ParseError& e) {
-    std::cerr << "mayhem: error: " << e.what() << " (see --help)\n";
-    return 2;
+    return fail(std::string(e.what()) + " (see --help)");
+  } catch (const std::exception& e) {  // a conversion CLI11 did not wrap: still bad input
+    return fail(std::string(e.what()) + " (see --help)");
   }
   if (pub->parsed()) {
-    if (auto err = validate(pub_opts)) {
-      std::cerr << "mayhem publish: error: " << *err << "\n";
-      return 2;
-    }
-    return publish(pub_opts);
+    if (auto err = validate(pub_opts)) return fail(*err, "mayhem publish: error: ");
+    if (publish) *publish = pub_opts;
+    return std::nullopt;
   }
-  if (auto err = validate(opts)) {
-    std::cerr << "mayhem: error: " << *err << "\n";
-    return 2;
-  }
-  std::vector<FaultSpec> faults;
+  if (auto err = validate(opts)) return fail(*err);
   for (const auto& text : fault_texts) {
     std::string err;
     auto spec = parse_fault(text, err);
-    if (!spec) {
-      std::cerr << "mayhem: error: " << err << "\n";
-      return 2;
-    }
+    if (!spec) return fail(err);
     faults.push_back(*spec);
   }
+  return std::nullopt;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "top") return top_main(argc - 1, argv + 1);
+  // Before any thread exists (the async logger starts one when it is built): every thread inherits
+  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
+  ShutdownManager::block_signals();
+  Options opts;
+  std::vector<FaultSpec> faults;
+  std::string message;
+  std::optional<PublishOptions> publish_cmd;
+  if (auto rc = parse_args(argc, argv, opts, faults, message, &publish_cmd)) {
+    (*rc == 0 ? std::cout : std::cerr) << message << (*rc == 0 ? "" : "\n") << std::flush;
+    return *rc;
+  }
+  if (publish_cmd) return publish(*publish_cmd);
   std::unique_ptr<Profiler> profiler;  // outlives the service (the lease thread's last tick)
   if (opts.live) {
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
@@ -266,10 +290,11 @@ int main(int argc, char** argv) {
   std::unique_ptr<Service> service;
   try {
     auto log = make_logger(opts);
-    auto hook = make_fault_hook(std::move(faults), log);
+    auto hook = make_fault_hook(faults, log);
+    auto timer_hook = make_timer_fault_hook(std::move(faults), log);
     profiler = make_profiler(opts, SteadyClock::instance(), log);
-    service =
-        std::make_unique<Service>(opts, Service::Deps{log, profiler.get(), true, std::move(hook)});
+    service = std::make_unique<Service>(
+        opts, Service::Deps{log, profiler.get(), true, std::move(hook), std::move(timer_hook)});
   } catch (const std::exception& e) {
     std::cerr << "mayhem: error: " << e.what() << "\n";
     return 2;

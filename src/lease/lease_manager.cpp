@@ -1,6 +1,8 @@
 #include "mayhem/lease/lease_manager.hpp"
 
 #include <algorithm>
+#include <bitset>
+#include <limits>
 
 namespace mayhem {
 
@@ -34,26 +36,41 @@ void LeaseManager::mark_done(Message& m) {
   }
 }
 
-void LeaseManager::link_back(Lot* lot) {
+namespace {
+void append(Lot*& head, Lot*& tail, Lot* lot) {
   lot->next = nullptr;
-  lot->prev = tail_;
-  if (tail_)
-    tail_->next = lot;
+  lot->prev = tail;
+  if (tail)
+    tail->next = lot;
   else
-    head_ = lot;
-  tail_ = lot;
+    head = lot;
+  tail = lot;
+}
+}  // namespace
+
+void LeaseManager::link_back(Lot* lot) {
+  lot->retrying = false;
+  append(head_, tail_, lot);
+}
+
+void LeaseManager::link_retry(Lot* lot) {
+  lot->retrying = true;
+  append(retry_head_, retry_tail_, lot);
 }
 
 void LeaseManager::unlink(Lot* lot) {
+  Lot*& head = lot->retrying ? retry_head_ : head_;
+  Lot*& tail = lot->retrying ? retry_tail_ : tail_;
   if (lot->prev)
     lot->prev->next = lot->next;
   else
-    head_ = lot->next;
+    head = lot->next;
   if (lot->next)
     lot->next->prev = lot->prev;
   else
-    tail_ = lot->prev;
+    tail = lot->prev;
   lot->prev = lot->next = nullptr;
+  lot->retrying = false;
 }
 
 void LeaseManager::free_lot(Lot* lot) {
@@ -66,22 +83,46 @@ void LeaseManager::recycle_lot(Lot* lot) {
   lots_.release_one(lot);
 }
 
-void LeaseManager::extend_lot(Lot* lot, Nanos now) {
+bool LeaseManager::extend_lot(Lot* lot, Nanos now) {
   extend_buf_.clear();
+  // Fault injection first, before any message of the lot is held in kExtending: a hook that
+  // throws or never returns then leaves every message free for mark_done().
+  std::bitset<kBatchCapacity> failed;
+  if (fault_ && !faults_off_) {
+    for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
+      const Message& m = *lot->batch.msgs[i];
+      if (m.lease.load(std::memory_order_acquire) != LeaseState::kActive) continue;
+      if (fault_(m, m.extended_cnt + lot->failed_passes)) failed.set(i);
+    }
+    if (failed.any()) {
+      metrics_.extension_failed.add(failed.count());
+      for (std::uint32_t i = 0; i < lot->batch.size; ++i)
+        if (failed.test(i))
+          log_->error("Could not extend deadline for {}: injected timer error; retrying",
+                      *lot->batch.msgs[i]);
+    }
+  }
   for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
     Message* m = lot->batch.msgs[i];
     LeaseState expected = LeaseState::kActive;
-    if (!m->lease.compare_exchange_strong(expected, LeaseState::kExtending,
-                                          std::memory_order_acq_rel)) {
-      continue;  // results already handled: no more extensions
+    if (failed.test(i) || !m->lease.compare_exchange_strong(expected, LeaseState::kExtending,
+                                                            std::memory_order_acq_rel)) {
+      continue;  // failed (retried with the lot), or results already handled: no extension
     }
     if (now > m->deadline_ns) metrics_.late_extensions.add(1);
     m->deadline_ns = now + cfg_.ack_deadline;
     ++m->extended_cnt;
     extend_buf_.push_back(m);
   }
-  if (extend_buf_.empty()) return;
-  if (hook_) hook_(extend_buf_.data(), extend_buf_.size());
+  if (extend_buf_.empty()) return failed.none();
+  if (hook_) {
+    try {
+      hook_(extend_buf_.data(), extend_buf_.size());
+    } catch (...) {
+      for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
+      throw;
+    }
+  }
   // Hand the messages back before logging, so a stage waiting in mark_done() is held only for the
   // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread
   // only.
@@ -91,9 +132,14 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now) {
     for (Message* m : extend_buf_)
       log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
   }
+  return failed.none();
 }
 
 Nanos LeaseManager::tick() {
+  return pass(true);
+}
+
+Nanos LeaseManager::pass(bool extend) {
   ObserveScope scope(observer_, Stage::kLease, 0);
   const Nanos now = clock_.now();
   std::size_t tracked = tracked_.load(std::memory_order_relaxed);
@@ -114,6 +160,7 @@ Nanos LeaseManager::tick() {
         continue;
       }
       lot->due = now + cfg_.extend_interval;
+      lot->failed_passes = 0;
       link_back(lot);
       ++tracked;
     }
@@ -131,44 +178,93 @@ Nanos LeaseManager::tick() {
     if (n < drain_buf_.size()) break;
   }
   tracked_.store(tracked, std::memory_order_relaxed);
+  if (!extend) return now + cfg_.poll;
   // Extend every due lot and move it to the back: with a constant interval (> 0),
-  // due = now + interval keeps the FIFO sorted and a moved lot is never due again in this pass.
-  while (head_ && head_->due <= now) {
-    Lot* lot = head_;
-    extend_lot(lot, now);
-    unlink(lot);
-    lot->due = now + cfg_.extend_interval;
-    link_back(lot);
-  }
-  return head_ ? std::min(head_->due, now + cfg_.poll) : now + cfg_.poll;
+  // due = now + interval keeps the FIFO sorted and a moved lot is never due again in this pass. A
+  // lot with a failed extension goes to the retry list instead (due = now + poll, sorted too, as
+  // poll is constant), and rejoins the schedule once all its messages are extended. A lot is
+  // unlinked only after extend_lot() returns, so an exception leaves both lists intact.
+  auto extend_due = [&](Lot*& head) {
+    while (head && head->due <= now) {
+      Lot* lot = head;
+      const bool ok = extend_lot(lot, now);
+      unlink(lot);
+      if (ok) {
+        lot->due = now + cfg_.extend_interval;
+        link_back(lot);
+      } else {
+        ++lot->failed_passes;
+        lot->due = now + cfg_.poll;
+        link_retry(lot);
+      }
+    }
+  };
+  extend_due(head_);
+  extend_due(retry_head_);
+  Nanos next = now + cfg_.poll;
+  if (head_) next = std::min(next, head_->due);
+  if (retry_head_) next = std::min(next, retry_head_->due);
+  return next;
 }
 
 void LeaseManager::start() {
   {
     std::lock_guard lock(wake_mutex_);
     stop_requested_ = false;
+    exited_ = false;
   }
   thread_ = std::thread([this] { run(); });
 }
 
 void LeaseManager::run() {
   for (;;) {
-    const Nanos next = tick();
+    Nanos next;
+    try {
+      next = tick();
+    } catch (...) {
+      // The global handler shuts the service down gracefully; meanwhile this thread goes on
+      // freeing released lots (and extending, without injected faults, so a fault that would
+      // hit again on every pass does not fire again).
+      faults_off_ = true;
+      if (on_fatal_)
+        on_fatal_(std::current_exception());
+      else
+        log_->error("Unexpected exception on the lease thread");
+      next = clock_.now() + cfg_.poll;
+    }
     const Nanos wait = std::max<Nanos>(next - clock_.now(), 100'000);
     std::unique_lock lock(wake_mutex_);
-    if (wake_cv_.wait_for(lock, std::chrono::nanoseconds(wait), [&] { return stop_requested_; }))
+    if (wake_cv_.wait_for(lock, std::chrono::nanoseconds(wait), [&] { return stop_requested_; })) {
+      exited_ = true;
+      exited_cv_.notify_all();
       return;
+    }
   }
 }
 
 void LeaseManager::stop() {
-  {
-    std::lock_guard lock(wake_mutex_);
+  stop_within(std::numeric_limits<Nanos>::max() / 2);
+}
+
+bool LeaseManager::stop_within(Nanos timeout) {
+  if (abandoned_) return false;
+  if (thread_.joinable()) {
+    std::unique_lock lock(wake_mutex_);
     stop_requested_ = true;
+    wake_cv_.notify_all();
+    if (!exited_cv_.wait_for(lock, std::chrono::nanoseconds(timeout), [&] { return exited_; })) {
+      // A pass never returned (e.g. --inject timer:hang): leave the thread and everything it
+      // may touch behind.
+      abandoned_ = true;
+      lock.unlock();
+      thread_.detach();
+      return false;
+    }
+    lock.unlock();
+    thread_.join();
   }
-  wake_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-  tick();  // free whatever was released since the last pass
+  pass(false);  // free whatever was released since the last pass (no extensions: we are done)
+  return true;
 }
 
 }  // namespace mayhem

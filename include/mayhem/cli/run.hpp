@@ -4,10 +4,25 @@
 // Use: `int main(int argc, char** argv) { return mayhem::cli::main(argc, argv); }`
 #pragma once
 
-#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mayhem/cli/publish.hpp"
+#include "mayhem/faults.hpp"
+#include "mayhem/options.hpp"
 
 namespace mayhem::cli {
 
 int main(int argc, char** argv);
+
+// The flag decoder alone (fuzzed: fuzz/fuzz_cli_args.cpp): parses argv into `opts` and `faults`
+// with no side effects; never exits, never throws. Returns the exit status when the process should
+// stop now, with what to print in `message`: 0 after --help (the help text, for stdout), 2 after
+// bad input (one line, "mayhem: error: ...", for stderr). nullopt: the options are valid, run
+// (or, after `mayhem publish ...`, *publish holds its valid options: run that instead).
+std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
+                              std::vector<FaultSpec>& faults, std::string& message,
+                              std::optional<PublishOptions>* publish = nullptr);
 
 }  // namespace mayhem::cli

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "mayhem/source/source.hpp"
 
@@ -26,7 +27,10 @@ class InProcessPubSub final : public Source {
   }
   void publish(Message* const* msgs, std::size_t n) {
     queue_.enqueue_bulk(producer_, msgs, n);
-    depth_.fetch_add(n);
+    const std::uint64_t depth = depth_.fetch_add(n) + n;
+    // One publishing thread: a plain max, no read-modify-write (read by the summary).
+    if (depth > peak_depth_.load(std::memory_order_relaxed))
+      peak_depth_.store(depth, std::memory_order_relaxed);
   }
 
   std::size_t pull(Message** out, std::size_t max) override {
@@ -34,15 +38,24 @@ class InProcessPubSub final : public Source {
     if (got != 0) depth_.fetch_sub(got);
     return got;
   }
-  void ack(Message* const*, std::size_t n) override {
+  void ack(Message* const* msgs, std::size_t n) override {
     acks_.fetch_add(n, std::memory_order_relaxed);
+    if (audit_) audit_(true, msgs, n);
   }
-  void nack(Message* const*, std::size_t n) override {
+  void nack(Message* const* msgs, std::size_t n) override {
     nacks_.fetch_add(n, std::memory_order_relaxed);
+    if (audit_) audit_(false, msgs, n);
   }
+  // Tests: sees every ack and nack, per batch, on the settling thread (msgs is null for the
+  // anonymous nacks of a timed-out shutdown). Set before the service starts.
+  using Audit = std::function<void(bool ack, Message* const* msgs, std::size_t n)>;
+  void set_audit(Audit audit) { audit_ = std::move(audit); }
   void extend(Message* const*, std::size_t) override {}
   std::uint64_t backlog() const override { return depth_.load(std::memory_order_acquire); }
 
+  // The most messages ever waiting at once (the publisher's view; at most capacity + one batch
+  // as publish checks free_capacity() first).
+  std::uint64_t peak_backlog() const { return peak_depth_.load(std::memory_order_relaxed); }
   std::uint64_t acks() const { return acks_.load(std::memory_order_relaxed); }
   std::uint64_t nacks() const { return nacks_.load(std::memory_order_relaxed); }
 
@@ -52,8 +65,10 @@ class InProcessPubSub final : public Source {
   moodycamel::ProducerToken producer_;
   moodycamel::ConsumerToken consumer_;
   alignas(64) std::atomic<std::uint64_t> depth_{0};
+  std::atomic<std::uint64_t> peak_depth_{0};  // written by the publisher only
   alignas(64) std::atomic<std::uint64_t> acks_{0};
   std::atomic<std::uint64_t> nacks_{0};
+  Audit audit_;
 };
 
 }  // namespace mayhem

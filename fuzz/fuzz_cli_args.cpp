@@ -1,0 +1,48 @@
+// libFuzzer target for the command-line flag decoder, mayhem::cli::parse_args (CLI11 plus
+// validate() plus the --inject parser). The input is one argument per line (so the corpus in
+// fuzz/corpus/fuzz_cli_args/ is readable); an embedded NUL ends its argument, as in a real argv.
+// Properties: it never crashes, throws or exits; bad input gives exit status 2 and exactly one line
+// "mayhem: error: ..."; --help gives status 0 and the help text; anything accepted is valid.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "mayhem/cli/run.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::vector<std::string> args{"mayhem"};
+  std::string current;
+  for (std::size_t i = 0; i < size && args.size() < 64; ++i) {
+    if (data[i] == '\n') {
+      args.push_back(current);
+      current.clear();
+    } else {
+      current.push_back(static_cast<char>(data[i]));
+    }
+  }
+  if (size != 0 && args.size() < 64) args.push_back(current);
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());  // c_str(): a NUL cuts the argument
+  argv.push_back(nullptr);
+
+  mayhem::Options opts;
+  std::vector<mayhem::FaultSpec> faults;
+  std::string message;
+  const auto rc =
+      mayhem::cli::parse_args(static_cast<int>(args.size()), argv.data(), opts, faults, message);
+  if (!rc) {
+    if (mayhem::validate(opts) || !message.empty()) std::abort();  // accepted means valid
+    for (const auto& f : faults)
+      if (!(f.probability >= 0 && f.probability <= 1)) std::abort();
+  } else if (*rc == 2) {
+    if (message.rfind("mayhem: error: ", 0) != 0 || message.find('\n') != std::string::npos)
+      std::abort();  // one clear line
+  } else if (*rc == 0) {
+    if (message.find("--messages") == std::string::npos) std::abort();  // the help text
+  } else {
+    std::abort();  // no other exit status is documented
+  }
+  return 0;
+}
