@@ -11,16 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need() {  # need COMMAND DEBIAN-PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${MAYHEM_NO_INSTALL:-}" = "" ]; then
-    echo "profile-perf: '$1' is missing; installing Debian package $2" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2 || true
-  fi
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "profile-perf: error: '$1' not found. Install the Debian package '$2' (tools/install-deps.sh does)." >&2
-  exit 1
-}
+NEED_WHO=profile-perf
+# shellcheck source=tools/lib/need.sh
+source tools/lib/need.sh
 need perf linux-perf
 need python3 python3
 
