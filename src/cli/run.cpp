@@ -228,6 +228,10 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
       "acks. SIGINT/SIGTERM/SIGHUP shut it down gracefully (outstanding messages are nacked).",
       "mayhem"};
+  // `top` is dispatched before this parser runs (it has flags of its own); say it exists.
+  app.footer(
+      "Also: mayhem top --addr HOST:PORT   live view of a service run with --stats-addr "
+      "(mayhem top --help)");
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
   PublishOptions pub_opts;
