@@ -26,7 +26,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(what, check, timeout=10.0, step=0.05):
+def wait_for(what, check, timeout=30.0, step=0.05):
     deadline = time.monotonic() + timeout
     while True:
         got = check()
@@ -82,7 +82,12 @@ def main():
             m = re.search(r"acks (\d+)", screen)
             return int(m.group(1)) if m else -1
 
-        one = wait_for("the stage table", screen_with("msgs/s in", "STAGE", "lease", "acks "))
+        def all_rows(screen):  # every stage has its row (the first fetch may come before any)
+            return all(re.search(r"^%s\s+\d+/" % st, screen, re.M) for st in STAGES)
+
+        one = wait_for("the stage table",
+                       lambda: (lambda s: s if "msgs/s in" in s and all_rows(s) else None)(
+                           capture()))
         for stage in STAGES:
             assert re.search(r"^%s\s+\d+/" % stage, one, re.M), "no row for " + stage + "\n" + one
         two = wait_for("numbers that change",
