@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NEED_WHO=profile-callgrind
-# shellcheck source=tools/lib/need.sh
-source tools/lib/need.sh
+# shellcheck source=tools/lib/profile-common.sh
+source tools/lib/profile-common.sh
 need valgrind valgrind
 need callgrind_annotate valgrind
 
@@ -26,13 +26,7 @@ while getopts "o:b:h" opt; do
   esac
 done
 shift $((OPTIND - 1))
-if [ -z "$bin" ]; then
-  for b in build/profile/mayhem build/release/mayhem; do [ -x "$b" ] && { bin=$b; break; }; done
-fi
-[ -n "$bin" ] && [ -x "$bin" ] || {
-  echo "profile-callgrind: error: no mayhem binary; build one: cmake --preset profile && cmake --build --preset profile" >&2
-  exit 1
-}
+pick_binary
 mkdir -p "$out"
 if [ $# -eq 0 ]; then
   set -- --messages 20000 --publish-interval 0 --latency-scale 0 --threads 2 --log-file "$out/mayhem.log"

@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NEED_WHO=profile-perf
-# shellcheck source=tools/lib/need.sh
-source tools/lib/need.sh
+# shellcheck source=tools/lib/profile-common.sh
+source tools/lib/profile-common.sh
 need perf linux-perf
 need python3 python3
 
@@ -29,13 +29,7 @@ while getopts "o:F:b:h" opt; do
   esac
 done
 shift $((OPTIND - 1))
-if [ -z "$bin" ]; then
-  for b in build/profile/mayhem build/release/mayhem; do [ -x "$b" ] && { bin=$b; break; }; done
-fi
-[ -n "$bin" ] && [ -x "$bin" ] || {
-  echo "profile-perf: error: no mayhem binary; build one: cmake --preset profile && cmake --build --preset profile" >&2
-  exit 1
-}
+pick_binary
 if [ $# -eq 0 ]; then
   set -- --messages 2000000 --publish-interval 0 --latency-scale 0 --log-level off
 fi
