@@ -161,8 +161,7 @@ TEST_CASE("SIGINT, SIGTERM and SIGHUP each shut the binary down gracefully", "[c
       const std::string log = temp_path("signal.log");
       Subprocess p({"--messages", "0", "--rate", "3000", "--latency-scale", "0.3", "--summary-json",
                     "--log-file", log, "--log-mode", signo == SIGHUP ? "async" : "sync"});
-      REQUIRE(
-          eventually([&] { return read_file(log).find("Done. Acked") != std::string::npos; }, 20s));
+      REQUIRE(file_shows(log, "Done. Acked", 20s));
       p.signal(signo);
       const Result r = p.wait(30s);
       REQUIRE_FALSE(r.timed_out);
@@ -205,9 +204,7 @@ TEST_CASE("A stage that hangs: shutdown gives up after --shutdown-timeout, nothi
   const std::string log = temp_path("hang.log");
   Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
                 "restart:hang:1", "--shutdown-timeout", "1", "--summary-json", "--log-file", log});
-  REQUIRE(eventually(
-      [&] { return read_file(log).find("Injecting a hang into restart") != std::string::npos; },
-      30s));
+  REQUIRE(file_shows(log, "Injecting a hang into restart", 30s));
   p.signal(SIGINT);
   const auto start = std::chrono::steady_clock::now();
   const Result r = p.wait(30s);
@@ -226,14 +223,10 @@ TEST_CASE("A second signal forces a prompt exit while shutdown waits", "[cli][sh
   const std::string log = temp_path("second.log");
   Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.01", "--inject",
                 "restart:hang:1", "--shutdown-timeout", "120", "--log-file", log});
-  REQUIRE(eventually(
-      [&] { return read_file(log).find("Injecting a hang into restart") != std::string::npos; },
-      30s));
+  REQUIRE(file_shows(log, "Injecting a hang into restart", 30s));
   p.signal(SIGINT);
   // The first signal's shutdown is now stuck behind the hung stage (for up to 120 s).
-  REQUIRE(eventually(
-      [&] { return read_file(log).find("Cancelling outstanding tasks") != std::string::npos; },
-      20s));
+  REQUIRE(file_shows(log, "Cancelling outstanding tasks", 20s));
   p.signal(SIGTERM);
   const auto start = std::chrono::steady_clock::now();
   const Result r = p.wait(30s);
@@ -314,9 +307,7 @@ TEST_CASE("timer:hang: shutdown leaves the stuck lease thread within --shutdown-
   Subprocess p({"--messages", "0", "--rate", "2000", "--latency-scale", "0.2", "--extend-interval",
                 "0.02", "--inject", "timer:hang:1", "--shutdown-timeout", "1", "--summary-json",
                 "--log-file", log});
-  REQUIRE(eventually(
-      [&] { return read_file(log).find("Injecting a hang into timer") != std::string::npos; },
-      30s));
+  REQUIRE(file_shows(log, "Injecting a hang into timer", 30s));
   p.signal(SIGINT);
   const auto start = std::chrono::steady_clock::now();
   const Result r = p.wait(30s);

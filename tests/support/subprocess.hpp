@@ -124,4 +124,10 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout) {
   return true;
 }
 
+// Waits until the file at `path` (e.g. a --log-file) contains `text`; false after `timeout`.
+inline bool file_shows(const std::string& path, const std::string& text,
+                       std::chrono::milliseconds timeout) {
+  return eventually([&] { return read_file(path).find(text) != std::string::npos; }, timeout);
+}
+
 }  // namespace mayhem::test
