@@ -78,41 +78,28 @@ struct AsyncHolder {
   std::shared_ptr<spdlog::async_logger> logger;
   std::shared_ptr<spdlog::details::thread_pool> pool;
 };
-// The holder's deleter; log_dropped() finds it again with std::get_deleter (which sees through the
-// aliasing pointer to the shared control block), and through it the pool's overrun counter.
+// The holder's deleter; log_queue_stats() finds it again with std::get_deleter (which sees through
+// the aliasing pointer to the shared control block), and through it the pool's counters.
 struct AsyncHolderDeleter {
   AsyncHolder* holder = nullptr;
   void operator()(AsyncHolder* h) const { delete h; }
 };
 
-// Async loggers made here and their queues (spdlog keeps the pool private to the logger).
-struct PoolEntry {
-  std::weak_ptr<spdlog::logger> logger;
-  std::weak_ptr<spdlog::details::thread_pool> pool;
-};
-std::mutex g_pools_mutex;
-std::vector<PoolEntry> g_pools;
-
 }  // namespace
 
-LogQueueStats log_queue_stats(const spdlog::logger* log) {
+LogQueueStats log_queue_stats(const std::shared_ptr<spdlog::logger>& log) {
   LogQueueStats s;
-  std::lock_guard lock(g_pools_mutex);
-  for (const auto& e : g_pools) {
-    auto logger = e.logger.lock();
-    if (logger.get() != log || log == nullptr) continue;
-    if (auto pool = e.pool.lock()) {
-      s.async = true;
-      s.depth = pool->queue_size();
-      s.overruns = pool->overrun_counter();
-    }
+  const auto* d = std::get_deleter<AsyncHolderDeleter>(log);
+  if (d && d->holder->pool) {
+    s.async = true;
+    s.depth = d->holder->pool->queue_size();
+    s.overruns = d->holder->pool->overrun_counter();
   }
   return s;
 }
 
 std::uint64_t log_dropped(const std::shared_ptr<spdlog::logger>& log) {
-  const auto* d = std::get_deleter<AsyncHolderDeleter>(log);
-  return d && d->holder->pool ? d->holder->pool->overrun_counter() : 0;
+  return log_queue_stats(log).overruns;
 }
 
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name) {
@@ -153,9 +140,6 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
         opts.log_overflow == LogOverflow::kBlock ? spdlog::async_overflow_policy::block
                                                  : spdlog::async_overflow_policy::overrun_oldest);
     log = std::shared_ptr<spdlog::logger>(holder, holder->logger.get());
-    std::lock_guard lock(g_pools_mutex);
-    std::erase_if(g_pools, [](const PoolEntry& e) { return e.logger.expired(); });
-    g_pools.push_back({log, holder->pool});
   } else {
     log = std::make_shared<spdlog::logger>("mayhem", sink);
   }

@@ -310,7 +310,7 @@ StatsSnapshot Service::Impl::stats_snapshot() const {
   g.queue_capacity = opts.queue_capacity;
   g.save_limit = opts.save_concurrency;
   g.restart_limit = opts.restart_concurrency;
-  const auto q = log_queue_stats(log.get());
+  const auto q = log_queue_stats(log);
   g.log = LogStats{q.async, q.depth, q.overruns};
   if (!stats_ready.load(std::memory_order_acquire)) return make_stats_snapshot(metrics, nullptr, g);
   g.uptime_ns = static_cast<std::uint64_t>(std::max<Nanos>(clock.now() - start_ns, 0));

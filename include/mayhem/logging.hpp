@@ -27,11 +27,11 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts);
 std::uint64_t log_dropped(const std::shared_ptr<spdlog::logger>& log);
 
 // The async logger's queue, for the stats endpoint (all zero for a sync logger or one not made by
-// make_logger). `overruns`: lines the queue dropped (none with the `block` policy used here).
+// make_logger). `overruns`: lines the queue dropped (only with --log-overflow drop-oldest).
 struct LogQueueStats {
   bool async = false;
   std::uint64_t depth = 0, overruns = 0;
 };
-LogQueueStats log_queue_stats(const spdlog::logger* log);
+LogQueueStats log_queue_stats(const std::shared_ptr<spdlog::logger>& log);
 
 }  // namespace mayhem
