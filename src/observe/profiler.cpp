@@ -4,12 +4,21 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <queue>
 #include <tuple>
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "mayhem/message.hpp"
 #include "mayhem/rng.hpp"
@@ -26,6 +35,9 @@ constexpr int kWaits = 4;  // pub/sub queue, save I/O, restart I/O, cleanup I/O
 constexpr const char* kWaitNames[kWaits] = {"pub/sub queue", "save I/O", "restart I/O",
                                             "cleanup I/O"};
 constexpr std::uint64_t kSampleSalt = 0x7ACE5A3B1EULL;
+constexpr std::uint32_t kWeyl = 0x9E3779B9u;  // 2^32 / golden ratio, odd
+// Messages are sampled in blocks of 2 KiB of pool memory (16 slots of 128 bytes).
+constexpr int kBlockShift = 11;
 
 // Single-writer counters: the owning thread loads and stores (no RMW), readers load.
 using U64 = std::atomic<std::uint64_t>;
@@ -33,41 +45,66 @@ inline void bump(U64& a, std::uint64_t v) {
   a.store(a.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
 }
 
-// Which I/O op a stage submits (0 save, 1 restart, 2 cleanup) or completes; -1 neither.
-int submits(Stage s) {
-  switch (s) {
-    case Stage::kSave:
-      return 0;
-    case Stage::kRestart:
-      return 1;
-    case Stage::kCleanup:
-      return 2;
-    default:
-      return -1;
-  }
-}
-int completes(Stage s) {
-  switch (s) {
-    case Stage::kSaved:
-      return 0;
-    case Stage::kRestarted:
-      return 1;
-    case Stage::kSettle:
-      return 2;
-    default:
-      return -1;
-  }
-}
+// Per stage: which I/O op it submits (0 save, 1 restart, 2 cleanup) or completes (3 + op); -1
+// neither.
+constexpr std::int8_t kIoSlot[kStages] = {
+    -1,  // publish
+    -1,  // consume
+    0,   // save
+    3,   // saved
+    1,   // restart
+    4,   // restarted
+    2,   // cleanup
+    5,   // settle
+    -1,  // lease
+};
 
 const char* stage_file(int node) {
   return node == static_cast<int>(Stage::kLease) ? "src/lease/lease_manager.cpp"
                                                  : "src/pipeline/pipeline.cpp";
 }
 
+// The time-stamp counter is used only where the kernel trusts it as its own clock source (then it
+// is invariant and synchronised across cores); anything else falls back to steady_clock.
+bool tsc_usable() {
+#if defined(__x86_64__)
+  static const bool ok = [] {
+    std::ifstream f("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+    std::string s;
+    return static_cast<bool>(f >> s) && s == "tsc";
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+std::int64_t read_tsc() {
+#if defined(__x86_64__)
+  return static_cast<std::int64_t>(__rdtsc());
+#else
+  return steady_now();
+#endif
+}
+
+// Nanoseconds per TSC tick, measured against steady_clock over 200 us (once per profiler).
+double calibrate_tsc() {
+  const Nanos n0 = steady_now();
+  const std::int64_t t0 = read_tsc();
+  Nanos n1;
+  do {
+    n1 = steady_now();
+  } while (n1 - n0 < 200'000);
+  const std::int64_t t1 = read_tsc();
+  return t1 > t0 ? static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0) : 1.0;
+}
+
 struct TraceEvent {
+  // Slices, I/O and counters are timed in ticks; queue spans (from a message's publish time) in
+  // nanoseconds. Both relative to the profiler's start; converted when written.
   enum Kind : std::uint8_t { kSlice, kIoBegin, kIoEnd, kQueueSpan, kCounter };
-  Nanos ts = 0;   // relative to the profiler's start
-  Nanos dur = 0;  // slices and spans; counters: the value
+  std::int64_t ts = 0;
+  std::int64_t dur = 0;  // slices and spans; counters: the value
   std::uint32_t items = 0;
   Kind kind = kSlice;
   std::uint8_t node = 0;  // stage (slices), op (I/O), counter index
@@ -75,27 +112,28 @@ struct TraceEvent {
   std::uint64_t seqs[3] = {};
 };
 
-// Append-only event log of one thread, in chunks (no reallocation of events already written).
+// Append-only event log of one thread, in chunks (no reallocation of events already written; one
+// allocation per 4096 events).
 class TraceLog {
  public:
   static constexpr std::size_t kChunk = 4096;
   void push(const TraceEvent& e) {
     if (used_ == kChunk || chunks_.empty()) {
-      chunks_.push_back(std::make_unique<std::array<TraceEvent, kChunk>>());
+      chunks_.push_back(std::make_unique_for_overwrite<TraceEvent[]>(kChunk));
       used_ = 0;
     }
-    (*chunks_.back())[used_++] = e;
+    chunks_.back()[used_++] = e;
   }
   template <typename F>
   void each(F f) const {
     for (std::size_t c = 0; c < chunks_.size(); ++c) {
       const std::size_t n = c + 1 == chunks_.size() ? used_ : kChunk;
-      for (std::size_t i = 0; i < n; ++i) f((*chunks_[c])[i]);
+      for (std::size_t i = 0; i < n; ++i) f(chunks_[c][i]);
     }
   }
 
  private:
-  std::vector<std::unique_ptr<std::array<TraceEvent, kChunk>>> chunks_;
+  std::vector<std::unique_ptr<TraceEvent[]>> chunks_;
   std::size_t used_ = 0;
 };
 
@@ -113,14 +151,21 @@ std::string message_text(std::uint64_t seq, const char* name, std::uint32_t item
                      items == 1 ? "" : "s", name, seq);
 }
 
+// One (caller, callee) pair of a thread: calls, inclusive ticks, messages. 32-byte aligned so a
+// pop touches one cache line.
+struct alignas(32) Cell {
+  U64 calls{0}, incl{0}, items{0};
+};
+
 }  // namespace
 
 struct Profiler::Frame {
-  int node = 0;
-  Nanos start = 0;
-  Nanos child = 0;
+  std::int64_t start = 0;  // ticks
   std::uint32_t items = 0;
-  bool sampled = false;
+  std::int16_t node = 0;
+  bool carries = false;  // entered with message pointers
+  bool timed = false;    // start was read (else the exit reads no clock either)
+  bool sampled = false;  // carries a sampled message (trace)
   std::uint8_t nseq = 0;
   std::uint64_t seqs[3] = {};
   std::uint64_t first_seq = 0;  // for slow-task warnings
@@ -131,25 +176,21 @@ struct Profiler::ThreadData {
   int index = 0;
   ThreadData* next = nullptr;
   int depth = 0;
-  int overflow = 0;  // pushes beyond kMaxDepth (ignored, but kept balanced)
-  Frame stack[kMaxDepth];
+  int overflow = 0;        // pushes beyond kMaxDepth (ignored, but kept balanced)
   std::uint64_t runs = 0;  // publish runs, for sampling them
-  // [parent][node]: calls, inclusive, self
-  U64 calls[kNodes + 1][kNodes] = {};
-  U64 incl[kNodes + 1][kNodes] = {};
-  U64 self[kNodes + 1][kNodes] = {};
-  U64 items[kNodes] = {};
-  // Waits, as sums of n x (time since start) mod 2^64: completions minus submissions is the total
-  // wait of the completed operations, with no per-message state.
-  U64 sub_n[3] = {}, sub_t[3] = {}, done_n[3] = {}, done_t[3] = {};
+  Frame stack[kMaxDepth];
+  Cell cells[kNodes + 1][kNodes];  // [parent][node]
+  // Waits, as sums of n x (ticks since start) mod 2^64: completions minus submissions is the total
+  // wait of the completed operations, with no per-message state. [0..2] submit, [3..5] complete.
+  U64 io_n[6] = {}, io_t[6] = {};
   U64 pulled = {}, pulled_wait = {}, published = {};
   // The outermost stage now running on this thread (the watchdog reads these).
-  std::atomic<Nanos> active_start{0};  // 0 = none
+  std::atomic<std::int64_t> active_start{0};  // ticks; 0 = none
   std::atomic<std::uint8_t> active_stage{0};
   std::atomic<std::uint32_t> active_items{0};
   std::atomic<std::uint64_t> active_seq{0};
   std::atomic<std::uint64_t> active_name[2] = {};
-  std::atomic<Nanos> reported_start{0};
+  std::atomic<std::int64_t> reported_start{0};
   std::atomic<bool> saw_lease{false};
   TraceLog trace;
 };
@@ -167,11 +208,20 @@ Profiler::Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlo
       clock_(clock),
       log_(std::move(log)),
       steady_(&clock == &SteadyClock::instance()),
+      tsc_(steady_ && tsc_usable()),
       start_(clock.now()),
+      time_all_(cfg.profile || cfg.slow_task > 0 || !cfg.trace),
+      count_(cfg.profile || cfg.trace),
       gen_(g_generation.fetch_add(1, std::memory_order_relaxed)),
-      threshold_(cfg.trace_sample >= 1   ? ~std::uint64_t{0}
-                 : cfg.trace_sample <= 0 ? 0
-                                         : static_cast<std::uint64_t>(cfg.trace_sample * 0x1p64)) {}
+      threshold_(cfg.trace_sample >= 1 || cfg.trace_sample <= 0
+                     ? 0
+                     : static_cast<std::uint32_t>(cfg.trace_sample * 0x1p32)),
+      sample_all_(cfg.trace_sample >= 1) {
+  start_ticks_ = tsc_ ? read_tsc() : start_;
+  if (tsc_) ns_per_tick_ = calibrate_tsc();
+  slow_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.slow_task) / ns_per_tick_);
+  watchdog_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.watchdog_every) / ns_per_tick_);
+}
 
 Profiler::~Profiler() {
   ThreadData* t = threads_.load(std::memory_order_acquire);
@@ -182,18 +232,75 @@ Profiler::~Profiler() {
   }
 }
 
+// Sampling by where the message lives, not its contents: the check must not touch the message
+// (a cache miss per message would cost more than the whole trace). Pool memory is cut in 2 KiB
+// blocks (16 neighbouring slots); a block is sampled when its index times an odd constant near
+// 2^32 / golden ratio (a Weyl sequence, so sampled blocks are spread evenly) falls below P x 2^32.
+// Slots are reused in turn, so about a fraction P of messages is traced. Blocks rather than
+// single slots: the pool hands out neighbouring slots together, so a sampled message's
+// batch-mates tend to be sampled too, and far fewer stage bodies carry a sampled message (at
+// P = 1 % with 128-message batches, most would carry one if slots were sampled one by one).
 bool Profiler::sampled(const Message* m) const {
-  // Sampling by the message's pool slot, not its contents: the check must not touch the message
-  // (at zero latency the submit stages never do, and a cache miss per message would cost more
-  // than the whole trace). One multiply (Fibonacci hashing) spreads the slots over 64 bits; slots
-  // are reused in turn, so about that fraction of messages is traced.
-  const auto slot = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(m) >> 6);
-  return (slot + kSampleSalt) * 0x9E3779B97F4A7C15ULL < threshold_ ||
-         threshold_ == ~std::uint64_t{0};
+  const auto slot = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(m) >> kBlockShift);
+  return sample_all_ || slot * kWeyl < threshold_;
+}
+
+// Which of msgs[0..n) (n <= 64) are sampled, as a bit mask. Four messages at a time with SSE2
+// (every x86-64 has it): shift, multiply, compare, about 3.5 instructions per message and no
+// branch but the loop's.
+std::uint64_t Profiler::sampled_mask(Message* const* msgs, std::uint32_t n) const {
+  if (sample_all_) return n >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << n) - 1;
+  std::uint64_t mask = 0;
+  std::uint32_t i = 0;
+#if defined(__SSE2__)
+  const __m128i k = _mm_set1_epi32(static_cast<int>(kWeyl));
+  const __m128i flip = _mm_set1_epi32(static_cast<int>(0x80000000u));
+  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_ ^ 0x80000000u));
+  for (; i + 4 <= n; i += 4) {
+    // Two pointers per register; pmuludq multiplies the low 32 bits of each 64-bit lane, which
+    // is the slot index mod 2^32, so the low half of each product is the scalar hash below.
+    const __m128i a =
+        _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + i)), kBlockShift);
+    const __m128i b =
+        _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + i + 2)), kBlockShift);
+    const __m128 pa = _mm_castsi128_ps(_mm_mul_epu32(a, k));
+    const __m128 pb = _mm_castsi128_ps(_mm_mul_epu32(b, k));
+    const __m128i h = _mm_castps_si128(_mm_shuffle_ps(pa, pb, _MM_SHUFFLE(2, 0, 2, 0)));
+    // Unsigned h < threshold, as a signed compare with both sign bits flipped.
+    const __m128i lt = _mm_cmplt_epi32(_mm_xor_si128(h, flip), thr);
+    mask |= static_cast<std::uint64_t>(_mm_movemask_ps(_mm_castsi128_ps(lt))) << i;
+  }
+#endif
+  for (; i < n; ++i) mask |= static_cast<std::uint64_t>(sampled(msgs[i])) << i;
+  return mask;
+}
+
+bool Profiler::any_sampled(Message* const* msgs, std::uint32_t n) const {
+  for (std::uint32_t base = 0; base < n; base += 64)
+    if (sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64)) != 0) return true;
+  return false;
+}
+
+Profiler::Ticks Profiler::ticks() const {
+  if (tsc_) return read_tsc();
+  return steady_ ? steady_now() : clock_.now();  // the real clock: no virtual call
 }
 
 Nanos Profiler::now() const {
-  return steady_ ? steady_now() : clock_.now();  // the real clock: no virtual call
+  return steady_ ? steady_now() : clock_.now();
+}
+
+double Profiler::report_ns_per_tick() const {
+  if (!tsc_) return 1;
+  const Ticks t = read_tsc();
+  const Nanos n = steady_now();
+  // Over at least 50 ms the run itself calibrates better than the 200 us at the start.
+  if (n - start_ < 50'000'000 || t <= start_ticks_) return ns_per_tick_;
+  return static_cast<double>(n - start_) / static_cast<double>(t - start_ticks_);
+}
+
+Nanos Profiler::to_ns(Ticks t) const {
+  return tsc_ ? std::llround(static_cast<double>(t) * ns_per_tick_) : t;
 }
 
 Profiler::ThreadData* Profiler::local() {
@@ -211,119 +318,108 @@ Profiler::ThreadData* Profiler::local() {
   return t;
 }
 
-void Profiler::push(ThreadData& t, int node, Nanos now) {
-  if (t.depth == kMaxDepth || t.overflow > 0) {
-    ++t.overflow;
-    return;
-  }
-  Frame& f = t.stack[t.depth++];
-  f.node = node;
-  f.start = now;
-  f.child = 0;
-  f.items = 0;
-  f.sampled = false;
-  f.nseq = 0;
-  f.first_seq = 0;
-  f.first_name[0] = '\0';
+// The table: one call of `node` under its parent frame (the root when outermost).
+void Profiler::account(ThreadData& t, int node, std::uint32_t items, Ticks dur) {
+  const int parent =
+      t.depth > 0 && t.stack[t.depth - 1].node >= 0 ? t.stack[t.depth - 1].node : kRoot;
+  Cell& c = t.cells[parent][node];
+  bump(c.calls, 1);
+  bump(c.incl, static_cast<std::uint64_t>(dur));
+  bump(c.items, items);
 }
 
-void Profiler::pop(ThreadData& t, int node, std::uint32_t items, Nanos now) {
-  if (t.overflow > 0) {
-    --t.overflow;
-    return;
+// Trace: which messages of a stage's batch are sampled (masks of the first 128; `rest` when the
+// batch is longer). A stage entered inside an unsampled stage body on the same thread is a
+// zero-delay completion of a subset of that body's messages (see observer.hpp), so it is not
+// scanned again.
+bool Profiler::scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n,
+                            std::uint64_t (&masks)[2]) const {
+  if (t.depth >= 2) {
+    const Frame& up = t.stack[t.depth - 2];
+    if (up.carries && !up.sampled) return false;
   }
-  if (t.depth == 0) return;  // unbalanced (an observer installed mid-body): ignore
-  Frame& f = t.stack[--t.depth];
-  if (f.node != node) return;        // unbalanced: drop the frame
-  items = std::max(items, f.items);  // consume learns its count from on_pull
-  const Nanos dur = std::max<Nanos>(now - f.start, 0);
-  const Nanos self = std::max<Nanos>(dur - f.child, 0);
-  const int parent = t.depth > 0 ? t.stack[t.depth - 1].node : kRoot;
-  if (t.depth > 0) t.stack[t.depth - 1].child += dur;
-  if (cfg_.profile) {
-    bump(t.calls[parent][node], 1);
-    bump(t.incl[parent][node], static_cast<std::uint64_t>(dur));
-    bump(t.self[parent][node], static_cast<std::uint64_t>(self));
-    bump(t.items[node], items);
-  }
-  if (node >= kStages) return;  // zones: no trace slices, no slow-task checks
-  const auto stage = static_cast<Stage>(node);
-  if (cfg_.trace) {
-    bool keep = f.sampled || stage == Stage::kLease;
-    if (stage == Stage::kPublish) {
-      // publish does not see message pointers: keep a run with the chance that one of its
-      // messages is sampled.
-      const double p = std::min(1.0, cfg_.trace_sample * std::max<std::uint32_t>(items, 1));
-      keep = to_unit(mix(t.runs++, kSampleSalt + t.index)) < p;
-    }
-    if (keep) {
-      TraceEvent e;
-      e.kind = TraceEvent::kSlice;
-      e.ts = f.start - start_;
-      e.dur = dur;
-      e.items = items;
-      e.node = static_cast<std::uint8_t>(node);
-      e.nseq = f.nseq;
-      std::copy(f.seqs, f.seqs + 3, e.seqs);
-      t.trace.push(e);
-    }
-  }
-  if (cfg_.slow_task > 0 && t.depth == 0) {
-    t.active_start.store(0, std::memory_order_release);
-    if (dur > cfg_.slow_task) {
-      slow_tasks_.fetch_add(1, std::memory_order_relaxed);
-      if (log_)
-        log_->warn("Executing stage {} ({}) took {:.3f} seconds", to_string(stage),
-                   message_text(f.first_seq, f.first_name, items), nanos_to_seconds(dur));
-    }
-  }
+  masks[0] = sampled_mask(msgs, std::min<std::uint32_t>(n, 64));
+  masks[1] = n > 64 ? sampled_mask(msgs + 64, std::min<std::uint32_t>(n - 64, 64)) : 0;
+  return (masks[0] | masks[1]) != 0 || (n > 128 && any_sampled(msgs + 128, n - 128));
 }
 
-void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
-  ThreadData& t = *local();
-  const Nanos now = this->now();
-  const int node = static_cast<int>(stage);
-  push(t, node, now);
-  if (t.overflow > 0) return;
-  Frame& f = t.stack[t.depth - 1];
-  f.items = items;
-  if (cfg_.slow_task > 0 && msgs && items > 0) {  // for its warnings only: one load
-    f.first_seq = msgs[0]->seq;
-    std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
-    f.first_name[sizeof f.first_name - 1] = '\0';
-  }
-  if (stage == Stage::kLease && !t.saw_lease.load(std::memory_order_relaxed))
-    t.saw_lease.store(true, std::memory_order_relaxed);
-  const Nanos rel = now - start_;
-  if (cfg_.profile) {
-    const auto weighted = static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(rel);
-    if (const int op = submits(stage); op >= 0) {
-      bump(t.sub_n[op], items);
-      bump(t.sub_t[op], weighted);
-    } else if (const int op2 = completes(stage); op2 >= 0) {
-      bump(t.done_n[op2], items);
-      bump(t.done_t[op2], weighted);
-    }
-  }
-  if (cfg_.trace && msgs) {
-    const int op_begin = submits(stage), op_end = completes(stage);
-    for (std::uint32_t i = 0; i < items; ++i) {
-      if (!sampled(msgs[i])) continue;
-      const std::uint64_t seq = msgs[i]->seq;
+// A batch with sampled messages: remember which (the slice's args) and record their I/O
+// submission or completion (paired into wait spans when the trace is written).
+void Profiler::note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const* msgs,
+                            std::uint32_t n, const std::uint64_t (&masks)[2], Ticks now) {
+  const int slot = kIoSlot[static_cast<int>(stage)];
+  for (std::uint32_t base = 0; base < n; base += 64) {
+    std::uint64_t mask = base < 128
+                             ? masks[base / 64]
+                             : sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
+    for (; mask != 0; mask &= mask - 1) {
+      const std::uint64_t seq =
+          msgs[base + static_cast<std::uint32_t>(std::countr_zero(mask))]->seq;
       if (f.nseq < 3) f.seqs[f.nseq] = seq;
       if (f.nseq < 255) ++f.nseq;
-      f.sampled = true;
-      const int op = op_begin >= 0 ? op_begin : op_end;
-      if (op < 0) continue;
+      if (slot < 0) continue;
       TraceEvent e;
-      e.kind = op_begin >= 0 ? TraceEvent::kIoBegin : TraceEvent::kIoEnd;
-      e.ts = rel;
-      e.node = static_cast<std::uint8_t>(op);
+      e.kind = slot < 3 ? TraceEvent::kIoBegin : TraceEvent::kIoEnd;
+      e.ts = now - start_ticks_;
+      e.node = static_cast<std::uint8_t>(slot % 3);
       e.seqs[0] = seq;
       t.trace.push(e);
     }
   }
-  if (cfg_.slow_task > 0 && t.depth == 1) {
+}
+
+// The hot path (--profile: every stage body) is kept short: the thread's slot, a frame, a clock
+// read, two counters. Trace sampling and slow-task bookkeeping are out of line.
+void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
+  ThreadData& t = *local();
+  if (t.depth == kMaxDepth || t.overflow > 0) [[unlikely]] {
+    ++t.overflow;
+    return;
+  }
+  const int node = static_cast<int>(stage);
+  Frame& f = t.stack[t.depth++];
+  f.node = static_cast<std::int16_t>(node);
+  f.items = items;
+  f.carries = msgs != nullptr;
+  f.sampled = false;
+  f.timed = true;
+  f.nseq = 0;
+  const int io = kIoSlot[node];
+  if (count_ && io >= 0) bump(t.io_n[io], items);
+  // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
+  // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
+  // lease tick (rare, and sampled differently) are always timed.
+  std::uint64_t masks[2];
+  if (cfg_.trace && msgs && items > 0) {
+    f.sampled = scan_sampled(t, msgs, items, masks);
+    if (!f.sampled && !time_all_) {
+      f.timed = false;
+      return;
+    }
+  }
+  const Ticks now = ticks();
+  f.start = now;
+  if (cfg_.profile && io >= 0)
+    bump(t.io_t[io],
+         static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
+  if (f.sampled) note_sampled(t, f, stage, msgs, items, masks, now);
+  if (cfg_.slow_task > 0 || stage == Stage::kLease) [[unlikely]]
+    entry_rare(t, f, stage, items, msgs, now);
+}
+
+void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items,
+                          Message* const* msgs, Ticks now) {
+  if (stage == Stage::kLease && !t.saw_lease.load(std::memory_order_relaxed))
+    t.saw_lease.store(true, std::memory_order_relaxed);
+  if (cfg_.slow_task <= 0) return;
+  f.first_seq = 0;
+  f.first_name[0] = '\0';
+  if (msgs && items > 0) {  // for its warnings only: one load
+    f.first_seq = msgs[0]->seq;
+    std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
+    f.first_name[sizeof f.first_name - 1] = '\0';
+  }
+  if (t.depth == 1) {
     std::uint64_t name[2] = {};
     std::memcpy(name, f.first_name, sizeof f.first_name);
     t.active_stage.store(static_cast<std::uint8_t>(stage), std::memory_order_relaxed);
@@ -337,30 +433,80 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
 
 void Profiler::on_exit(Stage stage, std::uint32_t items) {
   ThreadData& t = *local();
-  const Nanos now = this->now();
-  if (stage == Stage::kPublish && cfg_.profile) bump(t.published, items);
-  pop(t, static_cast<int>(stage), items, now);
-  if (stage != Stage::kLease) return;
-  // The lease thread ticks every few milliseconds: it samples the counters and runs the watchdog.
+  if (t.overflow > 0) [[unlikely]] {
+    --t.overflow;
+    return;
+  }
+  if (t.depth == 0) [[unlikely]]
+    return;  // unbalanced (an observer installed mid-body): ignore
+  const Frame& f = t.stack[--t.depth];
+  const int node = static_cast<int>(stage);
+  if (f.node != node) [[unlikely]]
+    return;  // unbalanced: drop the frame
+  if (stage == Stage::kPublish && count_) bump(t.published, items);
+  if (!f.timed) return;
+  const Ticks now = ticks();
+  items = std::max(items, f.items);  // consume learns its count from on_pull
+  const Ticks dur = std::max<Ticks>(now - f.start, 0);
+  if (cfg_.profile) account(t, node, items, dur);
+  if (cfg_.trace || cfg_.slow_task > 0) exit_rare(t, f, stage, items, dur, now);
+}
+
+void Profiler::exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
+                         Ticks now) {
+  if (cfg_.trace) {
+    bool keep = f.sampled || stage == Stage::kLease;
+    if (stage == Stage::kPublish) {
+      // publish does not see message pointers: keep a run with the chance that one of its
+      // messages is sampled.
+      const double p = std::min(1.0, cfg_.trace_sample * std::max<std::uint32_t>(items, 1));
+      keep = to_unit(mix(t.runs++, kSampleSalt + static_cast<std::uint64_t>(t.index))) < p;
+    }
+    if (keep) {
+      TraceEvent e;
+      e.kind = TraceEvent::kSlice;
+      e.ts = f.start - start_ticks_;
+      e.dur = dur;
+      e.items = items;
+      e.node = static_cast<std::uint8_t>(stage);
+      e.nseq = f.nseq;
+      std::copy(f.seqs, f.seqs + 3, e.seqs);
+      t.trace.push(e);
+    }
+  }
+  if (cfg_.slow_task > 0 && t.depth == 0) {
+    t.active_start.store(0, std::memory_order_release);
+    if (dur > slow_ticks_) {
+      slow_tasks_.fetch_add(1, std::memory_order_relaxed);
+      if (log_)
+        log_->warn("Executing stage {} ({}) took {:.3f} seconds", to_string(stage),
+                   message_text(f.first_seq, f.first_name, items), nanos_to_seconds(to_ns(dur)));
+    }
+  }
+  if (stage == Stage::kLease) lease_tick(t, now);
+}
+
+// The lease thread ticks every few milliseconds: it samples the counter tracks (so they are
+// time-based, not per batch) and runs the watchdog.
+void Profiler::lease_tick(ThreadData& t, Ticks now) {
   if (cfg_.trace) {
     std::uint64_t published = 0, pulled = 0, settled = 0;
     for (const ThreadData* o = threads_.load(std::memory_order_acquire); o; o = o->next) {
       published += o->published.load(std::memory_order_relaxed);
       pulled += o->pulled.load(std::memory_order_relaxed);
-      settled += o->done_n[2].load(std::memory_order_relaxed);
+      settled += o->io_n[5].load(std::memory_order_relaxed);
     }
     TraceEvent e;
     e.kind = TraceEvent::kCounter;
-    e.ts = now - start_;
+    e.ts = now - start_ticks_;
     e.node = 0;
-    e.dur = static_cast<Nanos>(pulled >= settled ? pulled - settled : 0);
+    e.dur = static_cast<std::int64_t>(pulled >= settled ? pulled - settled : 0);
     t.trace.push(e);
     e.node = 1;
-    e.dur = static_cast<Nanos>(published >= pulled ? published - pulled : 0);
+    e.dur = static_cast<std::int64_t>(published >= pulled ? published - pulled : 0);
     t.trace.push(e);
   }
-  if (cfg_.slow_task > 0 &&
-      now - last_check_.load(std::memory_order_relaxed) >= cfg_.watchdog_every) {
+  if (cfg_.slow_task > 0 && now - last_check_.load(std::memory_order_relaxed) >= watchdog_ticks_) {
     last_check_.store(now, std::memory_order_relaxed);
     check_stuck();
   }
@@ -368,18 +514,10 @@ void Profiler::on_exit(Stage stage, std::uint32_t items) {
 
 void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
   ThreadData& t = *local();
-  const Nanos now = this->now();
-  if (cfg_.profile) {
-    std::uint64_t wait = 0;
-    for (std::uint32_t i = 0; i < n; ++i)
-      wait += static_cast<std::uint64_t>(std::max<Nanos>(now - msgs[i]->published_ns, 0));
-    bump(t.pulled, n);
-    bump(t.pulled_wait, wait);
-  }
-  // The innermost stage frame (consume) learns its first message and whether it is sampled.
+  // The innermost stage frame (consume) learns its messages and whether one is sampled.
   Frame* f = nullptr;
   for (int d = t.overflow > 0 ? 0 : t.depth; d > 0; --d)
-    if (t.stack[d - 1].node < kStages) {
+    if (t.stack[d - 1].node >= 0 && t.stack[d - 1].node < kStages) {
       f = &t.stack[d - 1];
       break;
     }
@@ -389,52 +527,78 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
     f->first_name[sizeof f->first_name - 1] = '\0';
   }
   if (f) f->items += n;
-  if (!cfg_.trace) return;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (!sampled(msgs[i])) continue;
-    const Message& m = *msgs[i];
-    if (f) {
-      if (f->nseq < 3) f->seqs[f->nseq] = m.seq;
-      if (f->nseq < 255) ++f->nseq;
-      f->sampled = true;
+  if (count_) bump(t.pulled, n);
+  Nanos now = 0;
+  if (cfg_.profile) {
+    now = this->now();
+    std::uint64_t wait = 0;
+    for (std::uint32_t i = 0; i < n; ++i)
+      wait += static_cast<std::uint64_t>(std::max<Nanos>(now - msgs[i]->published_ns, 0));
+    bump(t.pulled_wait, wait);
+  }
+  if (!cfg_.trace || !any_sampled(msgs, n)) return;
+  if (!cfg_.profile) now = this->now();
+  for (std::uint32_t base = 0; base < n; base += 64) {
+    for (std::uint64_t mask = sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
+         mask != 0; mask &= mask - 1) {
+      const Message& m = *msgs[base + static_cast<std::uint32_t>(std::countr_zero(mask))];
+      if (f) {
+        if (f->nseq < 3) f->seqs[f->nseq] = m.seq;
+        if (f->nseq < 255) ++f->nseq;
+        f->sampled = true;
+      }
+      TraceEvent e;
+      e.kind = TraceEvent::kQueueSpan;
+      e.ts = std::max<Nanos>(m.published_ns - start_, 0);
+      e.dur = std::max<Nanos>(now - start_ - e.ts, 0);
+      e.seqs[0] = m.seq;
+      t.trace.push(e);
     }
-    TraceEvent e;
-    e.kind = TraceEvent::kQueueSpan;
-    e.ts = std::max<Nanos>(m.published_ns - start_, 0);
-    e.dur = std::max<Nanos>(now - start_ - e.ts, 0);
-    e.seqs[0] = m.seq;
-    t.trace.push(e);
   }
 }
 
+// Zones feed the table only: with --profile off they cost one call and one branch.
 void Profiler::on_zone_entry(const ZoneSite& site) {
+  if (!cfg_.profile) return;
   ThreadData& t = *local();
+  if (t.depth == kMaxDepth || t.overflow > 0) {
+    ++t.overflow;
+    return;
+  }
   const int id = zone_id(site);
+  Frame& f = t.stack[t.depth++];
   // An unregistered zone (table full) still takes a frame, so entries and exits stay paired.
-  push(t, id < 0 ? -1 : kStages + id, now());
+  f.node = static_cast<std::int16_t>(id < 0 ? -1 : kStages + id);
+  f.items = 0;
+  f.carries = false;
+  f.timed = true;
+  f.sampled = false;
+  f.start = ticks();
 }
 
 void Profiler::on_zone_exit(const ZoneSite& site) {
+  if (!cfg_.profile) return;
   ThreadData& t = *local();
-  const int id = zone_id(site);
-  const Nanos now = this->now();
-  if (id < 0) {
-    if (t.overflow > 0)
-      --t.overflow;
-    else if (t.depth > 0)
-      --t.depth;
+  const Ticks now = ticks();
+  if (t.overflow > 0) {
+    --t.overflow;
     return;
   }
-  pop(t, kStages + id, 0, now);
+  if (t.depth == 0) return;
+  const Frame& f = t.stack[--t.depth];
+  const int id = zone_id(site);
+  const int node = id < 0 ? -1 : kStages + id;
+  if (f.node != node || node < 0) return;
+  account(t, node, 0, std::max<Ticks>(now - f.start, 0));
 }
 
 std::size_t Profiler::check_stuck() {
   if (cfg_.slow_task <= 0) return 0;
-  const Nanos now = this->now();
+  const Ticks now = ticks();
   std::size_t reported = 0;
   for (ThreadData* t = threads_.load(std::memory_order_acquire); t; t = t->next) {
-    const Nanos start = t->active_start.load(std::memory_order_acquire);
-    if (start == 0 || now - start <= cfg_.slow_task) continue;
+    const Ticks start = t->active_start.load(std::memory_order_acquire);
+    if (start == 0 || now - start <= slow_ticks_) continue;
     if (t->reported_start.load(std::memory_order_relaxed) == start) continue;
     const auto stage = static_cast<Stage>(t->active_stage.load(std::memory_order_relaxed));
     const std::uint32_t items = t->active_items.load(std::memory_order_relaxed);
@@ -452,7 +616,7 @@ std::size_t Profiler::check_stuck() {
       log_->warn(
           "Stage {} has been running for {:.3f} seconds and has not returned ({}; thread "
           "{})",
-          to_string(stage), nanos_to_seconds(now - start), message_text(seq, text, items),
+          to_string(stage), nanos_to_seconds(to_ns(now - start)), message_text(seq, text, items),
           t->index);
   }
   return reported;
@@ -462,34 +626,41 @@ std::size_t Profiler::check_stuck() {
 
 ProfileSnapshot Profiler::snapshot() const {
   ProfileSnapshot s;
-  const Nanos now_rel = clock_.now() - start_;
-  s.wall = now_rel;
+  const double r = report_ns_per_tick();
+  auto ns = [&](std::uint64_t ticks) {
+    return tsc_ ? static_cast<Nanos>(std::llround(static_cast<double>(ticks) * r))
+                : static_cast<Nanos>(ticks);
+  };
+  const Ticks now_ticks = ticks() - start_ticks_;
+  s.wall = now() - start_;
   s.slow_tasks = slow_tasks_.load(std::memory_order_relaxed);
   s.stuck_reports = stuck_reports_.load(std::memory_order_relaxed);
-  std::vector<std::uint64_t> c(static_cast<std::size_t>((kNodes + 1) * kNodes)), in(c.size()),
-      se(c.size());
-  std::array<std::uint64_t, kNodes> items{};
-  std::uint64_t sub_n[3] = {}, sub_t[3] = {}, done_n[3] = {}, done_t[3] = {};
+  constexpr std::size_t kCells = static_cast<std::size_t>((kNodes + 1) * kNodes);
+  std::vector<std::uint64_t> c(kCells), in(kCells), it(kCells);
+  std::uint64_t io_n[6] = {}, io_t[6] = {};
   std::uint64_t pulled = 0, pulled_wait = 0;
   for (const ThreadData* t = threads_.load(std::memory_order_acquire); t; t = t->next) {
     ++s.threads;
     for (int p = 0; p <= kNodes; ++p)
       for (int n = 0; n < kNodes; ++n) {
         const std::size_t k = static_cast<std::size_t>(p * kNodes + n);
-        c[k] += t->calls[p][n].load(std::memory_order_relaxed);
-        in[k] += t->incl[p][n].load(std::memory_order_relaxed);
-        se[k] += t->self[p][n].load(std::memory_order_relaxed);
+        const Cell& cell = t->cells[p][n];
+        c[k] += cell.calls.load(std::memory_order_relaxed);
+        in[k] += cell.incl.load(std::memory_order_relaxed);
+        it[k] += cell.items.load(std::memory_order_relaxed);
       }
-    for (int n = 0; n < kNodes; ++n) items[n] += t->items[n].load(std::memory_order_relaxed);
-    for (int op = 0; op < 3; ++op) {
-      sub_n[op] += t->sub_n[op].load(std::memory_order_relaxed);
-      sub_t[op] += t->sub_t[op].load(std::memory_order_relaxed);
-      done_n[op] += t->done_n[op].load(std::memory_order_relaxed);
-      done_t[op] += t->done_t[op].load(std::memory_order_relaxed);
+    for (int i = 0; i < 6; ++i) {
+      io_n[i] += t->io_n[i].load(std::memory_order_relaxed);
+      io_t[i] += t->io_t[i].load(std::memory_order_relaxed);
     }
     pulled += t->pulled.load(std::memory_order_relaxed);
     pulled_wait += t->pulled_wait.load(std::memory_order_relaxed);
   }
+  // Times in nanoseconds: each edge's inclusive time is converted once; a row's cumtime is the
+  // sum over its callers, and its tottime is cumtime minus the time in its callees (cProfile's
+  // tottime), so tottime + children == cumtime holds exactly.
+  std::vector<Nanos> in_ns(kCells);
+  for (std::size_t k = 0; k < kCells; ++k) in_ns[k] = c[k] ? ns(in[k]) : 0;
   std::array<int, kNodes> row_of{};
   row_of.fill(-1);
   for (int n = 0; n < kNodes; ++n) {
@@ -497,11 +668,16 @@ ProfileSnapshot Profiler::snapshot() const {
     for (int p = 0; p <= kNodes; ++p) {
       const std::size_t k = static_cast<std::size_t>(p * kNodes + n);
       r.ncalls += c[k];
-      r.cumtime += static_cast<Nanos>(in[k]);
-      r.tottime += static_cast<Nanos>(se[k]);
+      r.items += it[k];
+      r.cumtime += in_ns[k];
     }
     if (r.ncalls == 0) continue;
-    r.items = items[n];
+    Nanos children = 0;
+    for (int callee = 0; callee < kNodes; ++callee)
+      children += in_ns[static_cast<std::size_t>(n * kNodes + callee)];
+    // A live snapshot may see callees of a call still running: never below zero.
+    r.tottime = std::max<Nanos>(r.cumtime - children, 0);
+    r.cumtime = r.tottime + children;
     if (n < kStages) {
       r.kind = ProfileRow::Kind::kStage;
       r.name = to_string(static_cast<Stage>(n));
@@ -520,7 +696,7 @@ ProfileSnapshot Profiler::snapshot() const {
     for (int n = 0; n < kNodes; ++n) {
       const std::size_t k = static_cast<std::size_t>(p * kNodes + n);
       if (c[k] == 0) continue;
-      s.edges.push_back({p == kRoot ? -1 : row_of[p], row_of[n], c[k], static_cast<Nanos>(in[k])});
+      s.edges.push_back({p == kRoot ? -1 : row_of[p], row_of[n], c[k], in_ns[k]});
     }
   // Waits: the pub/sub queue (publish -> pull), and each I/O op (submit -> completion). Operations
   // still pending count up to now.
@@ -534,11 +710,12 @@ ProfileSnapshot Profiler::snapshot() const {
     ProfileRow r;
     r.kind = ProfileRow::Kind::kWait;
     r.name = kWaitNames[op + 1];
-    r.ncalls = r.items = done_n[op];
-    const std::uint64_t pending = sub_n[op] - done_n[op];
+    r.ncalls = r.items = io_n[op + 3];
+    const std::uint64_t pending = io_n[op] - io_n[op + 3];
     const std::uint64_t total =
-        done_t[op] - sub_t[op] + pending * static_cast<std::uint64_t>(now_rel);
-    r.tottime = r.cumtime = std::max<Nanos>(static_cast<Nanos>(total), 0);
+        io_t[op + 3] - io_t[op] + pending * static_cast<std::uint64_t>(now_ticks);
+    const auto signed_total = static_cast<std::int64_t>(total);
+    r.tottime = r.cumtime = signed_total > 0 ? ns(static_cast<std::uint64_t>(signed_total)) : 0;
     s.rows.push_back(r);
   }
   return s;
@@ -817,6 +994,11 @@ bool Profiler::write_trace(const std::string& path, std::string& err) const {
   emit(fmt::format(
       R"j({{"ph":"M","pid":{},"name":"process_name","args":{{"name":"mayhem: sampled messages waiting (queue, I/O)"}}}})j",
       kPidWaits));
+  // Slices, I/O and counters were recorded in ticks; queue spans in nanoseconds.
+  const double ratio = report_ns_per_tick();
+  auto ns = [&](std::int64_t ticks) {
+    return tsc_ ? static_cast<Nanos>(std::llround(static_cast<double>(ticks) * ratio)) : ticks;
+  };
   std::vector<Interval> spans[kWaits];
   // Open I/O per (op, seq), in time order: begin/end pairs (retries give several).
   std::vector<std::tuple<int, std::uint64_t, Nanos, int>> io;  // op, seq, ts, 0 begin / 1 end
@@ -836,21 +1018,21 @@ bool Profiler::write_trace(const std::string& path, std::string& err) const {
             seqs += fmt::format("{}{}", i ? "," : "", e.seqs[i]);
           emit(fmt::format(
               R"j({{"ph":"X","pid":{},"tid":{},"ts":{},"dur":{},"name":"{}","cat":"stage","args":{{"messages":{},"sampled":{},"sampled_seqs":[{}]}}}})j",
-              kPidStages, tid, us(e.ts), us(e.dur),
+              kPidStages, tid, us(ns(e.ts)), us(ns(e.ts + e.dur) - ns(e.ts)),
               stage == Stage::kLease ? "lease tick" : to_string(stage), e.items, e.nseq, seqs));
           break;
         }
         case TraceEvent::kCounter:
-          emit(
-              fmt::format(R"j({{"ph":"C","pid":{},"ts":{},"name":"{}","args":{{"messages":{}}}}})j",
-                          kPidStages, us(e.ts), e.node == 0 ? "in flight" : "queue depth", e.dur));
+          emit(fmt::format(
+              R"j({{"ph":"C","pid":{},"ts":{},"name":"{}","args":{{"messages":{}}}}})j", kPidStages,
+              us(ns(e.ts)), e.node == 0 ? "in flight" : "queue depth", e.dur));
           break;
         case TraceEvent::kQueueSpan:
           spans[0].push_back({e.ts, e.ts + e.dur, e.seqs[0]});
           break;
         case TraceEvent::kIoBegin:
         case TraceEvent::kIoEnd:
-          io.emplace_back(e.node, e.seqs[0], e.ts, e.kind == TraceEvent::kIoBegin ? 0 : 1);
+          io.emplace_back(e.node, e.seqs[0], ns(e.ts), e.kind == TraceEvent::kIoBegin ? 0 : 1);
           break;
       }
     });
