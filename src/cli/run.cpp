@@ -169,7 +169,8 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "Write a Chrome trace-event JSON timeline (open it in ui.perfetto.dev)")
       ->group(prof);
   app.add_option("--trace-sample", o.trace_sample,
-                 "Fraction of messages whose stages and waits are traced, in (0, 1]")
+                 "Fraction of messages whose stages and waits are traced, in (0, 1] (rounded to "
+                 "a multiple of 1/1024)")
       ->group(prof);
   app.add_option("--slow-task-ms", o.slow_task_ms,
                  "Warn when a stage body runs longer than this (and while one is still stuck); "

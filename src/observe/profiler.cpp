@@ -35,9 +35,10 @@ constexpr int kWaits = 4;  // pub/sub queue, save I/O, restart I/O, cleanup I/O
 constexpr const char* kWaitNames[kWaits] = {"pub/sub queue", "save I/O", "restart I/O",
                                             "cleanup I/O"};
 constexpr std::uint64_t kSampleSalt = 0x7ACE5A3B1EULL;
-constexpr std::uint32_t kWeyl = 0x9E3779B9u;  // 2^32 / golden ratio, odd
-// Messages are sampled in blocks of 2 KiB of pool memory (16 slots of 128 bytes).
-constexpr int kBlockShift = 11;
+// Sampling: a message's pool slot index is its address >> kSlotShift; in every window of
+// kWindow consecutive slots (one pool slab), the first `threshold_` are sampled.
+constexpr int kSlotShift = std::bit_width(sizeof(Message)) - 1;
+constexpr std::uint32_t kWindow = 1024;
 
 // Single-writer counters: the owning thread loads and stores (no RMW), readers load.
 using U64 = std::atomic<std::uint64_t>;
@@ -211,11 +212,12 @@ Profiler::Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlo
       tsc_(steady_ && tsc_usable()),
       start_(clock.now()),
       time_all_(cfg.profile || cfg.slow_task > 0 || !cfg.trace),
+      profile_only_(cfg.profile && !cfg.trace && cfg.slow_task <= 0),
       count_(cfg.profile || cfg.trace),
       gen_(g_generation.fetch_add(1, std::memory_order_relaxed)),
-      threshold_(cfg.trace_sample >= 1 || cfg.trace_sample <= 0
-                     ? 0
-                     : static_cast<std::uint32_t>(cfg.trace_sample * 0x1p32)),
+      threshold_(cfg.trace_sample <= 0 ? 0
+                                       : static_cast<std::uint32_t>(std::clamp<double>(
+                                             std::round(cfg.trace_sample * kWindow), 1, kWindow))),
       sample_all_(cfg.trace_sample >= 1) {
   start_ticks_ = tsc_ ? read_tsc() : start_;
   if (tsc_) ns_per_tick_ = calibrate_tsc();
@@ -233,52 +235,73 @@ Profiler::~Profiler() {
 }
 
 // Sampling by where the message lives, not its contents: the check must not touch the message
-// (a cache miss per message would cost more than the whole trace). Pool memory is cut in 2 KiB
-// blocks (16 neighbouring slots); a block is sampled when its index times an odd constant near
-// 2^32 / golden ratio (a Weyl sequence, so sampled blocks are spread evenly) falls below P x 2^32.
-// Slots are reused in turn, so about a fraction P of messages is traced. Blocks rather than
-// single slots: the pool hands out neighbouring slots together, so a sampled message's
-// batch-mates tend to be sampled too, and far fewer stage bodies carry a sampled message (at
-// P = 1 % with 128-message batches, most would carry one if slots were sampled one by one).
+// (a cache miss per message would cost more than the whole trace). In every window of 1024
+// consecutive pool slots (a pool slab is 1024 messages) the first round(P x 1024) are sampled:
+// any 1024 consecutive slots hold exactly that many, so the fraction is exact however small the
+// pool, and slots are reused in turn, so about a fraction P of messages is traced (P is rounded
+// to a multiple of 1/1024, at least 1/1024). The sampled slots are neighbours: the pool hands
+// out neighbouring slots together, so a sampled message's batch-mates tend to be sampled too, and
+// few stage bodies carry a sampled message (at P = 1 % with 128-message batches nearly every
+// body would carry one if the sampled slots were spread out).
 bool Profiler::sampled(const Message* m) const {
-  const auto slot = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(m) >> kBlockShift);
-  return sample_all_ || slot * kWeyl < threshold_;
+  const auto slot = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(m) >> kSlotShift);
+  return (slot & (kWindow - 1)) < threshold_;
 }
 
-// Which of msgs[0..n) (n <= 64) are sampled, as a bit mask. Four messages at a time with SSE2
-// (every x86-64 has it): shift, multiply, compare, about 3.5 instructions per message and no
-// branch but the loop's.
+#if defined(__SSE2__)
+namespace {
+// Profiler::sampled for four message pointers: slot index (shift), position in its window (and),
+// compare; lanes of all ones where sampled.
+inline __m128i sampled4(Message* const* msgs, __m128i window_mask, __m128i thr) {
+  const __m128i a =
+      _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs)), kSlotShift);
+  const __m128i b =
+      _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + 2)), kSlotShift);
+  // The low 32 bits of the four 64-bit lanes, in order.
+  const __m128i lo = _mm_castps_si128(
+      _mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), _MM_SHUFFLE(2, 0, 2, 0)));
+  return _mm_cmplt_epi32(_mm_and_si128(lo, window_mask), thr);  // both < 2^31: signed is fine
+}
+}  // namespace
+#endif
+
+// Which of msgs[0..n) (n <= 64) are sampled, as a bit mask (only for batches that have one).
 std::uint64_t Profiler::sampled_mask(Message* const* msgs, std::uint32_t n) const {
-  if (sample_all_) return n >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << n) - 1;
   std::uint64_t mask = 0;
   std::uint32_t i = 0;
 #if defined(__SSE2__)
-  const __m128i k = _mm_set1_epi32(static_cast<int>(kWeyl));
-  const __m128i flip = _mm_set1_epi32(static_cast<int>(0x80000000u));
-  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_ ^ 0x80000000u));
-  for (; i + 4 <= n; i += 4) {
-    // Two pointers per register; pmuludq multiplies the low 32 bits of each 64-bit lane, which
-    // is the slot index mod 2^32, so the low half of each product is the scalar hash below.
-    const __m128i a =
-        _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + i)), kBlockShift);
-    const __m128i b =
-        _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + i + 2)), kBlockShift);
-    const __m128 pa = _mm_castsi128_ps(_mm_mul_epu32(a, k));
-    const __m128 pb = _mm_castsi128_ps(_mm_mul_epu32(b, k));
-    const __m128i h = _mm_castps_si128(_mm_shuffle_ps(pa, pb, _MM_SHUFFLE(2, 0, 2, 0)));
-    // Unsigned h < threshold, as a signed compare with both sign bits flipped.
-    const __m128i lt = _mm_cmplt_epi32(_mm_xor_si128(h, flip), thr);
-    mask |= static_cast<std::uint64_t>(_mm_movemask_ps(_mm_castsi128_ps(lt))) << i;
-  }
+  const __m128i window_mask = _mm_set1_epi32(static_cast<int>(kWindow - 1));
+  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_));
+  for (; i + 4 <= n; i += 4)
+    mask |= static_cast<std::uint64_t>(
+                _mm_movemask_ps(_mm_castsi128_ps(sampled4(msgs + i, window_mask, thr))))
+            << i;
 #endif
   for (; i < n; ++i) mask |= static_cast<std::uint64_t>(sampled(msgs[i])) << i;
   return mask;
 }
 
+// Does the batch carry a sampled message? Four pointers at a time with SSE2 (every x86-64 has
+// it): about 2.5 instructions per message and no branch but the loop's.
 bool Profiler::any_sampled(Message* const* msgs, std::uint32_t n) const {
-  for (std::uint32_t base = 0; base < n; base += 64)
-    if (sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64)) != 0) return true;
-  return false;
+  if (sample_all_) return n > 0;
+  std::uint32_t i = 0;
+  bool any = false;
+#if defined(__SSE2__)
+  const __m128i window_mask = _mm_set1_epi32(static_cast<int>(kWindow - 1));
+  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_));
+  __m128i acc = _mm_setzero_si128();
+  for (; i + 8 <= n; i += 8)
+    acc = _mm_or_si128(acc, _mm_or_si128(sampled4(msgs + i, window_mask, thr),
+                                         sampled4(msgs + i + 4, window_mask, thr)));
+  if (i + 4 <= n) {
+    acc = _mm_or_si128(acc, sampled4(msgs + i, window_mask, thr));
+    i += 4;
+  }
+  any = _mm_movemask_epi8(acc) != 0;
+#endif
+  for (; i < n; ++i) any |= sampled(msgs[i]);
+  return any;
 }
 
 Profiler::Ticks Profiler::ticks() const {
@@ -328,31 +351,25 @@ void Profiler::account(ThreadData& t, int node, std::uint32_t items, Ticks dur) 
   bump(c.items, items);
 }
 
-// Trace: which messages of a stage's batch are sampled (masks of the first 128; `rest` when the
-// batch is longer). A stage entered inside an unsampled stage body on the same thread is a
-// zero-delay completion of a subset of that body's messages (see observer.hpp), so it is not
-// scanned again.
-bool Profiler::scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n,
-                            std::uint64_t (&masks)[2]) const {
+// Trace: does a stage's batch carry a sampled message? A stage entered inside an unsampled stage
+// body on the same thread is a zero-delay completion of a subset of that body's messages (see
+// observer.hpp), so it is not scanned again.
+bool Profiler::scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n) const {
   if (t.depth >= 2) {
     const Frame& up = t.stack[t.depth - 2];
     if (up.carries && !up.sampled) return false;
   }
-  masks[0] = sampled_mask(msgs, std::min<std::uint32_t>(n, 64));
-  masks[1] = n > 64 ? sampled_mask(msgs + 64, std::min<std::uint32_t>(n - 64, 64)) : 0;
-  return (masks[0] | masks[1]) != 0 || (n > 128 && any_sampled(msgs + 128, n - 128));
+  return any_sampled(msgs, n);
 }
 
 // A batch with sampled messages: remember which (the slice's args) and record their I/O
 // submission or completion (paired into wait spans when the trace is written).
 void Profiler::note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const* msgs,
-                            std::uint32_t n, const std::uint64_t (&masks)[2], Ticks now) {
+                            std::uint32_t n, Ticks now) {
   const int slot = kIoSlot[static_cast<int>(stage)];
   for (std::uint32_t base = 0; base < n; base += 64) {
-    std::uint64_t mask = base < 128
-                             ? masks[base / 64]
-                             : sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
-    for (; mask != 0; mask &= mask - 1) {
+    for (std::uint64_t mask = sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
+         mask != 0; mask &= mask - 1) {
       const std::uint64_t seq =
           msgs[base + static_cast<std::uint32_t>(std::countr_zero(mask))]->seq;
       if (f.nseq < 3) f.seqs[f.nseq] = seq;
@@ -368,9 +385,56 @@ void Profiler::note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const
   }
 }
 
-// The hot path (--profile: every stage body) is kept short: the thread's slot, a frame, a clock
-// read, two counters. Trace sampling and slow-task bookkeeping are out of line.
+// --profile alone (the common case, and the one with a cost budget) takes a short path: the
+// thread's slot, a frame, one clock read, two counters. Trace sampling and slow-task bookkeeping
+// are on the general path below.
 void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
+  if (!profile_only_) [[unlikely]]
+    return entry_general(stage, items, msgs);
+  ThreadData& t = *local();
+  const int d = t.depth;
+  if (d == kMaxDepth || t.overflow > 0) [[unlikely]] {
+    ++t.overflow;
+    return;
+  }
+  t.depth = d + 1;
+  const int node = static_cast<int>(stage);
+  Frame& f = t.stack[d];
+  const Ticks now = ticks();
+  f.start = now;
+  f.items = items;
+  f.node = static_cast<std::int16_t>(node);
+  f.carries = msgs != nullptr;
+  f.timed = true;
+  f.sampled = false;
+  if (const int io = kIoSlot[node]; io >= 0) {
+    bump(t.io_n[io], items);
+    bump(t.io_t[io],
+         static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
+  }
+}
+
+void Profiler::on_exit(Stage stage, std::uint32_t items) {
+  if (!profile_only_) [[unlikely]]
+    return exit_general(stage, items);
+  ThreadData& t = *local();
+  if (t.overflow > 0) [[unlikely]] {
+    --t.overflow;
+    return;
+  }
+  if (t.depth == 0) [[unlikely]]
+    return;
+  const int d = --t.depth;
+  const Frame& f = t.stack[d];
+  const int node = static_cast<int>(stage);
+  if (f.node != node) [[unlikely]]
+    return;
+  const Ticks now = ticks();
+  if (stage == Stage::kPublish) bump(t.published, items);
+  account(t, node, std::max(items, f.items), std::max<Ticks>(now - f.start, 0));
+}
+
+void Profiler::entry_general(Stage stage, std::uint32_t items, Message* const* msgs) {
   ThreadData& t = *local();
   if (t.depth == kMaxDepth || t.overflow > 0) [[unlikely]] {
     ++t.overflow;
@@ -389,9 +453,8 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
   // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
   // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
   // lease tick (rare, and sampled differently) are always timed.
-  std::uint64_t masks[2];
   if (cfg_.trace && msgs && items > 0) {
-    f.sampled = scan_sampled(t, msgs, items, masks);
+    f.sampled = scan_sampled(t, msgs, items);
     if (!f.sampled && !time_all_) {
       f.timed = false;
       return;
@@ -402,7 +465,7 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
   if (cfg_.profile && io >= 0)
     bump(t.io_t[io],
          static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
-  if (f.sampled) note_sampled(t, f, stage, msgs, items, masks, now);
+  if (f.sampled) note_sampled(t, f, stage, msgs, items, now);
   if (cfg_.slow_task > 0 || stage == Stage::kLease) [[unlikely]]
     entry_rare(t, f, stage, items, msgs, now);
 }
@@ -431,7 +494,7 @@ void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t it
   }
 }
 
-void Profiler::on_exit(Stage stage, std::uint32_t items) {
+void Profiler::exit_general(Stage stage, std::uint32_t items) {
   ThreadData& t = *local();
   if (t.overflow > 0) [[unlikely]] {
     --t.overflow;
@@ -531,10 +594,13 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
   Nanos now = 0;
   if (cfg_.profile) {
     now = this->now();
-    std::uint64_t wait = 0;
+    // n x now - the sum of publish times: one load per message (publish times come from the same
+    // clock, so no message is younger than now).
+    std::uint64_t published = 0;
     for (std::uint32_t i = 0; i < n; ++i)
-      wait += static_cast<std::uint64_t>(std::max<Nanos>(now - msgs[i]->published_ns, 0));
-    bump(t.pulled_wait, wait);
+      published += static_cast<std::uint64_t>(msgs[i]->published_ns);
+    const auto wait = static_cast<std::int64_t>(n * static_cast<std::uint64_t>(now) - published);
+    bump(t.pulled_wait, static_cast<std::uint64_t>(std::max<std::int64_t>(wait, 0)));
   }
   if (!cfg_.trace || !any_sampled(msgs, n)) return;
   if (!cfg_.profile) now = this->now();

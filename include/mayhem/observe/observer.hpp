@@ -33,7 +33,10 @@ class Observer {
  public:
   virtual ~Observer() = default;
   // `msgs` (null for publish, consume and lease) points at the `items` messages of the batch; it
-  // is valid during on_entry only (the body may release the batch before on_exit).
+  // is valid during on_entry only (the body may release the batch before on_exit). A stage
+  // entered while another stage body runs on the same thread (a zero-delay completion, run
+  // inline by its submit) handles a subset of that body's messages; the trace sampler relies on
+  // it to skip re-checking such batches.
   virtual void on_entry(Stage stage, std::uint32_t items, Message* const* msgs) = 0;
   virtual void on_exit(Stage stage, std::uint32_t items) = 0;
   // consume pulled these messages out of the source (valid during the call only).

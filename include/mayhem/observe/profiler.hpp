@@ -107,14 +107,15 @@ class Profiler final : public Observer {
   ThreadData* local();
   void account(ThreadData& t, int node, std::uint32_t items, Ticks dur);
   void lease_tick(ThreadData& t, Ticks now);
+  void entry_general(Stage stage, std::uint32_t items, Message* const* msgs);
+  void exit_general(Stage stage, std::uint32_t items);
   void entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items, Message* const* msgs,
                   Ticks now);
   void exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
                  Ticks now);
-  bool scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n,
-                    std::uint64_t (&masks)[2]) const;
+  bool scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n) const;
   void note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const* msgs, std::uint32_t n,
-                    const std::uint64_t (&masks)[2], Ticks now);
+                    Ticks now);
   bool sampled(const Message* m) const;
   std::uint64_t sampled_mask(Message* const* msgs, std::uint32_t n) const;  // n <= 64
   bool any_sampled(Message* const* msgs, std::uint32_t n) const;
@@ -132,10 +133,11 @@ class Profiler final : public Observer {
   Ticks start_ticks_ = 0;
   double ns_per_tick_ = 1;  // calibrated at construction (1 when ticks are nanoseconds)
   Ticks slow_ticks_ = 0, watchdog_ticks_ = 0;
-  const bool time_all_;  // every stage body is timed (--profile, --slow-task-ms)
-  const bool count_;     // message counts (the table's waits, the trace's counter tracks)
+  const bool time_all_;      // every stage body is timed (--profile, --slow-task-ms)
+  const bool profile_only_;  // --profile without trace or slow-task checks: the short path
+  const bool count_;         // message counts (the table's waits, the trace's counter tracks)
   const std::uint64_t gen_;
-  const std::uint32_t threshold_;  // sampled(m): the slot's Weyl hash < threshold_
+  const std::uint32_t threshold_;  // sampled slots per window of 1024 (sampled())
   const bool sample_all_;
   std::atomic<ThreadData*> threads_{nullptr};
   std::atomic<int> thread_count_{0};
