@@ -1,4 +1,5 @@
 #include "mayhem/shutdown.hpp"
+#include "mayhem/thread_name.hpp"
 
 #include <pthread.h>
 #include <signal.h>
@@ -44,7 +45,10 @@ void ShutdownManager::block_signals() {
 }
 
 void ShutdownManager::start_signal_thread() {
-  signal_thread_ = std::thread([this] { signal_loop(); });
+  signal_thread_ = std::thread([this] {
+    name_this_thread("mayhem-signal");
+    signal_loop();
+  });
 }
 
 void ShutdownManager::signal_loop() {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mayhem/io/io_service.hpp"
+#include "mayhem/thread_name.hpp"
 
 namespace mayhem {
 
@@ -66,7 +67,10 @@ class AsyncIo final : public IoService {
   void start(IoSink sink) override {
     sink_ = std::move(sink);
     last_tick_ = static_cast<std::uint64_t>(clock_.now() / tick_);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      name_this_thread("mayhem-wheel");
+      run();
+    });
   }
 
   void submit(Op op, Message* const* msgs, const Nanos* delays, std::size_t n) override {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mayhem/io/io_service.hpp"
+#include "mayhem/thread_name.hpp"
 
 namespace mayhem {
 
@@ -53,7 +54,11 @@ class BlockingIo final : public IoService {
       sem_init(&w->wake, 0, 0);
       workers_.push_back(std::move(w));
     }
-    for (auto& w : workers_) w->thread = std::thread([this, w = w.get()] { run(*w); });
+    for (auto& w : workers_)
+      w->thread = std::thread([this, w = w.get()] {
+        name_this_thread("mayhem-io");
+        run(*w);
+      });
   }
 
   void submit(Op op, Message* const* msgs, const Nanos* delays, std::size_t n) override {

@@ -1,4 +1,5 @@
 #include "mayhem/lease/lease_manager.hpp"
+#include "mayhem/thread_name.hpp"
 
 #include <algorithm>
 #include <bitset>
@@ -213,7 +214,10 @@ void LeaseManager::start() {
     stop_requested_ = false;
     exited_ = false;
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("mayhem-lease");
+    run();
+  });
 }
 
 void LeaseManager::run() {

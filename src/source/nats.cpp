@@ -10,6 +10,7 @@
 
 #include "mayhem/rng.hpp"
 #include "mayhem/source/payload.hpp"
+#include "mayhem/thread_name.hpp"
 
 namespace mayhem {
 
@@ -54,7 +55,7 @@ NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> l
   natsStatus s = natsOptions_Create(&opts_);
   if (s == NATS_OK)
     s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);   // forever
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);  // forever
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 32 * 1024 * 1024);
@@ -269,7 +270,10 @@ void NatsSource::ensure_consumer() {
 void NatsSource::start(std::function<void()> notify, std::function<bool()> stopping) {
   notify_ = std::move(notify);
   stopping_ = std::move(stopping);
-  fetcher_ = std::thread([this] { fetch_loop(); });
+  fetcher_ = std::thread([this] {
+    name_this_thread("mayhem-fetch");
+    fetch_loop();
+  });
 }
 
 void NatsSource::stop_fetching() {

@@ -2,6 +2,7 @@
 #include <chrono>
 
 #include "mayhem/source/pacer.hpp"
+#include "mayhem/thread_name.hpp"
 
 namespace mayhem {
 
@@ -10,6 +11,7 @@ Pacer::Pacer(const Options& opts, Order order)
 
 void Pacer::start() {
   thread_ = std::thread([this] {
+    name_this_thread("mayhem-pacer");
     if (opts_.rate > 0)
       run_rate();
     else

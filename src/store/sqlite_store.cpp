@@ -4,6 +4,7 @@
 // up to 128 through the sink. The queues are vectors swapped back and forth, so their capacity is
 // reused and the steady state allocates nothing per message.
 #include "mayhem/store/sqlite_store.hpp"
+#include "mayhem/thread_name.hpp"
 
 #include <fmt/format.h>
 #include <sqlite3.h>
@@ -316,7 +317,10 @@ void SqliteStore::start(SaveSink sink) {
   Impl& s = *impl_;
   s.sink = std::move(sink);
   s.log->info("SQLite store: {} (WAL, one writer, group commit)", s.path);
-  s.writer = std::thread([&s] { s.writer_loop(); });
+  s.writer = std::thread([&s] {
+    name_this_thread("mayhem-sqlite");
+    s.writer_loop();
+  });
 }
 
 void SqliteStore::save(Message* const* msgs, std::size_t n) {
