@@ -1,5 +1,6 @@
 #include "mayhem/message.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace mayhem {
@@ -16,27 +17,31 @@ std::string Message::id_string() const {
   return s;
 }
 
+static_assert(std::endian::native == std::endian::little, "fill() writes the id word-wise");
+
 void MessageFactory::fill(Message& m, std::uint64_t seq, Nanos now) {
   static constexpr char kChoices[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  // The generator works on a local copy: the byte stores into `m` below may alias `rng_` as far
+  // as the compiler knows, which kept its state in memory, a store-load chain per draw.
+  SplitMix64 rng = rng_;
   m.reset_state();
-  const std::uint64_t a = rng_.next();
-  const std::uint64_t b = rng_.next();
-  for (int i = 0; i < 8; ++i) {
-    m.id[i] = static_cast<std::uint8_t>(a >> (8 * i));
-    m.id[8 + i] = static_cast<std::uint8_t>(b >> (8 * i));
-  }
+  const std::uint64_t a = rng.next();
+  const std::uint64_t b = rng.next();
+  std::memcpy(m.id.data(), &a, 8);  // little-endian: byte i is bits 8i..8i+7, as before
+  std::memcpy(m.id.data() + 8, &b, 8);
   m.id[6] = static_cast<std::uint8_t>((m.id[6] & 0x0F) | 0x40);  // version 4
   m.id[8] = static_cast<std::uint8_t>((m.id[8] & 0x3F) | 0x80);  // RFC 4122 variant
-  const std::uint64_t c = rng_.next();
-  std::memcpy(m.instance_name, "cattle-", 7);
+  const std::uint64_t c = rng.next();
+  char name[sizeof m.instance_name] = {'c', 'a', 't', 't', 'l', 'e', '-'};
   for (int i = 0; i < 4; ++i) {
     // 16 bits per character keeps the modulo bias below 0.06%.
-    m.instance_name[7 + i] = kChoices[((c >> (16 * i)) & 0xFFFF) % 36];
+    name[7 + i] = kChoices[((c >> (16 * i)) & 0xFFFF) % 36];
   }
-  m.instance_name[11] = '\0';
-  m.seed = rng_.next();
+  std::memcpy(m.instance_name, name, sizeof name);
+  m.seed = rng.next();
   m.seq = seq;
   m.published_ns = now;
+  rng_ = rng;
 }
 
 }  // namespace mayhem

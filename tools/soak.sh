@@ -4,15 +4,13 @@
 # that memory stays flat and nothing is lost.
 # Usage: tools/soak.sh [--duration S (3600)] [--rate MSGS_PER_S (2000)] [--every S (5)]
 #                      [--out DIR (results/soak-DATE)] [-- extra mayhem flags]
-# Output in DIR: samples.tsv (t_s rss_kb threads cpu_s in_flight p50_ms p99_ms), summary.json (the
+# Output in DIR: samples.tsv (t_s rss_kb threads cpu_s in_flight p50_ms p99_ms acked), summary.json (the
 # run's --summary-json), soak.png (gnuplot), report.txt (the verdict). Exit 0 when memory was flat
 # (RSS after the warm-up grew by less than max(10%, 16 MB) along a least-squares fit) and the
 # accounting holds (exit 0, published == acked + nacked, every message settled).
 #
-# In-flight and latency percentiles of a *running* process need a live endpoint. Until the stats
-# endpoint lands, those columns are "-" and only RSS, threads and CPU come from /proc; set
-# MAYHEM_STATS_URL (e.g. http://127.0.0.1:PORT/stats) and, if its JSON differs, adapt
-# stats_sample() below: the one hook to fill in.
+# In flight and the latency percentiles of each interval come from the service's stats endpoint
+# (--stats-addr on a free loopback port; tools/lib/soak_sampler.py differences the histogram).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,47 +29,20 @@ while [[ $# -gt 0 ]]; do
 done
 out="${out:-results/soak-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
-bin=build/release/mayhem
+bin="${MAYHEM_BIN:-build/release/mayhem}"  # MAYHEM_BIN: a copy, so a rebuild cannot swap it mid-run
 [[ -x "$bin" ]] || tools/build.sh release
-
-# The hook for the live stats endpoint: prints "in_flight p50_ms p99_ms" (or "- - -").
-stats_sample() {
-  if [[ -n "${MAYHEM_STATS_URL:-}" ]]; then
-    curl -fsS --max-time 2 "$MAYHEM_STATS_URL" 2> /dev/null | python3 -c '
-import json, sys
-try:
-    s = json.load(sys.stdin)
-    lat = s.get("latency_ms", {})
-    print(s.get("in_flight", "-"), lat.get("p50", "-"), lat.get("p99", "-"))
-except Exception:
-    print("- - -")' || echo "- - -"
-  else
-    echo "- - -"
-  fi
-}
 
 # The reference's profile: every I/O call takes uniform(0, 1) s, a quarter of saves and restarts
 # fail, restarts are retried, deadlines extended every 2 s by 3 s (all the defaults).
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin" --messages 0 --rate "$rate" --latency-scale 1 --fail-rate 0.25 --log-level warning \
-  --log-file "$out/mayhem.log" --summary-json "${extra[@]}" > "$out/summary.json" &
+  --log-file "$out/mayhem.log" --stats-addr "127.0.0.1:$port" --summary-json "${extra[@]}" \
+  > "$out/summary.json" &
 pid=$!
 trap 'kill -INT $pid 2> /dev/null || true' EXIT
-ticks=$(getconf CLK_TCK)
-echo -e "t_s\trss_kb\tthreads\tcpu_s\tin_flight\tp50_ms\tp99_ms" > "$out/samples.tsv"
-start=$(date +%s.%N)
 echo "soak: pid $pid, ${duration} s at ${rate} msgs/s, a sample every ${every} s -> $out"
-while :; do
-  now=$(date +%s.%N)
-  t=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
-  [[ -r /proc/$pid/status ]] || { echo "soak: mayhem exited early" >&2; break; }
-  rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
-  threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
-  cpu=$(awk -v hz="$ticks" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$pid/stat")
-  read -r inflight p50 p99 <<< "$(stats_sample)"
-  echo -e "$t\t$rss\t$threads\t$cpu\t$inflight\t$p50\t$p99" >> "$out/samples.tsv"
-  if awk -v t="$t" -v d="$duration" 'BEGIN { exit !(t >= d) }'; then break; fi
-  sleep "$every"
-done
+python3 tools/lib/soak_sampler.py --pid "$pid" --url "http://127.0.0.1:$port/stats" \
+  --every "$every" --duration "$duration" --out "$out/samples.tsv"
 kill -INT "$pid" 2> /dev/null || true
 trap - EXIT
 rc=0
@@ -114,6 +85,11 @@ try:
     lost = s["published"] - settled
     ok &= rc == 0 and lost == 0
     print("nothing lost" if lost == 0 else f"LOST {lost} messages")
+    p99s = [float(r[6]) for r in rows if r[6] != "-" and float(r[0]) >= cut]
+    flights = [int(r[4]) for r in rows if r[4] != "-" and float(r[0]) >= cut]
+    if p99s and flights:
+        print(f"after the warm-up, per {t[1] - t[0]:.0f}-s interval: p99 latency {min(p99s):.0f}-"
+              f"{max(p99s):.0f} ms, in flight {min(flights)}-{max(flights)}")
 except Exception as e:  # no summary: the process died
     print(f"no summary ({e}); exit {rc}")
     ok = False
@@ -122,25 +98,27 @@ sys.exit(0 if ok else 1)
 PY
 status=${PIPESTATUS[0]}
 
-# In flight on the right axis when it was sampled, else the thread count.
-if awk -F'\t' 'NR > 1 && $5 != "-" { found = 1 } END { exit !found }' "$out/samples.tsv"; then
-  y2='using 1:5 skip 1 axes x1y2 with lines title "in flight"'
-else
-  y2='using 1:3 skip 1 axes x1y2 with lines title "threads"'
-fi
 gnuplot << GP || echo "soak: gnuplot failed (plot skipped)" >&2
-set terminal pngcairo size 1000,600 noenhanced
+set terminal pngcairo size 1000,800 noenhanced
 set output "$out/soak.png"
-set title "Mayhem soak: ${rate} msgs/s, latency-scale 1 (the reference's profile)"
-set xlabel "seconds"
-set ylabel "RSS (MB)"
-set y2label "in flight (if sampled), else threads"
-set ytics nomirror
-set y2tics
-set key top left
 set datafile separator "\t"
 set datafile missing "-"
+set multiplot layout 2,1 title "Mayhem soak: ${rate} msgs/s, latency-scale 1 (the reference's profile)"
+set xlabel "seconds"
+set ylabel "RSS (MB)"
+set y2label "messages in flight"
+set ytics nomirror
+set y2tics
+set yrange [0:*]
+set y2range [0:*]
+set key top left
 plot "$out/samples.tsv" using 1:(\$2/1024) skip 1 with lines lw 2 title "RSS", \
-     "" $y2
+     "" using 1:5 skip 1 axes x1y2 with lines title "in flight"
+unset y2label
+unset y2tics
+set ylabel "end-to-end latency, each interval (ms)"
+plot "$out/samples.tsv" using 1:6 skip 1 with lines title "p50", \
+     "" using 1:7 skip 1 with lines title "p99"
+unset multiplot
 GP
 exit "$status"

@@ -170,7 +170,9 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
   for (std::uint64_t left = make; left > 0;) {
     const auto k = static_cast<std::uint32_t>(std::min<std::uint64_t>(left, batch_));
     messages_.acquire(buf, k);
+    for (std::uint32_t i = 0; i < std::min(k, kPrefetchAhead); ++i) prefetch(buf[i], true);
     for (std::uint32_t i = 0; i < k; ++i) {
+      if (i + kPrefetchAhead < k) prefetch(buf[i + kPrefetchAhead], true);
       factory_.fill(*buf[i], publish_seq_++, now);
       if (debug) log_->debug("Published message {}", *buf[i]);
     }
