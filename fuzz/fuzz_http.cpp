@@ -45,7 +45,7 @@ class MemoryStream final : public httplib::Stream {
     ip = "127.0.0.1";
     port = 9100;
   }
-  httplib::socket_t socket() const override { return INVALID_SOCKET; }
+  socket_t socket() const override { return INVALID_SOCKET; }
   bool exhausted() const { return pos_ == in_.size(); }
 
   std::string out;
