@@ -111,7 +111,7 @@ set ytics nomirror
 set y2tics
 set yrange [0:*]
 set y2range [0:*]
-set key top left
+set key bottom right
 plot "$out/samples.tsv" using 1:(\$2/1024) skip 1 with lines lw 2 title "RSS", \
      "" using 1:5 skip 1 axes x1y2 with lines title "in flight"
 unset y2label

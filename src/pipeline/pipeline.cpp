@@ -170,9 +170,9 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
   for (std::uint64_t left = make; left > 0;) {
     const auto k = static_cast<std::uint32_t>(std::min<std::uint64_t>(left, batch_));
     messages_.acquire(buf, k);
-    for (std::uint32_t i = 0; i < std::min(k, kPrefetchAhead); ++i) prefetch(buf[i], true);
+    for (std::uint32_t i = 0; i < std::min(k, kPrefetchAhead); ++i) prefetch_all(buf[i]);
     for (std::uint32_t i = 0; i < k; ++i) {
-      if (i + kPrefetchAhead < k) prefetch(buf[i + kPrefetchAhead], true);
+      if (i + kPrefetchAhead < k) prefetch_all(buf[i + kPrefetchAhead]);
       factory_.fill(*buf[i], publish_seq_++, now);
       if (debug) log_->debug("Published message {}", *buf[i]);
     }
@@ -230,8 +230,10 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
 
     const Nanos deadline = clock_.now() + ack_deadline_;
     const bool info = log_->should_log(spdlog::level::info);
+    prefetch_ahead(lot->batch.msgs, got);
     for (std::uint32_t i = 0; i < got; ++i) {
       Message* m = lot->batch.msgs[i];
+      if (i + kPrefetchAhead < got) prefetch_state(lot->batch.msgs[i + kPrefetchAhead]);
       m->lot = lot;
       m->pending.store(2, std::memory_order_relaxed);
       m->lease.store(LeaseState::kActive, std::memory_order_relaxed);
@@ -367,7 +369,9 @@ Batch* Pipeline::handle_saves(Batch* in) {
   const bool info = log_->should_log(spdlog::level::info);
   std::uint64_t ok = 0, failed = 0;
   Batch* ready = nullptr;
+  prefetch_ahead(in->msgs, in->size);
   for (std::uint32_t i = 0; i < in->size; ++i) {
+    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
     Message& m = *in->msgs[i];
     try {
       if (in->cancelled) {
@@ -403,7 +407,9 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
   std::uint64_t ok = 0, failed = 0, retried = 0;
   Batch* ready = nullptr;
   Batch* retry = nullptr;
+  prefetch_ahead(in->msgs, in->size);
   for (std::uint32_t i = 0; i < in->size; ++i) {
+    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
     Message& m = *in->msgs[i];
     try {
       if (in->cancelled) {
@@ -459,7 +465,9 @@ bool Pipeline::handle_settle(Batch* in) {
   Lot* lots[kBatchCapacity];
   std::uint32_t counts[kBatchCapacity];
   std::uint32_t runs = 0;
+  prefetch_ahead(in->msgs, n);
   for (std::uint32_t i = 0; i < n; ++i) {
+    if (i + kPrefetchAhead < n) prefetch_state(in->msgs[i + kPrefetchAhead]);
     Message& m = *in->msgs[i];
     bool ack = !in->cancelled;
     if (ack && fault_) {
