@@ -133,7 +133,11 @@ TEST_CASE("NATS: SIGINT nacks what is outstanding and a second run finishes it",
   NatsServer srv;
   publish(srv, 300);
   // AckWait 10 s: a message whose nack got lost would hold the second run up for 10 s.
-  Subprocess a(consumer(srv, {"--messages", "0", "--latency-scale", "0.4", "--max-in-flight", "50",
+  // SIGINT must find messages in flight: at --latency-scale 1.5 each message takes about 2 s
+  // (three stages of up to 1.5 s), so 50 at a time need about 12 s for the 300, while the first
+  // ack comes within a second. (At 0.4 the whole lot took about 3 s: on a loaded machine the
+  // signal sometimes came after the last ack, and nothing was left to nack.)
+  Subprocess a(consumer(srv, {"--messages", "0", "--latency-scale", "1.5", "--max-in-flight", "50",
                               "--fail-rate", "0", "--ack-deadline", "10"}));
   REQUIRE(eventually([&] { return a.err_so_far().find("Done. Acked") != std::string::npos; }, 20s));
   a.signal(SIGINT);
@@ -144,6 +148,7 @@ TEST_CASE("NATS: SIGINT nacks what is outstanding and a second run finishes it",
   const auto acked_a = sa["acked"].get<std::uint64_t>();
   const auto nacked_a = sa["nacked"].get<std::uint64_t>();
   CHECK(acked_a > 0);
+  REQUIRE(acked_a < 300);  // else the signal came after the last ack: nothing left to test
   CHECK(nacked_a > 0);
   CHECK(acked_a + nacked_a == sa["published"].get<std::uint64_t>());
   CHECK(ra.err.find("Nacking outstanding messages") != std::string::npos);

@@ -340,6 +340,46 @@ TEST_CASE("Stats endpoint: /metrics, /stats, 404, 405 and 4xx, snapshots shared"
   CHECK_FALSE(late.Get("/stats"));
 }
 
+TEST_CASE("StatsServer::install gives a server of one's own the endpoint's routes and limits",
+          "[observe]") {
+  // The seam the HTTP fuzz target (fuzz/fuzz_http.cpp) drives; here over a real socket.
+  auto [log, sink] = test::make_test_logger();
+  StatsServer stats(
+      {"127.0.0.1", 0}, [] { return known_snapshot(); }, log);
+  httplib::Server other;
+  stats.install(other);
+  const int port = other.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread serving([&] { other.listen_after_bind(); });
+  struct Stop {
+    httplib::Server& s;
+    std::thread& t;
+    ~Stop() {
+      while (!s.is_running()) std::this_thread::yield();  // stop() before the loop runs is lost
+      s.stop();
+      t.join();
+    }
+  } stop{other, serving};
+  CHECK(stats.port() == 0);  // never started: only `other` listens
+
+  httplib::Client client("127.0.0.1", static_cast<std::uint16_t>(port));
+  auto res = client.Get("/stats");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(json::parse(res->body)["counters"]["acked"] == 4000);
+  res = client.Get("/nope");
+  REQUIRE(res);
+  CHECK(res->status == 404);
+  CHECK(res->body.find("/metrics") != std::string::npos);
+  res = client.Post("/stats", "x", "text/plain");
+  REQUIRE(res);
+  CHECK(res->status == 405);
+  CHECK(res->get_header_value("Allow") == "GET, HEAD");
+  CHECK(raw_request(static_cast<std::uint16_t>(port),
+                    "GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            .find(" 413 ") != std::string::npos);
+}
+
 TEST_CASE("Stats endpoint on a non-loopback address logs that it is unauthenticated", "[observe]") {
   auto [log, sink] = test::make_test_logger();
   StatsServer server(

@@ -5,9 +5,13 @@
 #   tsan  ThreadSanitizer (preset `tsan`, build/tsan), against a oneTBB built with TSan (see below)
 #   fetch-tbb  only download and unpack oneTBB's Debian source (network, no CPU: .ci/run does it
 #         in the background while it builds the release tree)
-# The sanitizer trees build only what the tests need (no benchmarks), at -O1 with line tables
-# only (-g1: enough for file:line in every report), and the tests scale their longest loops down
-# (tests/support/scale.hpp): a CI budget of 20 minutes on 2 cores for everything.
+# The sanitizer trees build only what the tests need (no benchmarks, no fuzz targets), at -O1 -g
+# (not -g1: a quarter less compile time, but g++ then left the top frame of moodycamel's
+# enqueue_bulk without file:line, so tsan.supp's race_top:concurrentqueue.h no longer matched), as
+# unity batches of 7 .cpp files (CMAKE_UNITY_BUILD: the heavy headers' templates are
+# compiled and instrumented once per batch, not once per file), with Catch2's own runner
+# (tests/main.cpp) left uninstrumented (tests/CMakeLists.txt says why), and the tests scale their
+# longest loops down (tests/support/scale.hpp): a CI budget of 20 minutes on 2 cores for everything.
 # Exits non-zero when a build fails, a test fails, or any sanitizer report was written.
 #
 # Reports: the test presets send ASan and TSan reports to build/<preset>/sanitizer-logs/ (log_path),

@@ -146,10 +146,8 @@ StatsServer::~StatsServer() {
   stop();
 }
 
-std::optional<std::string> StatsServer::start() {
+void StatsServer::install(httplib::Server& svr) {
   Impl& i = *impl_;
-  ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-response must not kill the service
-  auto& svr = i.server;
   const Limits lim = i.limits;
   svr.new_task_queue = [lim] { return new BoundedPool(lim.threads, lim.max_waiting); };
   svr.set_payload_max_length(lim.max_payload);
@@ -187,6 +185,13 @@ std::optional<std::string> StatsServer::start() {
                           (res.status == 404 ? " not found: try /metrics or /stats\n" : " error\n"),
                       "text/plain");
   });
+}
+
+std::optional<std::string> StatsServer::start() {
+  Impl& i = *impl_;
+  ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-response must not kill the service
+  auto& svr = i.server;
+  install(svr);
   // For port 0, bind_to_any_port reports the port the kernel picked.
   const int port = i.addr.port == 0
                        ? svr.bind_to_any_port(i.addr.host)

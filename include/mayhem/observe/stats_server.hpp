@@ -18,6 +18,10 @@
 
 #include "mayhem/observe/stats.hpp"
 
+namespace httplib {
+class Server;
+}
+
 namespace mayhem {
 
 struct StatsAddress {
@@ -53,6 +57,11 @@ class StatsServer {
 
   // Binds and starts serving; an error message when the address cannot be bound.
   std::optional<std::string> start();
+  // Puts this endpoint's limits, request checks, routes and error pages on `svr`: what start()
+  // does to its own server before binding. For the tests and the HTTP fuzz target
+  // (fuzz/fuzz_http.cpp), which drive a server of their own. The handlers use this object's
+  // snapshot function and cache, so it must outlive `svr`'s requests.
+  void install(httplib::Server& svr);
   void stop();
   std::uint16_t port() const;  // the bound port
 
