@@ -2,7 +2,6 @@
 
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/task_arena.h>
-#include <oneapi/tbb/task_scheduler_observer.h>
 #include <sys/resource.h>
 
 #include <condition_variable>
@@ -59,16 +58,6 @@ struct Service::Impl {
   ShutdownManager shutdown;
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
-  // Names the arena's TBB workers "mayhem-worker" as they join it (declared after the arena, so
-  // it stops observing before the arena goes).
-  struct WorkerNamer final : tbb::task_scheduler_observer {
-    explicit WorkerNamer(tbb::task_arena& a) : tbb::task_scheduler_observer(a) { observe(true); }
-    ~WorkerNamer() override { observe(false); }
-    void on_scheduler_entry(bool worker) override {
-      if (worker) name_this_thread("mayhem-worker");
-    }
-  };
-  std::unique_ptr<WorkerNamer> worker_namer;
   std::unique_ptr<IoService> io;
   std::unique_ptr<Store> store;  // null: --store memory (the simulated save)
   std::unique_ptr<LeaseManager> lease;
@@ -190,7 +179,6 @@ int Service::Impl::run() {
   parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                       threads + 1);
   arena = std::make_unique<tbb::task_arena>(static_cast<int>(threads), 0);
-  worker_namer = std::make_unique<WorkerNamer>(*arena);
 
   const double max_backoff = opts.restart_retries == 0
                                  ? 0
