@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mayhem/lease/lease_manager.hpp"
+#include "support/subprocess.hpp"
 #include "support/test_sink.hpp"
 
 using namespace mayhem;
@@ -14,6 +15,16 @@ using namespace mayhem;
 namespace {
 
 constexpr Nanos kSec = kNanosPerSecond;
+using namespace std::chrono_literals;
+
+// A lot of `n` freshly reset messages, for the tests that run the lease thread on a real clock.
+Lot* bare_lot(LotPool& lots, MessagePool& messages, std::uint32_t n) {
+  Lot* lot = lots.acquire_one();
+  messages.acquire(lot->batch.msgs, n);
+  lot->batch.size = n;
+  for (std::uint32_t i = 0; i < n; ++i) lot->batch.msgs[i]->reset_state();
+  return lot;
+}
 
 struct Fixture {
   ManualClock clock{100 * kSec};
@@ -161,16 +172,10 @@ TEST_CASE("The lease thread extends on its own with a real clock and short inter
   auto [log, sink] = test::make_test_logger(spdlog::level::off);
   LeaseManager lease({20'000'000, 30'000'000, 1'000'000}, SteadyClock::instance(), log, metrics,
                      messages, lots);
-  Lot* lot = lots.acquire_one();
-  messages.acquire(lot->batch.msgs, 2);
-  lot->batch.size = 2;
-  for (int i = 0; i < 2; ++i) lot->batch.msgs[i]->reset_state();
+  Lot* lot = bare_lot(lots, messages, 2);
   lease.start();
   lease.register_lot(lot);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (metrics.extensions.get() < 6 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  CHECK(metrics.extensions.get() >= 6);  // three rounds of two
+  CHECK(test::eventually([&] { return metrics.extensions.get() >= 6; }, 10s));  // 3 rounds of 2
   lease.release_lot(lot);
   lease.stop();
   CHECK(lease.tracked_lots() == 0);
@@ -262,17 +267,11 @@ TEST_CASE("An exception on the lease thread goes to the fatal handler, the threa
   std::atomic<int> fatals{0};
   lease.set_fault_hook([](const Message&, std::uint32_t) -> bool { throw std::logic_error("x"); });
   lease.set_fatal_handler([&](std::exception_ptr) { fatals.fetch_add(1); });
-  Lot* lot = lots.acquire_one();
-  messages.acquire(lot->batch.msgs, 2);
-  lot->batch.size = 2;
-  for (int i = 0; i < 2; ++i) lot->batch.msgs[i]->reset_state();
+  Lot* lot = bare_lot(lots, messages, 2);
   lease.start();
   lease.register_lot(lot);
   // After the crash the thread keeps extending (injected faults off) and freeing.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (metrics.extensions.get() < 4 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  REQUIRE(metrics.extensions.get() >= 4);
+  REQUIRE(test::eventually([&] { return metrics.extensions.get() >= 4; }, 10s));
   CHECK(fatals.load() == 1);
   lease.release_lot(lot);
   CHECK(lease.stop_within(5 * kSec));

@@ -82,12 +82,10 @@ def main():
                 now = {int(i): int(n) for i, n in s["latency"]["buckets"]}
                 window = {i: n - prev.get(i, 0) for i, n in now.items() if n - prev.get(i, 0) > 0}
                 prev = now
-                for q, name in ((0.5, "p50"), (0.99, "p99")):
-                    v = percentile(window, q)
-                    if name == "p50":
-                        p50 = "-" if v is None else f"{v / 1e6:.1f}"
-                    else:
-                        p99 = "-" if v is None else f"{v / 1e6:.1f}"
+                p50, p99 = (
+                    "-" if v is None else f"{v / 1e6:.1f}"
+                    for v in (percentile(window, 0.5), percentile(window, 0.99))
+                )
             out.write(f"{t:.1f}\t{rss}\t{threads}\t{cpu:.1f}\t{inflight}\t{p50}\t{p99}\t{acked}\n")
             out.flush()
             if t >= a.duration:
