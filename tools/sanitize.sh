@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # Builds Mayhem under the sanitizers and runs the whole Catch2 suite there (the CLI tests spawn the
 # sanitized `mayhem` binary too). Usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] (default: all)
-#   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset `asan`, build/asan)
-#   tsan  ThreadSanitizer (preset `tsan`, build/tsan), against a oneTBB built with TSan (see below)
+#   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset `asan`, build/asan):
+#         clang++-14 at -O0, one tree that also builds the libFuzzer targets (tools/fuzz.sh runs
+#         them from it), so CI compiles Mayhem once for both
+#   tsan  ThreadSanitizer (preset `tsan`, build/tsan; g++ 12, mayhem_core at -O1, the test files
+#         at -O0), against a oneTBB built with TSan (see below); tests run two at a time
 #   fetch-tbb  only download and unpack oneTBB's Debian source (network, no CPU: .ci/run does it
 #         in the background while it builds the release tree)
-# The sanitizer trees build only what the tests need (no benchmarks, no fuzz targets), at -O1 -g
-# (not -g1: a quarter less compile time, but g++ then left the top frame of moodycamel's
-# enqueue_bulk without file:line, so tsan.supp's race_top:concurrentqueue.h no longer matched), as
-# unity batches of 7 .cpp files (CMAKE_UNITY_BUILD: the heavy headers' templates are
-# compiled and instrumented once per batch, not once per file), with Catch2's own runner
-# (tests/main.cpp) left uninstrumented (tests/CMakeLists.txt says why), and the tests scale their
-# longest loops down (tests/support/scale.hpp): a CI budget of 20 minutes on 2 cores for everything.
+# Compile time decides what fits CI's budget (well under 20 minutes on 2 cores for everything),
+# measured per translation unit, CPU-seconds for the whole tree (2026-11-27):
+#   ASan+UBSan  g++ -O1 700, g++ -Og 555, g++ -O0 323, clang -O1 (+ fuzz coverage) 435,
+#               clang -O0 (+ fuzz coverage) 210: clang -O0 it is, and it replaces the separate
+#               fuzz tree's build too. -O0 also removes nothing that ASan would have checked.
+#   TSan        g++ -O1 259 (the test files at -O0: 205), -Og 199, -O0 171. All at -O0, build +
+#               tests took 123 + 84 s against about 130 + 75 s with mayhem_core at -O1: a wash,
+#               and the faster binary leaves the timing-bound tests more slack, so -O1 it is.
+# Both trees build no benchmarks, compile unity batches of 7 .cpp files (CMAKE_UNITY_BUILD: the
+# heavy headers' templates are compiled and instrumented once per batch, not once per file) with
+# -g (with -g1 g++ left the top frame of moodycamel's enqueue_bulk without file:line, see
+# tsan.supp), leave Catch2's own runner (tests/main.cpp) uninstrumented (tests/CMakeLists.txt says
+# why), and the tests scale their longest loops down (tests/support/scale.hpp).
 # Exits non-zero when a build fails, a test fails, or any sanitizer report was written.
 #
 # Reports: the test presets send ASan and TSan reports to build/<preset>/sanitizer-logs/ (log_path),
 # so those of the `mayhem` children, whose stderr the CLI tests capture and parse, are not lost; this
-# script prints a digest of them. UBSan reports go to stderr (g++'s libubsan ignores log_path when
-# linked with ASan): the test binary's show in ctest's output; a child's makes its test fail on the
-# exit status, and rerunning that command by hand shows it.
+# script prints a digest of them. UBSan reports go to stderr (UBSAN_OPTIONS sets no log_path): the
+# test binary's show in ctest's output; a child's makes its test fail on the exit status
+# (-fno-sanitize-recover), and rerunning that command by hand shows it.
 #
 # oneTBB and TSan: Debian's libtbb12 is not instrumented, so TSan cannot see the synchronisation in
 # the task scheduler and reports every flow-graph task as racing with the thread that spawned it.
