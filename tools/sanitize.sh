@@ -14,7 +14,7 @@
 #               clang -O0 (+ fuzz coverage) 210: clang -O0 it is, and it replaces the separate
 #               fuzz tree's build too. -O0 also removes nothing that ASan would have checked.
 #   TSan        g++ -O1 259 (the test files at -O0: 205), -Og 199, -O0 171. All at -O0, build +
-#               tests took 123 + 84 s against about 130 + 75 s with mayhem_core at -O1: a wash,
+#               tests took 123 + 84 s against 125 + 74 s with mayhem_core at -O1: a wash,
 #               and the faster binary leaves the timing-bound tests more slack, so -O1 it is.
 # Both trees build no benchmarks, compile unity batches of 7 .cpp files (CMAKE_UNITY_BUILD: the
 # heavy headers' templates are compiled and instrumented once per batch, not once per file) with
