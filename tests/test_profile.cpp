@@ -34,8 +34,8 @@ struct Msgs {
     for (std::size_t i = 0; i < m.size(); ++i) {
       m[i].seq = first_seq + i;
       m[i].published_ns = published;
-      // fmt, not snprintf: unoptimised (sanitizer trees) g++ cannot see i < 8 and warns that
-      // "%04zu" may be truncated.
+      // fmt, not snprintf: g++ at -O0 (the tsan tree's test files) cannot see i < 8 and warns
+      // that "%04zu" may be truncated.
       fmt::format_to_n(m[i].instance_name, sizeof m[i].instance_name - 1, "cattle-{:04}", i);
       p[i] = &m[i];
     }

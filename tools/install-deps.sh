@@ -11,7 +11,8 @@ packages=(
   gnuplot-nox tmux
   # sanitizers (tools/sanitize.sh): dpkg-source unpacks oneTBB's Debian source for the TSan build
   dpkg-dev
-  # fuzzing (tools/fuzz.sh): clang with libFuzzer and its sanitizer runtimes
+  # the asan preset and fuzzing (tools/sanitize.sh asan, tools/fuzz.sh): clang with libFuzzer and
+  # its sanitizer runtimes
   clang-14 libclang-rt-14-dev
   # the soak's optional live stats (tools/soak.sh)
   curl

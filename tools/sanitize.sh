@@ -12,8 +12,10 @@
 # measured per translation unit, CPU-seconds for the whole tree (2026-11-27):
 #   ASan+UBSan  g++ -O1 700, g++ -Og 555, g++ -O0 323, clang -O1 (+ fuzz coverage) 435,
 #               clang -O0 (+ fuzz coverage) 210: clang -O0 it is, and it replaces the separate
-#               fuzz tree's build too. -O0 also removes nothing that ASan would have checked.
-#   TSan        g++ -O1 259 (the test files at -O0: 205), -Og 199, -O0 171. All at -O0, build +
+#               fuzz tree's build too. -O0 removes none of ASan's checks, only UBSan's
+#               object-size check (clang runs it on optimised code only; ASan reports those
+#               out-of-bounds accesses anyway).
+#   TSan        g++ -O1 259 (the test files at -O0: 218), -Og 199, -O0 171. All at -O0, build +
 #               tests took 123 + 84 s against 125 + 74 s with mayhem_core at -O1: a wash,
 #               and the faster binary leaves the timing-bound tests more slack, so -O1 it is.
 # Both trees build no benchmarks, compile unity batches of 7 .cpp files (CMAKE_UNITY_BUILD: the
@@ -23,11 +25,11 @@
 # why), and the tests scale their longest loops down (tests/support/scale.hpp).
 # Exits non-zero when a build fails, a test fails, or any sanitizer report was written.
 #
-# Reports: the test presets send ASan and TSan reports to build/<preset>/sanitizer-logs/ (log_path),
-# so those of the `mayhem` children, whose stderr the CLI tests capture and parse, are not lost; this
-# script prints a digest of them. UBSan reports go to stderr (UBSAN_OPTIONS sets no log_path): the
-# test binary's show in ctest's output; a child's makes its test fail on the exit status
-# (-fno-sanitize-recover), and rerunning that command by hand shows it.
+# Reports: the test presets send ASan, UBSan and TSan reports to build/<preset>/sanitizer-logs/
+# (log_path; clang's UBSan lives in the ASan runtime and writes to ASan's log_path, checked with a
+# one-line signed overflow), so those of the `mayhem` children, whose stderr the CLI tests capture
+# and parse, are not lost; this script prints a digest of them. UBSan also aborts the process
+# (-fno-sanitize-recover), so a report fails its test as well.
 #
 # oneTBB and TSan: Debian's libtbb12 is not instrumented, so TSan cannot see the synchronisation in
 # the task scheduler and reports every flow-graph task as racing with the thread that spawned it.
@@ -162,7 +164,7 @@ digest_reports() {
     # Headers, the summary line, and per stack its first 3 frames plus the first 5 frames in our
     # own code (src/, include/, tests/), trimmed: enough to see where to look in the full file.
     awk -v ours="^ +#[0-9]+ .*$root/(src|include|tests)/" '
-         /^(WARNING|ERROR|SUMMARY)|^  [A-Z][a-z]+ |^(Direct|Indirect) leak/ { print; n = m = 0; next }
+         /^(WARNING|ERROR|SUMMARY)|^  [A-Z][a-z]+ |^(Direct|Indirect) leak|runtime error:/ { print; n = m = 0; next }
          /^ +#[0-9]+ / { if (n++ < 3 || ($0 ~ ours && m++ < 5)) print substr($0, 1, 220); next }
          { n = m = 0 }' "$f" | head -n 150
   done
@@ -189,7 +191,8 @@ run_preset() {
   fi
   local logs="$root/build/$p/sanitizer-logs"
   mkdir -p "$logs" && rm -f "$logs"/*
-  # Kernels with more than 28 bits of mmap randomisation break g++ 12's TSan/ASan shadow layout
+  # Kernels with more than 28 bits of mmap randomisation break g++ 12's TSan and clang 14's ASan
+  # shadow layout
   # ("unexpected memory mapping"); run without ASLR there (children inherit it).
   local wrap=()
   if [[ "$(cat /proc/sys/vm/mmap_rnd_bits 2> /dev/null || echo 28)" -gt 28 ]]; then
