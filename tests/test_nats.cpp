@@ -264,6 +264,10 @@ TEST_CASE("NATS: the server going away and coming back is survived without loss"
   CHECK(r.err.find("NATS: reconnected") != std::string::npos);
   const json s = last_json_line(r);
   CHECK(s["acked"].get<std::uint64_t>() >= 400);  // redeliveries may add duplicates, never loss
+  // The reconnect is where nats.c 3.4.1 can over-fill a fetch (NatsSource::fetch_loop): when it
+  // did, say so, so a run shows the defence was exercised.
+  if (r.err.find("the client library returned") != std::string::npos)
+    WARN("nats.c over-filled a fetch after the reconnect; fetch_loop took the batch it asked for");
 }
 
 TEST_CASE("NATS: a server that is not there is a clear error, not a hang", "[nats]") {
