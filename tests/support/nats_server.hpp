@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -47,8 +49,18 @@ class NatsServer {
     char tmpl[] = "/tmp/mayhem-nats-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
-    port_ = free_port();
-    start();
+    // free_port() closes its probe socket before nats-server binds the port, so under ctest -j2
+    // another process can take it in between; the server then exits at once. Pick another port
+    // (restart() cannot: the broker must come back where it was).
+    for (int attempt = 1;; ++attempt) {
+      port_ = free_port();
+      try {
+        start();
+        return;
+      } catch (const ExitedEarly&) {
+        if (attempt == 5) throw;
+      }
+    }
   }
   ~NatsServer() {
     kill(SIGTERM);
@@ -114,6 +126,17 @@ class NatsServer {
   }
 
  private:
+  struct ExitedEarly : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+  // The end of the server's own log (its store directory), for an error message.
+  std::string log_tail() const {
+    std::ifstream in(dir_ + "/server.log");
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all.size() > 600 ? all.substr(all.size() - 600) : all;
+  }
+
   static int free_port() {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
@@ -170,8 +193,9 @@ class NatsServer {
       int st = 0;
       if (waitpid(pid_, &st, WNOHANG) == pid_) {
         pid_ = -1;
-        throw std::runtime_error(std::string("nats-server did not start (is ") +
-                                 NATS_SERVER_BINARY + " installed? tools/install-deps.sh)");
+        throw ExitedEarly(std::string("nats-server exited at start on port ") +
+                          std::to_string(port_) + " (is " + NATS_SERVER_BINARY +
+                          " installed? tools/install-deps.sh); its log ends: " + log_tail());
       }
       if (std::chrono::steady_clock::now() > deadline) {
         kill(SIGKILL);
