@@ -304,6 +304,10 @@ void NatsSource::close() {
 void NatsSource::fetch_loop() {
   std::vector<Message*> buf;
   bool failing = false;
+  // Every request asks for the same batch (the last one of a --messages N run aside): nats.c
+  // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
+  // reconnect), and when that request was larger the array overflowed (see below).
+  const std::uint64_t batch = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued);
   while (!stop_.load(std::memory_order_acquire)) {
     if (stopping_ && stopping_()) {
       // Shutting down: fetch nothing more; wait for stop_fetching().
@@ -312,10 +316,6 @@ void NatsSource::fetch_loop() {
       continue;
     }
     if (cfg_.limit != 0 && fetched_ >= cfg_.limit) break;  // --messages N: all N fetched
-    // Every request asks for the same batch (the last one of a --messages N run aside): nats.c
-    // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
-    // reconnect), and when that request was larger the array overflowed (see below).
-    const std::uint64_t batch = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued);
     const std::uint64_t depth = depth_.load();
     if (depth + batch > cfg_.max_queued) {
       // Consume has not caught up: wait for pull() (it wakes us) or stop.
