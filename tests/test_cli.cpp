@@ -377,3 +377,37 @@ TEST_CASE("A full async log queue: block loses nothing, drop-oldest counts every
   std::remove(blocked_log.c_str());
   std::remove(dropped_log.c_str());
 }
+
+// ---- extreme values of time flags: conversions saturate, memory follows the work --------------
+
+TEST_CASE("Shutdown timeout of 1e10 s is long and not an overflow: a normal run exits 0",
+          "[cli][shutdown][time]") {
+  // 1e10 s is 1e19 ns, past INT64_MAX: the conversion used to wrap to a negative wait, so the
+  // shutdown "timed out" at once, exit 1.
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "0.01",
+                "--shutdown-timeout", "1e10", "--summary-json", "--log-level", "warning"});
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.err.find("Shutdown timed out") == std::string::npos);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "acked") == 10);
+  CHECK(u64(s, "nacked") == 0);
+}
+
+TEST_CASE("Latency scale 1e10: I/O that takes centuries is cancelled by SIGINT and nothing is lost",
+          "[cli][shutdown][time]") {
+  const std::string log = temp_path("latency-1e10.log");
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "1e10",
+                "--summary-json", "--log-file", log});
+  REQUIRE(file_shows(log, "Pulled PubSubMessage", 20s));
+  p.signal(SIGINT);
+  const Result r = p.wait(20s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == 10);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < 100 * 1024);
+  std::remove(log.c_str());
+}

@@ -4,6 +4,7 @@
 #include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mayhem {
 
@@ -91,16 +92,20 @@ void Pipeline::start_flat_out() {
 Nanos Pipeline::io_delay(const Message& m, Op op) const {
   if (scale_ == 0) return 0;  // before touching the message: at zero latency it may be cold
   const std::uint32_t attempt = op == Op::kRestart ? m.restart_attempts : 0;
-  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2;
+  const auto key = static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2;
   double s = to_unit(mix(m.seed, key)) * scale_;
+  // backoff x 2^(attempt-1) x scale, without a shift (UB from 32 attempts on): ldexp scales
+  // exactly and saturates to inf, which seconds_to_nanos turns into kForever.
   if (op == Op::kRestart && attempt > 0)
-    s += opts_.restart_backoff * scale_ * static_cast<double>(1u << (attempt - 1));
+    s += std::ldexp(opts_.restart_backoff * scale_,
+                    static_cast<int>(std::min<std::uint32_t>(attempt - 1, 4096)));
   return seconds_to_nanos(s);
 }
 
 bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
   if (op == Op::kCleanup) return false;
-  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2 + 1;
+  const auto key =
+      static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2 + 1;
   return to_unit(mix(m.seed, key)) < opts_.fail_rate;
 }
 
