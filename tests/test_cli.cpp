@@ -411,3 +411,21 @@ TEST_CASE("Latency scale 1e10: I/O that takes centuries is cancelled by SIGINT a
   CHECK(u64(s, "max_rss_kb") < 100 * 1024);
   std::remove(log.c_str());
 }
+
+TEST_CASE("The timing wheel's memory follows the messages and not the longest possible delay",
+          "[cli][io][time]") {
+  // latency 100 s x (1 + 0.1 x 2^15 backoff) = 3.3e5 s of longest delay: the wheel used to hold a
+  // slot per 5 ms tick of it (65M slots, 1 GB) for 10 messages.
+  const std::string log = temp_path("wheel-rss.log");
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "100",
+                "--restart-retries", "16", "--summary-json", "--log-file", log});
+  REQUIRE(file_shows(log, "Pulled PubSubMessage", 30s));
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < 100 * 1024);
+  std::remove(log.c_str());
+}
