@@ -220,8 +220,8 @@ int Service::Impl::run() {
   } else if (opts.rate == 0 && opts.publish_interval == 0) {
     pipeline->start_flat_out();
   } else {
-    pacer = std::make_unique<Pacer>(opts,
-                                    [p = pipeline.get()](std::uint32_t n) { p->order_publish(n); });
+    pacer = std::make_unique<Pacer>(opts, clock,
+                                    [p = pipeline.get()](std::uint64_t n) { p->order_publish(n); });
     pacer->start();
   }
   {

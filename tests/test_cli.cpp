@@ -429,3 +429,38 @@ TEST_CASE("The timing wheel's memory follows the messages and not the longest po
   CHECK(u64(s, "max_rss_kb") < 100 * 1024);
   std::remove(log.c_str());
 }
+
+TEST_CASE("Rate 1e10: memory stays bounded and SIGINT ends the run within the shutdown timeout",
+          "[cli][shutdown][overload][time]") {
+  // Far faster than the pipeline: publish orders used to pile up in the publish node (one TBB
+  // message per batch, GBs a second) and the pacer's inner loop never looked at the stop flag.
+  const std::string log = temp_path("rate-1e10.log");
+  Subprocess p({"--messages", "0", "--rate", "1e10", "--shutdown-timeout", "1", "--summary-json",
+                "--log-file", log});
+  REQUIRE(file_shows(log, "Starting Mayhem", 20s));
+  std::this_thread::sleep_for(1s);  // the load: a second of publishing as fast as it goes
+  p.signal(SIGINT);
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = p.wait(8s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(took < 3s);  // 1 s timeout + margin for a loaded machine
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") > 0);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < 300 * 1024);
+  std::remove(log.c_str());
+}
+
+TEST_CASE("Rate 1e28: the due count saturates and the run publishes and finishes", "[cli][time]") {
+  // 1e28 msgs/s is 1e19 a nanosecond: the double -> uint64 conversion of the due count used to
+  // overflow and publish nothing, forever.
+  Subprocess p({"--messages", "1000", "--rate", "1e28", "--latency-scale", "0.001",
+                "--summary-json", "--log-level", "warning"});
+  const Result r = p.wait(20s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == 1000);
+  CHECK(u64(s, "acked") == 1000);
+}

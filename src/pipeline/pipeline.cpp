@@ -159,14 +159,35 @@ void Pipeline::io_complete(Op op, Batch* batch) {
 
 // ---- publish: the reference's publish(), into the in-process pub/sub -------------------------
 
+namespace {
+std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
+  return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+}  // namespace
+
+void Pipeline::order_publish(std::uint64_t n) {
+  // Every order waiting in the node is a TBB message: at --rate 1e10 one per batch piled up by
+  // GBs. The pacer adds to a count instead, and posts an order only when none is queued; publish
+  // clears the flag, then takes the count, so an order added after that posts again.
+  std::uint64_t had = publish_ordered_.load();
+  while (!publish_ordered_.compare_exchange_weak(had, saturating_add(had, n))) {
+  }
+  if (!publish_order_queued_.exchange(true)) publish_.try_put(0);
+}
+
 void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kPublish, n);
   if (pubsub_ == nullptr || shutdown_.stopping()) return;
   const std::uint64_t target = opts_.messages;
-  std::uint64_t want = flat_out_ ? batch_ : publish_debt_ + n;
+  std::uint64_t want = batch_;
+  if (!flat_out_) {
+    publish_order_queued_.exchange(false);  // RMW: reads the pacer's exchange, sees its add
+    const std::uint64_t ordered = publish_ordered_.exchange(0);
+    want = saturating_add(publish_debt_, saturating_add(n, ordered));
+  }
   if (target != 0) want = std::min(want, target - publish_seq_);
   const std::uint64_t make = std::min(want, pubsub_->free_capacity());
-  scope.set_items(static_cast<std::uint32_t>(make));
+  scope.set_items(static_cast<std::uint32_t>(std::min<std::uint64_t>(make, UINT32_MAX)));
   if (!flat_out_) publish_debt_ = want - make;
 
   const bool debug = log_->should_log(spdlog::level::debug);
