@@ -4,6 +4,7 @@
 #include <oneapi/tbb/task_arena.h>
 #include <sys/resource.h>
 
+#include <cmath>
 #include <condition_variable>
 #include <random>
 #include <thread>
@@ -180,9 +181,12 @@ int Service::Impl::run() {
                                                       threads + 1);
   arena = std::make_unique<tbb::task_arena>(static_cast<int>(threads), 0);
 
-  const double max_backoff = opts.restart_retries == 0
-                                 ? 0
-                                 : opts.restart_backoff * double(1u << (opts.restart_retries - 1));
+  // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
+  const double max_backoff =
+      opts.restart_retries == 0
+          ? 0
+          : std::ldexp(opts.restart_backoff,
+                       static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
   const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
   io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
                                         : make_blocking_io(batches, opts.io_threads);
@@ -216,8 +220,8 @@ int Service::Impl::run() {
   } else if (opts.rate == 0 && opts.publish_interval == 0) {
     pipeline->start_flat_out();
   } else {
-    pacer = std::make_unique<Pacer>(opts,
-                                    [p = pipeline.get()](std::uint32_t n) { p->order_publish(n); });
+    pacer = std::make_unique<Pacer>(opts, clock,
+                                    [p = pipeline.get()](std::uint64_t n) { p->order_publish(n); });
     pacer->start();
   }
   {

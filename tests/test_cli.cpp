@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "support/scale.hpp"
 #include "support/subprocess.hpp"
 
 using namespace mayhem::test;
@@ -376,4 +377,100 @@ TEST_CASE("A full async log queue: block loses nothing, drop-oldest counts every
   CHECK(u64(dropped, "acked") == 3000);
   std::remove(blocked_log.c_str());
   std::remove(dropped_log.c_str());
+}
+
+// ---- extreme values of time flags: conversions saturate, memory follows the work --------------
+
+namespace {
+// Max RSS bounds: a sanitizer build carries shadow memory and ASan's quarantine (up to 256 MB), so
+// it gets a looser bound that still catches the failures these tests were written for (1 GB for
+// 10 messages; GBs a second).
+constexpr std::uint64_t rss_bound_kb(std::uint64_t normal_mb, std::uint64_t sanitized_mb) {
+  return (kSanitized ? sanitized_mb : normal_mb) * 1024;
+}
+}  // namespace
+
+TEST_CASE("Shutdown timeout of 1e10 s is long and not an overflow: a normal run exits 0",
+          "[cli][shutdown][time]") {
+  // 1e10 s is 1e19 ns, past INT64_MAX: the conversion used to wrap to a negative wait, so the
+  // shutdown "timed out" at once, exit 1.
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "0.01",
+                "--shutdown-timeout", "1e10", "--summary-json", "--log-level", "warning"});
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.err.find("Shutdown timed out") == std::string::npos);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "acked") == 10);
+  CHECK(u64(s, "nacked") == 0);
+}
+
+TEST_CASE("Latency scale 1e10: I/O that takes centuries is cancelled by SIGINT and nothing is lost",
+          "[cli][shutdown][time]") {
+  const std::string log = temp_path("latency-1e10.log");
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "1e10",
+                "--summary-json", "--log-file", log});
+  REQUIRE(file_shows(log, "Pulled PubSubMessage", 20s));
+  p.signal(SIGINT);
+  const Result r = p.wait(20s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == 10);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < rss_bound_kb(100, 600));
+  std::remove(log.c_str());
+}
+
+TEST_CASE("The timing wheel's memory follows the messages and not the longest possible delay",
+          "[cli][io][time]") {
+  // latency 100 s x (1 + 0.1 x 2^15 backoff) = 3.3e5 s of longest delay: the wheel used to hold a
+  // slot per 5 ms tick of it (65M slots, 1 GB) for 10 messages.
+  const std::string log = temp_path("wheel-rss.log");
+  Subprocess p({"--messages", "10", "--publish-interval", "0", "--latency-scale", "100",
+                "--restart-retries", "16", "--summary-json", "--log-file", log});
+  REQUIRE(file_shows(log, "Pulled PubSubMessage", 30s));
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < rss_bound_kb(100, 600));
+  std::remove(log.c_str());
+}
+
+TEST_CASE("Rate 1e10: memory stays bounded and SIGINT ends the run within the shutdown timeout",
+          "[cli][shutdown][overload][time]") {
+  // Far faster than the pipeline: publish orders used to pile up in the publish node (one TBB
+  // message per batch, GBs a second) and the pacer's inner loop never looked at the stop flag.
+  const std::string log = temp_path("rate-1e10.log");
+  Subprocess p({"--messages", "0", "--rate", "1e10", "--shutdown-timeout", "1", "--summary-json",
+                "--log-file", log});
+  REQUIRE(file_shows(log, "Starting Mayhem", 20s));
+  std::this_thread::sleep_for(1s);  // the load: a second of publishing as fast as it goes
+  p.signal(SIGINT);
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = p.wait(kSanitized ? 60s : 8s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(took < (kSanitized ? 20s : 3s));  // 1 s timeout + margin (sanitizers: 5-20x slower)
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") > 0);
+  CHECK(u64(s, "published") == u64(s, "acked") + u64(s, "nacked"));
+  CHECK(u64(s, "max_rss_kb") < rss_bound_kb(300, 1500));
+  std::remove(log.c_str());
+}
+
+TEST_CASE("Rate 1e28: the due count saturates and the run publishes and finishes", "[cli][time]") {
+  // 1e28 msgs/s is 1e19 a nanosecond: the double -> uint64 conversion of the due count used to
+  // overflow and publish nothing, forever.
+  Subprocess p({"--messages", "1000", "--rate", "1e28", "--latency-scale", "0.001",
+                "--summary-json", "--log-level", "warning"});
+  const Result r = p.wait(20s);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 0);
+  const json s = summary_of(r);
+  CHECK(u64(s, "published") == 1000);
+  CHECK(u64(s, "acked") == 1000);
 }

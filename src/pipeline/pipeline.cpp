@@ -4,6 +4,7 @@
 #include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mayhem {
 
@@ -91,16 +92,20 @@ void Pipeline::start_flat_out() {
 Nanos Pipeline::io_delay(const Message& m, Op op) const {
   if (scale_ == 0) return 0;  // before touching the message: at zero latency it may be cold
   const std::uint32_t attempt = op == Op::kRestart ? m.restart_attempts : 0;
-  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2;
+  const auto key = static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2;
   double s = to_unit(mix(m.seed, key)) * scale_;
+  // backoff x 2^(attempt-1) x scale, without a shift (UB from 32 attempts on): ldexp scales
+  // exactly and saturates to inf, which seconds_to_nanos turns into kForever.
   if (op == Op::kRestart && attempt > 0)
-    s += opts_.restart_backoff * scale_ * static_cast<double>(1u << (attempt - 1));
+    s += std::ldexp(opts_.restart_backoff * scale_,
+                    static_cast<int>(std::min<std::uint32_t>(attempt - 1, 4096)));
   return seconds_to_nanos(s);
 }
 
 bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
   if (op == Op::kCleanup) return false;
-  const auto key = static_cast<std::uint64_t>(op) * 64 + attempt * 2 + 1;
+  const auto key =
+      static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2 + 1;
   return to_unit(mix(m.seed, key)) < opts_.fail_rate;
 }
 
@@ -154,14 +159,35 @@ void Pipeline::io_complete(Op op, Batch* batch) {
 
 // ---- publish: the reference's publish(), into the in-process pub/sub -------------------------
 
+namespace {
+std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
+  return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+}  // namespace
+
+void Pipeline::order_publish(std::uint64_t n) {
+  // Every order waiting in the node is a TBB message: at --rate 1e10 one per batch piled up by
+  // GBs. The pacer adds to a count instead, and posts an order only when none is queued; publish
+  // clears the flag, then takes the count, so an order added after that posts again.
+  std::uint64_t had = publish_ordered_.load();
+  while (!publish_ordered_.compare_exchange_weak(had, saturating_add(had, n))) {
+  }
+  if (!publish_order_queued_.exchange(true)) publish_.try_put(0);
+}
+
 void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kPublish, n);
   if (pubsub_ == nullptr || shutdown_.stopping()) return;
   const std::uint64_t target = opts_.messages;
-  std::uint64_t want = flat_out_ ? batch_ : publish_debt_ + n;
+  std::uint64_t want = batch_;
+  if (!flat_out_) {
+    publish_order_queued_.exchange(false);  // RMW: reads the pacer's exchange, sees its add
+    const std::uint64_t ordered = publish_ordered_.exchange(0);
+    want = saturating_add(publish_debt_, saturating_add(n, ordered));
+  }
   if (target != 0) want = std::min(want, target - publish_seq_);
   const std::uint64_t make = std::min(want, pubsub_->free_capacity());
-  scope.set_items(static_cast<std::uint32_t>(make));
+  scope.set_items(static_cast<std::uint32_t>(std::min<std::uint64_t>(make, UINT32_MAX)));
   if (!flat_out_) publish_debt_ = want - make;
 
   const bool debug = log_->should_log(spdlog::level::debug);

@@ -77,8 +77,9 @@ class Pipeline {
 
   // Flat-out publishing (no pacer): starts the self-ordering publish stage.
   void start_flat_out();
-  // Paced publishing: the pacer orders `n` more messages.
-  void order_publish(std::uint32_t n) { publish_.try_put(n); }
+  // Paced publishing: the pacer orders `n` more messages. Orders coalesce into one count that the
+  // publish stage takes whole; at most one of them waits in the node whatever the rate.
+  void order_publish(std::uint64_t n);
   // A broker source has new messages.
   void notify_source() { schedule_consume(); }
   // The IoService sink: completed operations re-enter the graph through the async_node gateways.
@@ -167,6 +168,10 @@ class Pipeline {
   MessageFactory factory_;
   std::uint64_t publish_seq_ = 0;
   std::uint64_t publish_debt_ = 0;
+  // The pacer's orders not yet taken by publish (saturating), and whether one of its orders
+  // waits in the node.
+  alignas(64) std::atomic<std::uint64_t> publish_ordered_{0};
+  std::atomic<bool> publish_order_queued_{false};
   alignas(64) std::atomic<bool> publish_parked_{false};
   alignas(64) std::atomic<bool> consume_scheduled_{false};
   alignas(64) std::atomic<bool> consume_parked_{false};
