@@ -307,15 +307,13 @@ void NatsSource::fetch_loop() {
   // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
   // reconnect), and when that request was larger the array overflowed (see below).
   const std::uint64_t batch = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued);
+  Nanos last_fetch_end = clock_.now();
   while (!stop_.load(std::memory_order_acquire)) {
-    // The lease runs from delivery: what waits in the prefetch ring is extended when due, and a
-    // fetch waits no longer than until the next one is due (at least 10 ms, at most 200).
-    const Nanos fetch_start = clock_.now();
-    const Nanos next_due = extend_queued(fetch_start);
-    std::int64_t fetch_timeout_ms = kFetchTimeoutMs;
-    if (next_due != std::numeric_limits<Nanos>::max())
-      fetch_timeout_ms =
-          std::clamp<std::int64_t>((next_due - fetch_start) / 1'000'000 + 1, 10, kFetchTimeoutMs);
+    // The lease runs from delivery: what waits in the prefetch ring is extended when due, here,
+    // between fetches (so up to one fetch timeout late: the margin start_broker asks for covers
+    // it; shorter fetches would leave more late deliveries pending in the library, which is what
+    // triggers its over-fill, below).
+    extend_queued(clock_.now());
     if (stopping_ && stopping_()) {
       // Shutting down: fetch nothing more; wait for stop_fetching().
       std::unique_lock lock(wait_mutex_);
@@ -342,8 +340,14 @@ void NatsSource::fetch_loop() {
     if (cfg_.limit != 0) want = std::min(want, cfg_.limit - fetched_);
     natsMsgList list{nullptr, 0};
     jsErrCode jerr = jsErrCode(0);
+    // The lease's start for what this fetch returns: the server's ack timer runs from delivery,
+    // and a message the server sent for the previous request just as it expired waits in the
+    // library and comes back with this one; so the end of the previous fetch, if earlier than
+    // this one's start (earlier is safe: at worst an early extension).
+    const Nanos delivered_at = std::min(clock_.now(), last_fetch_end);
     const natsStatus s =
-        natsSubscription_Fetch(&list, sub_, static_cast<int>(want), fetch_timeout_ms, &jerr);
+        natsSubscription_Fetch(&list, sub_, static_cast<int>(want), kFetchTimeoutMs, &jerr);
+    last_fetch_end = clock_.now();
     if (s == NATS_TIMEOUT) continue;  // nothing to fetch right now
     if (s != NATS_OK) {
       if (!failing)
@@ -419,9 +423,7 @@ void NatsSource::fetch_loop() {
       m->seed = mix(mix(h0, h1), delivered);
       m->seq = seq_++;
       m->published_ns = now;  // latency is measured from arrival at this process
-      // The server's ack timer started when it sent the message, at the latest when this fetch
-      // began: the lease runs from there.
-      m->deadline_ns = fetch_start + cfg_.ack_wait;
+      m->deadline_ns = delivered_at + cfg_.ack_wait;  // the lease runs from delivery
       m->handle = nm;
     }
     natsMsgList_Destroy(&list);
