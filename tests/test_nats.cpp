@@ -340,3 +340,21 @@ TEST_CASE("NATS: the lease holds from delivery to settle with the default lease 
   CHECK(c.delivered_consumer == 150);
   CHECK(r.err.find("--ack-deadline") == std::string::npos);  // the defaults leave a safe margin
 }
+
+TEST_CASE("NATS: start-up warns when the lease leaves less than a safe margin before AckWait",
+          "[nats]") {
+  // The lease holds to settle, so the margin is --ack-deadline - --extend-interval; safe: at
+  // least 0.5 s and at least 20% of the deadline. 3 - 2.5 = 0.5 s is under 20% of 3 s.
+  NatsServer srv;
+  publish(srv, 2);
+  const auto run = [&](const char* interval) {
+    Subprocess p(consumer(srv, {"--messages", "1", "--latency-scale", "0.001", "--ack-deadline",
+                                "3", "--extend-interval", interval, "--log-level", "warning"}));
+    const Result r = p.wait(30s);
+    INFO(r.err.substr(0, 4000));
+    REQUIRE(r.exit_code == 0);
+    return r.err.find("less than the safe margin") != std::string::npos;
+  };
+  CHECK(run("2.5"));
+  CHECK_FALSE(run("2"));  // the defaults: 1 s, a third of the deadline
+}
