@@ -95,9 +95,9 @@ TEST_CASE(
     "NATS: lease extension keeps slow messages from redelivery (and without it they come back)",
     "[nats]") {
   // AckWait is 1.2 s. Restarts fail half the time and back off (0.4 s, then 0.8 s), so many
-  // messages spend well over 1.2 s in save || restart, while cleanup (after the last extension,
-  // as in the reference) takes at most 0.8 s. The consumer keeps fetching (--messages 0), so an
-  // expired message would be redelivered to it.
+  // messages spend well over 1.2 s in save || restart, then up to 0.8 s in cleanup (extended too:
+  // the lease holds until the ack). The consumer keeps fetching (--messages 0), so an expired
+  // message would be redelivered to it.
   const auto run = [](const char* extend_interval) {
     NatsServer srv;
     publish(srv, 20);
