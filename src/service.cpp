@@ -133,6 +133,7 @@ bool Service::Impl::start_broker() {
   c.max_queued = std::min<std::uint64_t>(512, opts.max_in_flight);
   c.fetch_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(256, c.max_queued));
   c.limit = opts.messages;
+  c.extend_interval = seconds_to_nanos(opts.extend_interval);
   try {
     nats = std::make_unique<NatsSource>(c, messages, clock, log, metrics);
   } catch (const std::exception& e) {
@@ -148,13 +149,18 @@ bool Service::Impl::start_broker() {
   }
   log->info("Consuming from {} stream {} subject {} durable {} (on-failure {})", opts.source,
             opts.stream, opts.subject, opts.durable, to_string(opts.on_failure));
-  // As in the reference, extensions stop once the results are handled; cleanup then takes up to
-  // --latency-scale seconds before the ack, up to --extend-interval after the last extension.
-  if (opts.extend_interval + opts.latency_scale > opts.ack_deadline)
+  // A lease runs from delivery to settle, extended every --extend-interval, so what is left
+  // between an extension falling due and the server's AckWait running out is ack_deadline -
+  // extend_interval: it must absorb a late lease pass, a fetch in progress (the fetcher extends
+  // prefetched messages between fetches, which wait at most 200 ms) and the in-progress ack's trip
+  // to the server. Safe: at least 0.5 s and at least 20% of the deadline.
+  const double margin = opts.ack_deadline - opts.extend_interval;
+  if (margin < 0.5 || margin < 0.2 * opts.ack_deadline)
     log->warn(
-        "--ack-deadline {:g} s (the consumer's AckWait) is shorter than --extend-interval + "
-        "--latency-scale ({:g} s): slow cleanups may see their message redelivered",
-        opts.ack_deadline, opts.extend_interval + opts.latency_scale);
+        "--ack-deadline {:g} s (the consumer's AckWait) leaves {:g} s after each --extend-interval "
+        "({:g} s), less than the safe margin (0.5 s and 20% of the deadline): messages may be "
+        "redelivered while still in flight",
+        opts.ack_deadline, margin, opts.extend_interval);
   return true;
 }
 

@@ -95,9 +95,9 @@ TEST_CASE(
     "NATS: lease extension keeps slow messages from redelivery (and without it they come back)",
     "[nats]") {
   // AckWait is 1.2 s. Restarts fail half the time and back off (0.4 s, then 0.8 s), so many
-  // messages spend well over 1.2 s in save || restart, while cleanup (after the last extension,
-  // as in the reference) takes at most 0.8 s. The consumer keeps fetching (--messages 0), so an
-  // expired message would be redelivered to it.
+  // messages spend well over 1.2 s in save || restart, then up to 0.8 s in cleanup (extended too:
+  // the lease holds until the ack). The consumer keeps fetching (--messages 0), so an expired
+  // message would be redelivered to it.
   const auto run = [](const char* extend_interval) {
     NatsServer srv;
     publish(srv, 20);
@@ -287,4 +287,74 @@ TEST_CASE("NATS: a server that is not there is a clear error, not a hang", "[nat
   CHECK(rb.err.find("--source must be nats://HOST:PORT") != std::string::npos);
   Subprocess nack({"--on-failure", "nack", "--messages", "1"});
   CHECK(nack.wait(10s).exit_code == 2);
+}
+
+TEST_CASE("NATS + blocking I/O: cleanup does not starve behind saves, the lease holds to settle",
+          "[nats]") {
+  // 5,000 messages pulled at once into a pool of 64 blocking threads: about 10,000 saves and
+  // restarts queue up. Cleanup must not wait behind them (it finishes messages), and a message's
+  // lease must hold until its ack: otherwise AckWait (3 s) passes and the server redelivers. The
+  // consumer keeps fetching (--messages 0), so a redelivery reaches it and is counted.
+  NatsServer srv;
+  publish(srv, 5000);
+  Subprocess p(consumer(srv, {"--io-model", "blocking", "--latency-scale", "0.1", "--messages", "0",
+                              "--log-level", "warning"}));
+  const bool done = eventually([&] { return all_settled(srv, 5000); }, 40s);
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  INFO(r.err.substr(0, 4000));
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  const json s = last_json_line(r);
+  CHECK(done);
+  CHECK(s["acked"] == 5000);
+  CHECK(s["nacked"] == 0);
+  CHECK(s["redelivered"] == 0);
+  const ConsumerState c = srv.consumer_state("MAYHEM", "mayhem");
+  CHECK(c.redelivered == 0);
+  CHECK(c.delivered_consumer == 5000);
+}
+
+TEST_CASE("NATS: the lease holds from delivery to settle with the default lease settings",
+          "[nats]") {
+  // Default lease settings (extend every 2 s, AckWait 3 s), 50 in flight, restarts that do not
+  // fail, I/O of up to 2 s per stage: many messages reach their results before their first
+  // extension is due and then spend up to 2 s in cleanup. Extensions must run from delivery until
+  // the ack, or the server redelivers (33 of 150 before the fix).
+  NatsServer srv;
+  publish(srv, 150);
+  Subprocess p(consumer(srv, {"--max-in-flight", "50", "--latency-scale", "2", "--fail-rate", "0",
+                              "--messages", "0", "--log-level", "warning"}));
+  const bool done = eventually([&] { return all_settled(srv, 150); }, 40s);
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  INFO(r.err.substr(0, 4000));
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  const json s = last_json_line(r);
+  CHECK(done);
+  CHECK(s["acked"] == 150);
+  CHECK(s["redelivered"] == 0);
+  const ConsumerState c = srv.consumer_state("MAYHEM", "mayhem");
+  CHECK(c.redelivered == 0);
+  CHECK(c.delivered_consumer == 150);
+  CHECK(r.err.find("--ack-deadline") == std::string::npos);  // the defaults leave a safe margin
+}
+
+TEST_CASE("NATS: start-up warns when the lease leaves less than a safe margin before AckWait",
+          "[nats]") {
+  // The lease holds to settle, so the margin is --ack-deadline - --extend-interval; safe: at
+  // least 0.5 s and at least 20% of the deadline. 3 - 2.5 = 0.5 s is under 20% of 3 s.
+  NatsServer srv;
+  publish(srv, 2);
+  const auto run = [&](const char* interval) {
+    Subprocess p(consumer(srv, {"--messages", "1", "--latency-scale", "0.001", "--ack-deadline",
+                                "3", "--extend-interval", interval, "--log-level", "warning"}));
+    const Result r = p.wait(30s);
+    INFO(r.err.substr(0, 4000));
+    REQUIRE(r.exit_code == 0);
+    return r.err.find("less than the safe margin") != std::string::npos;
+  };
+  CHECK(run("2.5"));
+  CHECK_FALSE(run("2"));  // the defaults: 1 s, a third of the deadline
 }

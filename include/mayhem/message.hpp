@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bitset>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,9 +27,9 @@ namespace mayhem {
 struct Lot;
 
 enum class LeaseState : std::uint8_t {
-  kActive,     // being worked on; the lease thread may extend it
+  kActive,     // in flight, up to its settle; the lease thread may extend it
   kExtending,  // the lease thread is extending it right now (it owns the broker handle)
-  kDone,       // results handled (the reference's `event.set()`): no more extensions
+  kDone,       // being settled (acked or nacked): no more extensions, settle owns the handle
 };
 
 // Two cache lines, split by who touches them. The first holds everything the stages read or
@@ -45,8 +46,11 @@ struct alignas(64) Message {
   void* handle = nullptr;  // broker handle (e.g. a natsMsg*); null for the in-process pub/sub
   Lot* lot = nullptr;      // the lot that owns this message while in flight (set by consume)
 
-  Nanos deadline_ns = 0;           // consume (first extension), then the lease thread
-  std::uint32_t extended_cnt = 0;  // idem
+  // The lease: a broker source stamps the deadline at delivery (and extends it while the message
+  // waits to be pulled); consume stamps it when it is 0 (the in-process pub/sub); then the lease
+  // thread.
+  Nanos deadline_ns = 0;
+  std::uint32_t extended_cnt = 0;  // idem (consume counts its first extension)
 
   // Completion counting for the reference's gather(save, restart): each branch decrements once;
   // the branch that reaches zero handles the results.
@@ -129,12 +133,14 @@ struct Lot {
   // lot); the lease thread then only recycles the Lot, after waiting out kReleasing.
   enum class Tracking : std::uint8_t { kUnseen, kTracked, kReleasing, kReleasedEarly };
   std::atomic<Tracking> tracking{Tracking::kUnseen};
-  // Owned by the lease thread alone.
-  Lot* prev = nullptr;
-  Lot* next = nullptr;
-  Nanos due = 0;
-  bool retrying = false;            // in the retry list (an extension failed)
-  std::uint32_t failed_passes = 0;  // passes with a failed extension, while tracked
+  // Owned by the lease thread alone, except `due`: consume stores the lot's earliest message
+  // deadline there before register_lot (the lease thread reads it once, at registration).
+  Nanos due = 0;                       // when the lease thread looks at the lot next (its heap key)
+  Nanos round_due = 0;                 // when the whole lot is due for its next extension
+  std::bitset<kBatchCapacity> failed;  // messages whose last extension failed (retried alone)
+  std::uint32_t heap_index = 0;        // position in the lease thread's schedule
+  std::uint32_t failed_passes = 0;     // passes with a failed extension, while tracked
+  std::uint8_t backoff = 0;            // consecutive passes with a failure: retry after poll << k
 };
 
 using MessagePool = Pool<Message>;

@@ -1,10 +1,16 @@
 // BlockingIo: the plain synchronous-and-threaded answer. Every simulated I/O call occupies one pool
 // thread for its whole duration (it really blocks, in sem_clockwait, so cancellation can cut it
-// short). Jobs reach the pool through a lock-free blocking queue. Completions are combined: each
+// short). Jobs reach the pool through two lock-free queues and one semaphore that counts them:
+// cleanup jobs (each one finishes a message: its ack follows) in one queue, served first, saves
+// and restarts in the other. With one FIFO a cleanup waited behind every save and restart queued
+// before it: 5,000 broker messages pulled at once put ~10,000 of those ahead of the first
+// cleanup, their leases ran out meanwhile and the broker redelivered them (issue 13, bug 1).
+// Completions are combined: each
 // goes into a lock-free queue, and whichever pool thread finds nobody delivering hands everything
 // queued to the graph in batches (one TBB enqueue per batch instead of hundreds of threads
 // contending in the arena's submit path, which measured 50% of all CPU at 512 threads).
-#include <concurrentqueue/blockingconcurrentqueue.h>
+#include <concurrentqueue/concurrentqueue.h>
+#include <concurrentqueue/lightweightsemaphore.h>
 #include <semaphore.h>
 
 #include <algorithm>
@@ -22,12 +28,10 @@ namespace mayhem {
 
 namespace {
 
-// moodycamel's blocking queue spins up to 10000 times before sleeping on its semaphore. With
-// hundreds of pool threads idling that spinning eats both cores (measured: ~1 ms of CPU per message
-// at 512 threads); these threads are meant to block, so they sleep at once.
-struct QueueTraits : moodycamel::ConcurrentQueueDefaultTraits {
-  static const int MAX_SEMA_SPINS = 0;
-};
+// moodycamel's semaphore spins up to 10000 times by default before sleeping. With hundreds of
+// pool threads idling that spinning eats both cores (measured: ~1 ms of CPU per message at 512
+// threads); these threads are meant to block, so they sleep at once (kSemaSpins = 0).
+constexpr int kSemaSpins = 0;
 
 struct Job {
   Message* msg = nullptr;  // null: a wake-up sent by cancel_all
@@ -68,13 +72,15 @@ class BlockingIo final : public IoService {
       for (std::size_t i = 0; i < n; ++i) deliver(op, msgs[i], true);
     } else {
       Job buf[kBatchCapacity];
+      auto& queue = queues_[op == Op::kCleanup ? kFirst : kSecond];
+      pending_.fetch_add(n, std::memory_order_relaxed);
       std::size_t i = 0;
       while (i < n) {
         std::size_t k = 0;
         for (; k < kBatchCapacity && i < n; ++k, ++i) buf[k] = Job{msgs[i], delays[i], op};
-        jobs_.enqueue_bulk(buf, k);
+        queue.enqueue_bulk(buf, k);
+        ready_.signal(static_cast<moodycamel::LightweightSemaphore::ssize_t>(k));
       }
-      pending_.fetch_add(n, std::memory_order_relaxed);
     }
     submitters_.fetch_sub(1);
   }
@@ -82,15 +88,17 @@ class BlockingIo final : public IoService {
   void cancel_all() override {
     if (cancelled_.exchange(true)) return;
     for (auto& w : workers_) sem_post(&w->wake);
-    for (std::size_t i = 0; i < workers_.size(); ++i) jobs_.enqueue(Job{});  // wake idle threads
+    for (std::size_t i = 0; i < workers_.size(); ++i) queues_[kFirst].enqueue(Job{});
+    ready_.signal(static_cast<moodycamel::LightweightSemaphore::ssize_t>(workers_.size()));
     for (auto& w : workers_) {
       if (w->thread.joinable()) w->thread.join();
       sem_destroy(&w->wake);
     }
     while (submitters_.load() != 0) std::this_thread::yield();
     Job j;
-    while (jobs_.try_dequeue(j))
-      if (j.msg) deliver(j.op, j.msg, true);
+    for (auto& queue : queues_)
+      while (queue.try_dequeue(j))
+        if (j.msg) deliver(j.op, j.msg, true);
     pending_.store(0, std::memory_order_relaxed);
   }
 
@@ -159,13 +167,23 @@ class BlockingIo final : public IoService {
     }
   }
 
-  void run(Worker& w) {
+  // The next job, cleanup first. The semaphore counted one job per slot, enqueued before the
+  // count was signalled, so one is there; it may take a few tries to become visible (moodycamel's
+  // own blocking queue loops the same way).
+  Job take() {
     Job j;
+    while (!queues_[kFirst].try_dequeue(j) && !queues_[kSecond].try_dequeue(j)) {
+    }
+    return j;
+  }
+
+  void run(Worker& w) {
     for (;;) {
-      if (!jobs_.wait_dequeue_timed(j, std::chrono::milliseconds(500))) {
+      if (!ready_.wait(500'000)) {  // 500 ms, then look at the cancellation flag
         if (cancelled_.load()) return;
         continue;
       }
+      const Job j = take();
       if (!j.msg) return;  // cancel_all's wake-up
       bool cancelled = cancelled_.load();
       if (!cancelled && j.delay > 0) cancelled = !block_for(w.wake, j.delay);
@@ -177,7 +195,10 @@ class BlockingIo final : public IoService {
   BatchPool& batches_;
   const std::uint32_t count_;
   IoSink sink_;
-  moodycamel::BlockingConcurrentQueue<Job, QueueTraits> jobs_;
+  static constexpr int kFirst = 0;   // cleanup, and cancel_all's wake-ups
+  static constexpr int kSecond = 1;  // save and restart
+  moodycamel::ConcurrentQueue<Job> queues_[2];
+  moodycamel::LightweightSemaphore ready_{0, kSemaSpins};  // one count per queued job
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<int> submitters_{0};
   std::atomic<bool> cancelled_{false};

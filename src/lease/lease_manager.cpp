@@ -7,18 +7,37 @@
 
 namespace mayhem {
 
+namespace {
+constexpr Nanos kMinInterval = 1'000'000;  // 1 ms
+constexpr Nanos kMaxInterval =
+    365LL * 24 * 3600 * kNanosPerSecond;  // a year: now + it never overflows
+constexpr Nanos kMinPoll = 100'000;       // 100 us
+// Backoff levels: poll << k for k up to this (then the cap decides).
+constexpr std::uint8_t kMaxBackoff = 30;
+
+LeaseManager::Config clamped(LeaseManager::Config c) {
+  c.extend_interval = std::clamp(c.extend_interval, kMinInterval, kMaxInterval);
+  c.ack_deadline = std::clamp(c.ack_deadline, kMinInterval, kMaxInterval);
+  c.poll = std::clamp(c.poll, kMinPoll, c.extend_interval);
+  return c;
+}
+}  // namespace
+
 LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
                            Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook,
                            Observer* observer)
-    : cfg_(cfg),
-      deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg.ack_deadline))),
+    : cfg_(clamped(cfg)),
+      deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg_.ack_deadline))),
       clock_(clock),
       log_(std::move(log)),
       metrics_(metrics),
       messages_(messages),
       lots_(lots),
       hook_(std::move(hook)),
-      observer_(observer) {
+      observer_(observer),
+      // A failed message should get several retries before its deadline: a quarter of the margin
+      // the settings leave between a round and the deadline, but never less than poll.
+      retry_cap_(std::max(cfg_.poll, (cfg_.ack_deadline - cfg_.extend_interval) / 4)) {
   drain_buf_.resize(256);
   extend_buf_.reserve(kBatchCapacity);
 }
@@ -37,42 +56,60 @@ void LeaseManager::mark_done(Message& m) {
   }
 }
 
-namespace {
-void append(Lot*& head, Lot*& tail, Lot* lot) {
-  lot->next = nullptr;
-  lot->prev = tail;
-  if (tail)
-    tail->next = lot;
-  else
-    head = lot;
-  tail = lot;
-}
-}  // namespace
+// ---- the schedule: a min-heap of (due, lot) -------------------------------------------------
 
-void LeaseManager::link_back(Lot* lot) {
-  lot->retrying = false;
-  append(head_, tail_, lot);
+void LeaseManager::heap_place(std::size_t i, Entry e) {
+  heap_[i] = e;
+  e.lot->heap_index = static_cast<std::uint32_t>(i);
 }
 
-void LeaseManager::link_retry(Lot* lot) {
-  lot->retrying = true;
-  append(retry_head_, retry_tail_, lot);
+void LeaseManager::sift_up(std::size_t i, Entry e) {
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / 2;
+    if (heap_[parent].due <= e.due) break;
+    heap_place(i, heap_[parent]);
+    i = parent;
+  }
+  heap_place(i, e);
 }
 
-void LeaseManager::unlink(Lot* lot) {
-  Lot*& head = lot->retrying ? retry_head_ : head_;
-  Lot*& tail = lot->retrying ? retry_tail_ : tail_;
-  if (lot->prev)
-    lot->prev->next = lot->next;
-  else
-    head = lot->next;
-  if (lot->next)
-    lot->next->prev = lot->prev;
-  else
-    tail = lot->prev;
-  lot->prev = lot->next = nullptr;
-  lot->retrying = false;
+void LeaseManager::sift_down(std::size_t i, Entry e) {
+  const std::size_t n = heap_.size();
+  for (;;) {
+    std::size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1].due < heap_[child].due) ++child;
+    if (e.due <= heap_[child].due) break;
+    heap_place(i, heap_[child]);
+    i = child;
+  }
+  heap_place(i, e);
 }
+
+void LeaseManager::heap_push(Lot* lot) {
+  heap_.push_back(Entry{lot->due, lot});
+  sift_up(heap_.size() - 1, heap_.back());
+}
+
+void LeaseManager::heap_erase(Lot* lot) {
+  const std::size_t i = lot->heap_index;
+  const Entry last = heap_.back();
+  heap_.pop_back();
+  if (i == heap_.size()) return;  // it was the last one
+  if (i > 0 && last.due < heap_[(i - 1) / 2].due)
+    sift_up(i, last);
+  else
+    sift_down(i, last);
+}
+
+void LeaseManager::heap_reschedule_top(Nanos due) {
+  Entry e = heap_.front();
+  e.due = due;
+  e.lot->due = due;
+  sift_down(0, e);
+}
+
+// ---- lots ---------------------------------------------------------------------------------------
 
 void LeaseManager::free_lot(Lot* lot) {
   messages_.release(lot->batch.msgs, lot->batch.size);
@@ -84,39 +121,50 @@ void LeaseManager::recycle_lot(Lot* lot) {
   lots_.release_one(lot);
 }
 
-bool LeaseManager::extend_lot(Lot* lot, Nanos now) {
+Nanos LeaseManager::retry_delay(std::uint8_t k) const {
+  // poll << k without overflow: stop doubling once past the cap.
+  Nanos d = cfg_.poll;
+  for (std::uint8_t i = 0; i < k && d < retry_cap_; ++i) d *= 2;
+  return std::min(d, retry_cap_);
+}
+
+void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
   extend_buf_.clear();
+  const std::uint32_t n = lot->batch.size;
+  // Which messages this pass tries: the whole lot on a round, else only those that failed.
+  auto wanted = [&](std::uint32_t i) { return round || lot->failed.test(i); };
   // Fault injection first, before any message of the lot is held in kExtending: a hook that
-  // throws or never returns then leaves every message free for mark_done().
+  // throws or never returns then leaves every message free for mark_done(), and the lot as it was.
   std::bitset<kBatchCapacity> failed;
   if (fault_ && !faults_off_) {
-    for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (!wanted(i)) continue;
       const Message& m = *lot->batch.msgs[i];
       if (m.lease.load(std::memory_order_acquire) != LeaseState::kActive) continue;
       if (fault_(m, m.extended_cnt + lot->failed_passes)) failed.set(i);
     }
     if (failed.any()) {
       metrics_.extension_failed.add(failed.count());
-      for (std::uint32_t i = 0; i < lot->batch.size; ++i)
+      for (std::uint32_t i = 0; i < n; ++i)
         if (failed.test(i))
           log_->error("Could not extend deadline for {}: injected timer error; retrying",
                       *lot->batch.msgs[i]);
     }
   }
-  for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (!wanted(i) || failed.test(i)) continue;  // not due, or failed (retried alone, later)
     Message* m = lot->batch.msgs[i];
     LeaseState expected = LeaseState::kActive;
-    if (failed.test(i) || !m->lease.compare_exchange_strong(expected, LeaseState::kExtending,
-                                                            std::memory_order_acq_rel)) {
-      continue;  // failed (retried with the lot), or results already handled: no extension
+    if (!m->lease.compare_exchange_strong(expected, LeaseState::kExtending,
+                                          std::memory_order_acq_rel)) {
+      continue;  // being settled: no extension
     }
     if (now > m->deadline_ns) metrics_.late_extensions.add(1);
     m->deadline_ns = now + cfg_.ack_deadline;
     ++m->extended_cnt;
     extend_buf_.push_back(m);
   }
-  if (extend_buf_.empty()) return failed.none();
-  if (hook_) {
+  if (hook_ && !extend_buf_.empty()) {
     try {
       hook_(extend_buf_.data(), extend_buf_.size());
     } catch (...) {
@@ -124,16 +172,17 @@ bool LeaseManager::extend_lot(Lot* lot, Nanos now) {
       throw;
     }
   }
-  // Hand the messages back before logging, so a stage waiting in mark_done() is held only for the
+  // Hand the messages back before logging, so a settle waiting in mark_done() is held only for the
   // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread
   // only.
   for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
+  lot->failed = failed;
+  if (failed.any()) ++lot->failed_passes;
   metrics_.extensions.add(extend_buf_.size());
   if (log_->should_log(spdlog::level::info)) {
     for (Message* m : extend_buf_)
       log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
   }
-  return failed.none();
 }
 
 Nanos LeaseManager::tick() {
@@ -160,9 +209,15 @@ Nanos LeaseManager::pass(bool extend) {
         recycle_lot(lot);
         continue;
       }
-      lot->due = now + cfg_.extend_interval;
+      // register_lot left the earliest deadline in `due`: the lease runs from there (delivery,
+      // for a broker), not from now. Computed so that it cannot overflow.
+      const Nanos earliest = std::min(lot->due, now + cfg_.ack_deadline);
+      lot->round_due = earliest - cfg_.ack_deadline + cfg_.extend_interval;
+      lot->due = lot->round_due;
+      lot->failed.reset();
       lot->failed_passes = 0;
-      link_back(lot);
+      lot->backoff = 0;
+      heap_push(lot);
       ++tracked;
     }
     if (n < drain_buf_.size()) break;
@@ -172,7 +227,7 @@ Nanos LeaseManager::pass(bool extend) {
     const std::size_t n = releases_.try_dequeue_bulk(drain_buf_.data(), drain_buf_.size());
     for (std::size_t i = 0; i < n; ++i) {
       Lot* lot = drain_buf_[i];
-      unlink(lot);
+      heap_erase(lot);
       free_lot(lot);
       --tracked;
     }
@@ -180,31 +235,27 @@ Nanos LeaseManager::pass(bool extend) {
   }
   tracked_.store(tracked, std::memory_order_relaxed);
   if (!extend) return now + cfg_.poll;
-  // Extend every due lot and move it to the back: with a constant interval (> 0),
-  // due = now + interval keeps the FIFO sorted and a moved lot is never due again in this pass. A
-  // lot with a failed extension goes to the retry list instead (due = now + poll, sorted too, as
-  // poll is constant), and rejoins the schedule once all its messages are extended. A lot is
-  // unlinked only after extend_lot() returns, so an exception leaves both lists intact.
-  auto extend_due = [&](Lot*& head) {
-    while (head && head->due <= now) {
-      Lot* lot = head;
-      const bool ok = extend_lot(lot, now);
-      unlink(lot);
-      if (ok) {
-        lot->due = now + cfg_.extend_interval;
-        link_back(lot);
-      } else {
-        ++lot->failed_passes;
-        lot->due = now + cfg_.poll;
-        link_retry(lot);
-      }
+  // Extend every due lot. On its round (round_due) every message of the lot is extended and the
+  // next round is an interval later; between rounds only the messages whose extension failed are
+  // retried, after poll x 2^k (capped), never later than the round. Every new due time is later
+  // than now (interval >= 1 ms, poll >= 100 us), so the loop ends. The lot is rescheduled only
+  // after extend_lot() returns, so an exception leaves it due, as it was.
+  while (!heap_.empty() && heap_.front().due <= now) {
+    Lot* lot = heap_.front().lot;
+    const bool round = lot->round_due <= now;
+    extend_lot(lot, now, round);
+    if (round) lot->round_due = now + cfg_.extend_interval;
+    Nanos due = lot->round_due;
+    if (lot->failed.any()) {
+      due = std::min(due, now + retry_delay(lot->backoff));
+      if (lot->backoff < kMaxBackoff) ++lot->backoff;
+    } else {
+      lot->backoff = 0;
     }
-  };
-  extend_due(head_);
-  extend_due(retry_head_);
+    heap_reschedule_top(due);
+  }
   Nanos next = now + cfg_.poll;
-  if (head_) next = std::min(next, head_->due);
-  if (retry_head_) next = std::min(next, retry_head_->due);
+  if (!heap_.empty()) next = std::min(next, heap_.front().due);
   return next;
 }
 

@@ -255,6 +255,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     lot->refs.store(got + 1, std::memory_order_relaxed);  // messages + the batch's reader
 
     const Nanos deadline = clock_.now() + ack_deadline_;
+    Nanos earliest = deadline;  // the lot's earliest deadline: its lease is scheduled from there
     const bool info = log_->should_log(spdlog::level::info);
     prefetch_ahead(lot->batch.msgs, got);
     for (std::uint32_t i = 0; i < got; ++i) {
@@ -263,9 +264,12 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
       m->lot = lot;
       m->pending.store(2, std::memory_order_relaxed);
       m->lease.store(LeaseState::kActive, std::memory_order_relaxed);
-      // The reference's extend() runs its first iteration as soon as handling starts.
-      m->extended_cnt = 1;
-      m->deadline_ns = deadline;
+      // The reference's extend() runs its first iteration as soon as handling starts. A broker
+      // source stamped the deadline at delivery (its ack timer runs from there, prefetch
+      // included): keep it; the in-process pub/sub leaves it 0.
+      ++m->extended_cnt;
+      if (m->deadline_ns == 0) m->deadline_ns = deadline;
+      earliest = std::min(earliest, m->deadline_ns);
       if (info) {
         MAYHEM_ZONED(observer_, log_->info("Pulled {}", *m));
         MAYHEM_ZONED(observer_,
@@ -277,7 +281,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     const std::uint64_t in_flight = metrics_.in_flight.fetch_add(got) + got;
     if (in_flight > metrics_.peak_in_flight.load(std::memory_order_relaxed))
       metrics_.peak_in_flight.store(in_flight, std::memory_order_relaxed);
-    lease_.register_lot(lot);
+    lease_.register_lot(lot, earliest);
     std::get<0>(out).try_put(&lot->batch);  // save, which hands the lot on to restart
   }
   schedule_consume();  // more may be waiting: yield to other tasks, then continue
@@ -350,6 +354,7 @@ void Pipeline::complete_inline(Op op, Batch* done) {
     }
     case Op::kCleanup: {
       ObserveScope scope(observer_, Stage::kSettle, done->size, done->msgs);
+      LeaseManager::mark_done(done->msgs, done->size);  // the lease ends here: settle owns them
       if (handle_settle(done)) consume_.try_put(continue_msg());
       break;
     }
@@ -362,7 +367,9 @@ void Pipeline::handle_results(Message& m) {
   if (m.save_failed) log_->error("Handling general error: Could not save {}", m);
   if (m.restart_failed)
     log_->error("Handling general error: Could not restart {}.example.net", m.instance_name);
-  LeaseManager::mark_done(m);  // the reference's event.set(): extensions stop, cleanup may ack
+  // The reference's event.set() stopped extensions here; the lease now holds until settle
+  // (LeaseManager::mark_done there): cleanup may wait for a pool thread, and a broker redelivers
+  // a message whose lease lapsed meanwhile.
 }
 
 bool Pipeline::injected_failure(Op op, const Message& m) const {
@@ -545,6 +552,7 @@ bool Pipeline::handle_settle(Batch* in) {
 
 void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kSettle, in->size, in->msgs);
+  LeaseManager::mark_done(in->msgs, in->size);  // the lease ends here: settle owns the messages
   if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -170,9 +171,7 @@ NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
       clock_(clock),
       log_(std::move(log)),
       metrics_(metrics),
-      queue_(1024),
-      producer_(queue_),
-      consumer_(queue_) {
+      ring_(std::max<std::uint64_t>(cfg_.max_queued, 1)) {
   client_ = std::make_unique<NatsClient>(cfg_.url, log_);
   client_->ensure_stream(cfg_.stream, cfg_.subject);
   ensure_consumer();
@@ -308,14 +307,25 @@ void NatsSource::fetch_loop() {
   // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
   // reconnect), and when that request was larger the array overflowed (see below).
   const std::uint64_t batch = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued);
+  Nanos last_fetch_end = clock_.now();
   while (!stop_.load(std::memory_order_acquire)) {
+    // The lease runs from delivery: what waits in the prefetch ring is extended when due, here,
+    // between fetches (so up to one fetch timeout late: the margin start_broker asks for covers
+    // it; shorter fetches would leave more late deliveries pending in the library, which is what
+    // triggers its over-fill, below).
+    extend_queued(clock_.now());
     if (stopping_ && stopping_()) {
       // Shutting down: fetch nothing more; wait for stop_fetching().
       std::unique_lock lock(wait_mutex_);
       wait_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stop_.load(); });
       continue;
     }
-    if (cfg_.limit != 0 && fetched_ >= cfg_.limit) break;  // --messages N: all N fetched
+    if (cfg_.limit != 0 && fetched_ >= cfg_.limit) {
+      // --messages N: all N fetched. Keep extending what still waits in the ring until stopped.
+      std::unique_lock lock(wait_mutex_);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stop_.load(); });
+      continue;
+    }
     const std::uint64_t depth = depth_.load();
     if (depth + batch > cfg_.max_queued) {
       // Consume has not caught up: wait for pull() (it wakes us) or stop.
@@ -330,8 +340,14 @@ void NatsSource::fetch_loop() {
     if (cfg_.limit != 0) want = std::min(want, cfg_.limit - fetched_);
     natsMsgList list{nullptr, 0};
     jsErrCode jerr = jsErrCode(0);
+    // The lease's start for what this fetch returns: the server's ack timer runs from delivery,
+    // and a message the server sent for the previous request just as it expired waits in the
+    // library and comes back with this one; so the end of the previous fetch, if earlier than
+    // this one's start (earlier is safe: at worst an early extension).
+    const Nanos delivered_at = std::min(clock_.now(), last_fetch_end);
     const natsStatus s =
         natsSubscription_Fetch(&list, sub_, static_cast<int>(want), kFetchTimeoutMs, &jerr);
+    last_fetch_end = clock_.now();
     if (s == NATS_TIMEOUT) continue;  // nothing to fetch right now
     if (s != NATS_OK) {
       if (!failing)
@@ -348,13 +364,19 @@ void NatsSource::fetch_loop() {
     // back, when requests of different sizes were outstanding (the "server going away" test, 3 runs
     // in about 50 under load: ASan caught our read one past a 23-slot array, and the release build
     // died in malloc, so the library had written past it too). Asking for the same batch every
-    // time (above) made it go away: 0 in 40 runs under the same load. Should it still happen, take
-    // the first `want`, say so, and keep natsMsgList_Destroy inside the array; the server
-    // redelivers what was past it after the ack wait.
+    // time (above) made it go away: 0 in 40 runs under the same load. (The cause, in 3.4.1's
+    // _fetch: messages already pending on the subscription are taken first, then the request asks
+    // for `Batch - count` and lowers req->Batch to that, but the loop waits for `count !=
+    // req->Batch`; with more than half a batch pending it never stops at the array's end.) Should
+    // it still happen, take the first `want` and say so. The messages past them were written
+    // beyond the library's allocation: reading them (to nak or destroy them) would be the same
+    // out-of-bounds access, so they are left alone (the server redelivers them after AckWait), and
+    // natsMsgList_Destroy is kept inside the array.
     auto count = static_cast<std::size_t>(list.Count);
     if (count > want) {
       log_->error(
-          "NATS: the client library returned {} messages for a fetch of {}; taking the first {}",
+          "NATS: the client library returned {} messages for a fetch of {}; taking the first {} "
+          "(the rest lie past its array: left for redelivery)",
           count, want, want);
       count = static_cast<std::size_t>(want);
       list.Count = static_cast<int>(want);  // natsMsgList_Destroy must stay inside the array too
@@ -395,6 +417,7 @@ void NatsSource::fetch_loop() {
       m->seed = mix(mix(h0, h1), delivered);
       m->seq = seq_++;
       m->published_ns = now;  // latency is measured from arrival at this process
+      m->deadline_ns = delivered_at + cfg_.ack_wait;  // the lease runs from delivery
       m->handle = nm;
     }
     natsMsgList_Destroy(&list);
@@ -402,15 +425,67 @@ void NatsSource::fetch_loop() {
     if (redelivered != 0) redelivered_.fetch_add(redelivered, std::memory_order_relaxed);
     if (k == 0) continue;
     fetched_ += k;
-    queue_.enqueue_bulk(producer_, buf.data(), k);
+    {
+      std::lock_guard lock(ring_mutex_);
+      for (std::size_t i = 0; i < k; ++i)
+        ring_[(ring_head_ + ring_size_ + i) % ring_.size()] = buf[i];
+      ring_size_ += k;  // never past max_queued: the fetch asked for no more than the room left
+    }
     depth_.fetch_add(k);
     metrics_.published.add(k);  // broker mode: "published" counts messages received
     if (notify_) notify_();
   }
 }
 
+Nanos NatsSource::extend_queued(Nanos now) {
+  if (depth_.load(std::memory_order_acquire) == 0) return std::numeric_limits<Nanos>::max();
+  const Nanos interval =
+      std::clamp<Nanos>(cfg_.extend_interval, 1'000'000, 365LL * 24 * 3600 * kNanosPerSecond);
+  extended_.clear();
+  Nanos next = std::numeric_limits<Nanos>::max();
+  std::uint64_t errors = 0;
+  {
+    // Under the ring's lock: consume cannot pull a message while its in-progress ack goes out.
+    std::lock_guard lock(ring_mutex_);
+    for (std::size_t i = 0; i < ring_size_; ++i) {
+      Message* m = ring_[(ring_head_ + i) % ring_.size()];
+      Nanos due = m->deadline_ns - cfg_.ack_wait + interval;
+      if (due <= now) {
+        auto* nm = static_cast<natsMsg*>(m->handle);
+        if (nm != nullptr && natsMsg_InProgress(nm, nullptr) != NATS_OK) ++errors;
+        m->deadline_ns = now + cfg_.ack_wait;
+        ++m->extended_cnt;
+        extended_.push_back(m);
+        due = now + interval;
+      }
+      next = std::min(next, due);
+    }
+  }
+  if (errors != 0) log_->warn("NATS: {} in-progress acks (lease extensions) failed", errors);
+  if (!extended_.empty()) {
+    metrics_.extensions.add(extended_.size());
+    // After the lock: a message may be pulled and settled meanwhile, but its identity (all the
+    // log line reads) is written by this thread only, and only this thread takes messages from
+    // the pool in broker mode.
+    if (log_->should_log(spdlog::level::info)) {
+      const double secs = nanos_to_seconds(cfg_.ack_wait);
+      for (Message* m : extended_)
+        log_->info("Extended deadline by {:g} seconds for {} (prefetched)", secs, *m);
+    }
+  }
+  return next;
+}
+
 std::size_t NatsSource::pull(Message** out, std::size_t max) {
-  const std::size_t got = queue_.try_dequeue_bulk(consumer_, out, max);
+  if (depth_.load(std::memory_order_acquire) == 0) return 0;
+  std::size_t got;
+  {
+    std::lock_guard lock(ring_mutex_);
+    got = std::min(max, ring_size_);
+    for (std::size_t i = 0; i < got; ++i) out[i] = ring_[(ring_head_ + i) % ring_.size()];
+    ring_head_ = (ring_head_ + got) % ring_.size();
+    ring_size_ -= got;
+  }
   if (got != 0) {
     depth_.fetch_sub(got);
     if (fetcher_waiting_.load()) {

@@ -2,25 +2,36 @@
 // threaded form of the reference's per-message `extend()` task. It tracks lots (the batches
 // consume pulled), not messages: consume registers a lot and the pipeline releases it when all of
 // its messages are settled, both through lock-free queues, so the hot path never takes a lock or
-// wakes this thread. Every `extend_interval` it extends, in bulk, each message of a due lot that is
-// still being worked on; it also frees released lots (their messages go back to the pool).
+// wakes this thread. A lease runs from delivery to settle: a lot's first extension is due one
+// `extend_interval` after its earliest message deadline minus `ack_deadline` (the time a broker
+// source delivered or last extended it, or consume's time for the in-process pub/sub), and a
+// message is extended until settle takes it (`mark_done`), cleanup included. Each due lot is
+// extended in bulk; released lots are freed here (their messages go back to the pool).
 // Failures: an extension that fails (the fault hook, `--inject timer:error:P`) is logged and
-// counted, and its lot is retried on the thread's next pass (every `poll`) until every message in
-// it is extended; an exception escaping a pass goes to the fatal handler (the service's global
-// handler: graceful shutdown, exit 1) and the thread keeps running, so released lots are still
-// freed; a thread that never returns is left behind by stop_within() after its timeout.
-// Use: `LeaseManager lm(cfg, clock, log, metrics, msgs, lots); lm.start(); lm.register_lot(l);
-// ... lm.release_lot(l); ... lm.stop();`. Tests call `tick()` with a ManualClock instead of
-// start().
+// counted, and only the messages that failed are retried, after poll x 2^k (k = consecutive
+// passes with a failure), capped at a quarter of the margin `ack_deadline - extend_interval` (at
+// least `poll`), and never later than the lot's next round; an exception escaping a pass goes to
+// the fatal handler (the service's global handler: graceful shutdown, exit 1) and the thread keeps
+// running, so released lots are still freed; a thread that never returns is left behind by
+// stop_within() after its timeout.
+// Any configuration is safe: `extend_interval` and `ack_deadline` are clamped to [1 ms, 1 year]
+// and `poll` to [100 us, extend_interval], so a pass always ends (every rescheduled lot is due
+// strictly later than now) and no due time overflows.
+// Use: `LeaseManager lm(cfg, clock, log, metrics, msgs, lots); lm.start(); lm.register_lot(l, d);
+// ... LeaseManager::mark_done(m) at settle ... lm.release_lot(l); ... lm.stop();`. Tests call
+// `tick()` with a ManualClock instead of start().
 #pragma once
 
 #include <concurrentqueue/concurrentqueue.h>
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,7 +50,7 @@ class LeaseManager {
   struct Config {
     Nanos extend_interval = 2 * kNanosPerSecond;
     Nanos ack_deadline = 3 * kNanosPerSecond;
-    Nanos poll = 5'000'000;  // how often the thread drains its queues when nothing is due
+    Nanos poll = 5'000'000;  // how often the thread drains its queues; the first retry backoff
   };
   // Called on the lease thread with messages held in LeaseState::kExtending (so it may touch
   // their broker handles); e.g. JetStream's in-progress ack. Never called under a lock.
@@ -57,10 +68,20 @@ class LeaseManager {
   LeaseManager(const LeaseManager&) = delete;
   LeaseManager& operator=(const LeaseManager&) = delete;
 
-  // Any thread, lock-free. Consume has already done each message's first extension.
-  void register_lot(Lot* lot) {
+  // Any thread, lock-free. Consume has already done each message's first extension (or the
+  // source did, at delivery); `earliest_deadline` is the smallest `deadline_ns` of the lot's
+  // messages: its first extension is due `extend_interval - ack_deadline` after it.
+  void register_lot(Lot* lot, Nanos earliest_deadline) {
+    lot->due = earliest_deadline;
     lot->tracking.store(Lot::Tracking::kUnseen, std::memory_order_relaxed);
     registrations_.enqueue(lot);
+  }
+  // The same, reading the earliest deadline from the lot's messages.
+  void register_lot(Lot* lot) {
+    Nanos earliest = std::numeric_limits<Nanos>::max();
+    for (std::uint32_t i = 0; i < lot->batch.size; ++i)
+      earliest = std::min(earliest, lot->batch.msgs[i]->deadline_ns);
+    register_lot(lot, earliest);
   }
   // Any thread, lock-free: the pipeline is done with the lot (every message settled). A lot the
   // lease thread has not taken yet gives its messages back right here (the common case at high
@@ -96,17 +117,36 @@ class LeaseManager {
   // Lots registered and not yet freed, as of the last tick (lease thread's view).
   std::size_t tracked_lots() const { return tracked_.load(std::memory_order_relaxed); }
 
-  // Results stage: the message needs no more extensions (the reference's `event.set()`).
+  // Settle, before it acks or nacks: the message needs no more extensions (the reference's
+  // `event.set()`, moved from handle_results to settle so the lease covers cleanup). Waits out an
+  // extension in progress (the lease thread holds kExtending while it uses the broker handle),
+  // so the caller owns the handle afterwards. Idempotent.
   static void mark_done(Message& m);
+  static void mark_done(Message* const* msgs, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) mark_done(*msgs[i]);
+  }
   const Config& config() const { return cfg_; }
 
  private:
-  void link_back(Lot* lot);
-  void unlink(Lot* lot);
-  void free_lot(Lot* lot);               // messages back to the pool, then recycle_lot
-  void recycle_lot(Lot* lot);            // the Lot object alone
-  bool extend_lot(Lot* lot, Nanos now);  // false when an extension failed (retry the lot)
-  void link_retry(Lot* lot);
+  // The schedule: a binary min-heap of lots by `due` (the key is copied into the entry, so sifting
+  // reads no lot). Lot::heap_index follows each lot, so a release unlinks it in O(log n).
+  struct Entry {
+    Nanos due;
+    Lot* lot;
+  };
+  void heap_push(Lot* lot);
+  void heap_erase(Lot* lot);
+  void heap_reschedule_top(Nanos due);  // the head lot's new due time
+  void heap_place(std::size_t i, Entry e);
+  void sift_up(std::size_t i, Entry e);
+  void sift_down(std::size_t i, Entry e);
+
+  void free_lot(Lot* lot);     // messages back to the pool, then recycle_lot
+  void recycle_lot(Lot* lot);  // the Lot object alone
+  // Extends the lot's messages (all of them on a round, else only those that failed last time);
+  // records which failed in lot->failed.
+  void extend_lot(Lot* lot, Nanos now, bool round);
+  Nanos retry_delay(std::uint8_t k) const;
   void run();
   Nanos pass(bool extend);  // tick(); with extend = false only takes registrations and releases
 
@@ -126,12 +166,9 @@ class LeaseManager {
   moodycamel::ConcurrentQueue<Lot*> registrations_;
   moodycamel::ConcurrentQueue<Lot*> releases_;
 
-  // Lease-thread state: lots in due order (the interval is constant, so a FIFO stays sorted).
-  Lot* head_ = nullptr;
-  Lot* tail_ = nullptr;
-  // Lots with a failed extension, retried every `poll` (due = now + poll keeps it sorted too).
-  Lot* retry_head_ = nullptr;
-  Lot* retry_tail_ = nullptr;
+  // Lease-thread state.
+  std::vector<Entry> heap_;
+  Nanos retry_cap_;  // the longest retry backoff
   std::vector<Lot*> drain_buf_;
   std::vector<Message*> extend_buf_;
   std::atomic<std::size_t> tracked_{0};

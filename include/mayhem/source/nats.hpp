@@ -4,17 +4,19 @@
 //
 // Threads and ownership (see docs/NATS.md): one fetcher thread pulls batches from the durable
 // consumer (a fetch never runs concurrently on one subscription), decodes each payload
-// (malformed ones are terminated right there and never enter the pipeline), and hands messages to
-// consume through a lock-free queue; `Message::handle` owns the natsMsg. From then on exactly one
-// thread touches it at a time: the lease thread while the message is kExtending (in-progress ack
-// = lease extension), then the settling thread, which acks or nacks it and destroys it (exactly
-// once). Shutdown: `stop_fetching()` first, the pipeline nacks what it holds, then `close()`
-// flushes every ack to the server before the subscription and connection go away.
-// Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
+// (malformed ones are terminated right there and never enter the pipeline), stamps each message's
+// lease at delivery (`deadline_ns`: the server's AckWait runs from there), and hands messages to
+// consume through a prefetch ring under one mutex (one lock per pull of up to 128 messages);
+// `Message::handle` owns the natsMsg. While a message waits in the ring, the fetcher extends it
+// (in-progress ack) when it comes due, under that mutex, so consume cannot take it meanwhile. Once
+// pulled, exactly one thread touches it at a time: the lease thread while the message is
+// kExtending (in-progress ack = lease extension), then the settling thread, which acks or nacks it
+// and destroys it (exactly once). Shutdown: `stop_fetching()` first, the pipeline nacks what it
+// holds, then `close()` flushes every ack to the server before the subscription and connection go
+// away. Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
 // src...; src.stop_fetching(); ...drain...; src.close();`
 #pragma once
 
-#include <concurrentqueue/concurrentqueue.h>
 #include <nats/nats.h>
 #include <spdlog/logger.h>
 
@@ -27,6 +29,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "mayhem/clock.hpp"
 #include "mayhem/message.hpp"
@@ -92,6 +95,9 @@ class NatsSource final : public Source {
     std::uint32_t fetch_batch = 256;         // messages per fetch request
     std::uint64_t max_queued = 512;          // fetched and not yet pulled by consume
     std::uint64_t limit = 0;                 // stop fetching after this many messages (0: never)
+    // Messages waiting in the prefetch ring are extended this long after delivery (or after
+    // their last extension): --extend-interval. At least 1 ms.
+    Nanos extend_interval = 2 * kNanosPerSecond;
   };
 
   // Connects, ensures the stream and the durable pull consumer, binds to it. Throws NatsError.
@@ -120,6 +126,9 @@ class NatsSource final : public Source {
  private:
   void ensure_consumer();
   void fetch_loop();
+  // Fetcher thread: in-progress acks for the queued messages that are due; returns when the
+  // next one is due (max when none is queued).
+  Nanos extend_queued(Nanos now);
   void settle(Message* const* msgs, std::size_t n, bool ack);
 
   const Config cfg_;
@@ -130,9 +139,12 @@ class NatsSource final : public Source {
   std::unique_ptr<NatsClient> client_;
   natsSubscription* sub_ = nullptr;
 
-  moodycamel::ConcurrentQueue<Message*> queue_;
-  moodycamel::ProducerToken producer_;
-  moodycamel::ConsumerToken consumer_;
+  // The prefetch ring (FIFO): fetcher pushes, pull() pops, the fetcher extends in place.
+  std::mutex ring_mutex_;
+  std::vector<Message*> ring_;  // capacity: max_queued (the fetcher never fetches past it)
+  std::size_t ring_head_ = 0;
+  std::size_t ring_size_ = 0;
+  std::vector<Message*> extended_;  // fetcher thread only: what extend_queued() extended
   alignas(64) std::atomic<std::uint64_t> depth_{0};
   alignas(64) std::atomic<bool> fetcher_waiting_{false};
   std::mutex wait_mutex_;
