@@ -327,8 +327,8 @@ TEST_CASE("NATS: acks the server never got are ack_unconfirmed; --shutdown-timeo
         srv.kill(SIGKILL);
       const std::size_t at_stop = count_of(p.err_so_far(), "Done. Acked");
       // Acks go on being written (messages in flight finish) while nobody reads them.
-      REQUIRE(eventually([&] { return count_of(p.err_so_far(), "Done. Acked") >= at_stop + 50; },
-                         20s));
+      REQUIRE(
+          eventually([&] { return count_of(p.err_so_far(), "Done. Acked") >= at_stop + 50; }, 20s));
       p.signal(SIGINT);
       const auto start = std::chrono::steady_clock::now();
       const Result r = p.wait(30s);
@@ -337,8 +337,8 @@ TEST_CASE("NATS: acks the server never got are ack_unconfirmed; --shutdown-timeo
       INFO(r.err.substr(r.err.size() > 3000 ? r.err.size() - 3000 : 0));
       REQUIRE_FALSE(r.timed_out);
       const json s = last_json_line(r);
-      INFO("shutdown took " << took << " s (timeout 1 s); summary " << s.dump() << "; "
-                            << at_stop << " acks logged when the server stopped");
+      INFO("shutdown took " << took << " s (timeout 1 s); summary " << s.dump() << "; " << at_stop
+                            << " acks logged when the server stopped");
       CHECK(took < 1.0 + 0.7);
       CHECK(u64(s, "ack_unconfirmed") >= 50);
       CHECK(u64(s, "acked") <= at_stop);

@@ -314,8 +314,8 @@ class Ledger {
         return fmt::format("message {}: {} acks, {} nacks", seq, e.acks, e.nacks);
     }
     if (events_.size() + anonymous_ != published)
-      return fmt::format("{} settled by name + {} anonymous nacks != {} published",
-                         events_.size(), anonymous_, published);
+      return fmt::format("{} settled by name + {} anonymous nacks != {} published", events_.size(),
+                         anonymous_, published);
     return {};
   }
 
@@ -491,9 +491,9 @@ TEST_CASE("A shutdown that times out while the graph is still draining counts ev
   // Now let the graph finish the drain it was still doing: nothing may be counted twice.
   REQUIRE(test::eventually([&] { return svc.metrics().in_flight.load() == 0; }, 30s));
   const Summary later = svc.summary();
-  INFO("at run()'s end: published " << s.published << " acked " << s.acked << " nacked "
-                                     << s.nacked << "; after the drain: acked " << later.acked
-                                     << " nacked " << later.nacked);
+  INFO("at run()'s end: published " << s.published << " acked " << s.acked << " nacked " << s.nacked
+                                    << "; after the drain: acked " << later.acked << " nacked "
+                                    << later.nacked);
   CHECK(later.published == later.acked + later.nacked);
   CHECK(later.acked == s.acked);
   CHECK(later.nacked == s.nacked);

@@ -4,6 +4,7 @@
 #include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
+#include <thread>
 
 namespace mayhem {
 
@@ -500,11 +501,25 @@ bool Pipeline::handle_settle(Batch* in) {
       counts[runs++] = 1;
     }
   }
-  if (na != 0) source_.ack(acks, na);
-  if (nn != 0) source_.nack(nacks, nn);
+  // Count, unless a timed-out shutdown sealed settle (it counted these messages nacked already).
+  // The gate makes count-or-not and the seal one decision: seal_settle waits for counting bodies.
+  const bool sealed = (settle_gate_.fetch_add(1) & kSealed) != 0;
+  if (!sealed) {
+    metrics_.acked.add(na);
+    metrics_.nacked.add(nn);
+  }
+  settle_gate_.fetch_sub(1);
+  if (!sealed) {
+    if (na != 0) source_.ack(acks, na);
+    if (nn != 0) source_.nack(nacks, nn);
+  } else {
+    for (std::uint32_t i = 0; i < na; ++i) {
+      acks[i]->acked = false;
+      acks[i]->nacked = true;
+    }
+    source_.return_unsettled(in->msgs, n);  // acks included: they were counted nacked
+  }
   if (store_) store_->settled(in->msgs, n);  // the outcome, group-committed with later saves
-  metrics_.acked.add(na);
-  metrics_.nacked.add(nn);
   metrics_.in_flight.fetch_sub(n);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
@@ -527,16 +542,27 @@ void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
 std::uint64_t Pipeline::nack_backlog() {
   Message* buf[kBatchCapacity];
   std::uint64_t total = 0;
+  const bool sealed = settle_sealed();
   for (;;) {
-    const std::size_t n = source_.pull(buf, kBatchCapacity);
+    const std::size_t n = source_.drain(buf, kBatchCapacity);
     if (n == 0) break;
     for (std::size_t i = 0; i < n; ++i) buf[i]->nacked = true;
-    source_.nack(buf, n);
+    if (sealed)
+      source_.return_unsettled(buf, n);  // counted with the rest of the unsettled
+    else
+      source_.nack(buf, n);
     messages_.release(buf, n);
     total += n;
   }
-  metrics_.nacked.add(total);
+  if (!sealed) metrics_.nacked.add(total);
   return total;
+}
+
+void Pipeline::seal_settle() {
+  settle_gate_.fetch_or(kSealed);
+  // A settle body that entered the gate before the seal is adding its counts: wait for it (a few
+  // instructions; it never blocks inside the gate).
+  while ((settle_gate_.load() & ~kSealed) != 0) std::this_thread::yield();
 }
 
 }  // namespace mayhem
