@@ -4,6 +4,7 @@
 #include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 namespace mayhem {
@@ -501,18 +502,18 @@ bool Pipeline::handle_settle(Batch* in) {
       counts[runs++] = 1;
     }
   }
-  // Count, unless a timed-out shutdown sealed settle (it counted these messages nacked already).
-  // The gate makes count-or-not and the seal one decision: seal_settle waits for counting bodies.
+  // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
+  // messages nacked already). The gate makes count-or-not and the seal one decision, and
+  // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
   const bool sealed = (settle_gate_.fetch_add(1) & kSealed) != 0;
   if (!sealed) {
     metrics_.acked.add(na);
     metrics_.nacked.add(nn);
-  }
-  settle_gate_.fetch_sub(1);
-  if (!sealed) {
     if (na != 0) source_.ack(acks, na);
     if (nn != 0) source_.nack(nacks, nn);
-  } else {
+  }
+  settle_gate_.fetch_sub(1);
+  if (sealed) {
     for (std::uint32_t i = 0; i < na; ++i) {
       acks[i]->acked = false;
       acks[i]->nacked = true;
@@ -560,9 +561,12 @@ std::uint64_t Pipeline::nack_backlog() {
 
 void Pipeline::seal_settle() {
   settle_gate_.fetch_or(kSealed);
-  // A settle body that entered the gate before the seal is adding its counts: wait for it (a few
-  // instructions; it never blocks inside the gate).
-  while ((settle_gate_.load() & ~kSealed) != 0) std::this_thread::yield();
+  // A settle body that entered the gate before the seal counts first, then acks: wait for it to
+  // leave (normally microseconds), but no more than 100 ms: a broker's ack can block on a full
+  // socket to a server that stopped reading, and the shutdown must not wait for that.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  while ((settle_gate_.load() & ~kSealed) != 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
 }
 
 }  // namespace mayhem

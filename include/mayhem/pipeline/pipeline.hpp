@@ -93,7 +93,8 @@ class Pipeline {
   // A shutdown that timed out while the graph still settles: from now on settle counts nothing
   // (the caller counts every message not yet settled as nacked, once) and acks nothing: what it
   // still settles is handed back with Source::return_unsettled. A settle that counted before the
-  // seal has finished counting when this returns (its acked/nacked adds are visible).
+  // seal has finished counting and telling the source when this returns (waited for up to 100 ms:
+  // its counts come first, so only its acks to the source can be later).
   void seal_settle();
   bool settle_sealed() const { return (settle_gate_.load() & kSealed) != 0; }
 
