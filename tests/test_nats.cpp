@@ -305,7 +305,7 @@ std::uint64_t u64(const json& s, const char* key) {
 
 }  // namespace
 
-TEST_CASE("NATS: acks the server never got are ack_unconfirmed; --shutdown-timeout holds",
+TEST_CASE("NATS: acks the server never got are ack_unconfirmed and --shutdown-timeout holds",
           "[nats][shutdown]") {
   // The server stops answering while acks are being sent (SIGSTOP: the connection stays open,
   // nothing is read; SIGKILL: the connection is gone, acks wait in the reconnect buffer). Then
