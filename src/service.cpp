@@ -6,8 +6,10 @@
 
 #include <cmath>
 #include <condition_variable>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/lease/lease_manager.hpp"
@@ -264,44 +266,81 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
   log->flush();  // what follows may wait (up to --shutdown-timeout): show how far we got
+  // --shutdown-timeout bounds all of what follows: the drain, the store, the lease thread and the
+  // broker's last flush each get what is left of it (a healthy thread at least 50 ms).
   const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
+  const auto left = [&](Nanos at_least) { return std::max(give_up_at - clock.now(), at_least); };
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
-  if (store) store->cancel_saves();  // saves not yet written, too (a running commit finishes)
-  if (!wait_idle_for(seconds_to_nanos(opts.shutdown_timeout))) {
-    // A stage is stuck (it never returned). Its messages cannot be settled through the graph:
-    // count them nacked (an in-process pub/sub would redeliver them) and leave the graph behind.
-    const std::uint64_t stuck = metrics.in_flight.load();
+  // Saves not yet written complete as cancelled too; a commit being written gets until the
+  // deadline (a database locked by another process gives up at once).
+  if (store && !store->cancel_saves(give_up_at))
+    log->error("Shutdown: the database transaction being written did not finish within {:g} s",
+               opts.shutdown_timeout);
+  if (!wait_idle_for(left(0))) {
+    // A stage is stuck (it never returned) or slow. Seal settle: from now on it counts nothing,
+    // and every message not settled yet is counted nacked once, below (an in-process pub/sub
+    // would redeliver them; a broker gets them back as the graph settles them, or after AckWait).
+    pipeline->seal_settle();
     log->error("Shutdown timed out after {:g} s: {} messages still in a stage; nacking them",
-               opts.shutdown_timeout, stuck);
-    pubsub.nack(nullptr, stuck);
-    metrics.nacked.add(stuck);
+               opts.shutdown_timeout, metrics.in_flight.load());
     abandoned = true;
   }
-  end_ns = clock.now();       // every message is settled now (acks during the drain included)
-  if (store) store->close();  // writes the last settlements
+  end_ns = clock.now();  // every message is settled now (acks during the drain included)
+  // Writes the last settlements; a writer that cannot finish by the deadline is left behind.
+  if (store && !store->close(std::max(give_up_at, clock.now() + 50'000'000))) {
+    log->error("Shutdown timed out after {:g} s: the database writer did not stop; leaving it",
+               opts.shutdown_timeout);
+    abandoned = true;
+  }
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   // Frees the last lots. A lease thread stuck in a pass (--inject timer:hang) is left behind
   // within what remains of --shutdown-timeout (at least 50 ms, enough for a healthy thread).
-  if (!lease->stop_within(std::max<Nanos>(give_up_at - clock.now(), 50'000'000))) {
+  if (!lease->stop_within(left(50'000'000))) {
     log->error("Shutdown timed out after {:g} s: the lease thread did not stop; leaving it",
                opts.shutdown_timeout);
     abandoned = true;
   } else if (lease->tracked_lots() != 0) {
     log->error("{} lots were still leased at shutdown", lease->tracked_lots());
   }
-  if (nats && !abandoned) nats->close();  // every ack and nack reaches the server first
+  if (pipeline->settle_sealed()) {
+    // Everything published and not counted by settle before the seal (in a stage, pulled by a
+    // consume task still running, or left in the source) is nacked, exactly once.
+    const std::uint64_t published = metrics.published.get(), settled = metrics.settled();
+    const std::uint64_t unsettled = published > settled ? published - settled : 0;
+    metrics.nacked.add(unsettled);
+    if (!nats) pubsub.nack(nullptr, unsettled);
+  }
+  if (nats) {
+    // Every ack and nack goes to the server first (a flush within what is left of the timeout):
+    // only acks the server confirmed count as acked. A graph left running still uses the
+    // connection: then flush without closing.
+    const Nanos flush_until = std::max(give_up_at, clock.now() + 50'000'000);
+    if (abandoned)
+      nats->confirm_acks(flush_until);
+    else
+      nats->close(flush_until);
+  }
   log->info("Flushing metrics");
   const auto published = metrics.published.get();
   const auto settled = metrics.settled();
+  const std::uint64_t unconfirmed = nats ? nats->acks_unconfirmed() : 0;
   if (published != settled) {
-    log->error("Accounting mismatch: published {} != acked {} + nacked {}", published,
-               metrics.acked.get(), metrics.nacked.get());
+    log->error("Accounting mismatch: published {} != acked {} + nacked {}{}", published,
+               metrics.acked.get() - unconfirmed, metrics.nacked.get(),
+               nats ? fmt::format(" + ack_unconfirmed {}", unconfirmed) : std::string());
   }
   log->info("Published {}, acked {}, nacked {} ({} never pulled); peak in flight {}", published,
-            metrics.acked.get(), metrics.nacked.get(), backlog, metrics.peak_in_flight.load());
-  if (nats)
+            metrics.acked.get() - unconfirmed, metrics.nacked.get(), backlog,
+            metrics.peak_in_flight.load());
+  if (nats) {
     log->info("NATS: received {}, malformed {} (terminated), redelivered {}", published,
               nats->malformed(), nats->redelivered());
+    if (unconfirmed != 0)
+      log->warn(
+          "NATS: {} acks were sent but the server never confirmed them (ack_unconfirmed); it "
+          "redelivers those it did not get",
+          unconfirmed);
+  }
 }
 
 Service::Service(Options opts, Deps deps) {
@@ -341,10 +380,21 @@ std::uint16_t Service::stats_port() const {
 
 Service::Service(Options opts) : Service(std::move(opts), Deps{}) {}
 
+namespace {
+// Services left behind by a timed-out shutdown: kept reachable on purpose (never freed), so a
+// leak checker does not report what was deliberately left to the threads still using it.
+std::mutex g_abandoned_mutex;
+std::vector<void*>* g_abandoned = new std::vector<void*>;
+}  // namespace
+
 Service::~Service() {
   // After a timed-out shutdown a stage still runs inside the graph and uses this state: leave it
   // (the process is about to exit) rather than block forever in the graph's destructor.
-  if (impl_ && impl_->abandoned) (void)impl_.release();
+  if (impl_ && impl_->abandoned) {
+    impl_->parallelism.reset();  // its limit on TBB's workers must not outlive the run
+    std::lock_guard lock(g_abandoned_mutex);
+    g_abandoned->push_back(impl_.release());
+  }
 }
 
 bool Service::abandoned() const {
@@ -352,7 +402,15 @@ bool Service::abandoned() const {
 }
 
 int Service::run() {
-  return impl_->run();
+  try {
+    return impl_->run();
+  } catch (...) {
+    // E.g. a thread that could not be created (std::system_error). Whatever was started is in an
+    // unknown state: leave it (like a timed-out shutdown) and let the caller report and exit.
+    impl_->abandoned = true;
+    impl_->exit_code = 1;
+    throw;
+  }
 }
 
 void Service::request_stop(int signo) {
@@ -368,7 +426,10 @@ Summary Service::summary() const {
   const Impl& i = *impl_;
   Summary s;
   s.published = i.metrics.published.get();
-  s.acked = i.metrics.acked.get();
+  // Broker mode: an ack counts as acked once the server confirmed it (a flush after it).
+  const std::uint64_t unconfirmed = i.nats ? i.nats->acks_unconfirmed() : 0;
+  s.acked = i.metrics.acked.get() - unconfirmed;
+  s.ack_unconfirmed = unconfirmed;
   s.nacked = i.metrics.nacked.get();
   s.saved = i.metrics.saved.get();
   s.save_failed = i.metrics.save_failed.get();

@@ -44,6 +44,11 @@ void ShutdownManager::block_signals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+void ShutdownManager::unblock_signals() {
+  sigset_t set = shutdown_signals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 void ShutdownManager::start_signal_thread() {
   signal_thread_ = std::thread([this] {
     name_this_thread("mayhem-signal");

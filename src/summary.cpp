@@ -7,6 +7,7 @@ nlohmann::json to_json(const Summary& s) {
       {"published", s.published},
       {"acked", s.acked},
       {"nacked", s.nacked},
+      {"ack_unconfirmed", s.ack_unconfirmed},
       {"saved", s.saved},
       {"save_failed", s.save_failed},
       {"restarted", s.restarted},

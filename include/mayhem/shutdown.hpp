@@ -31,6 +31,8 @@ class ShutdownManager {
 
   // Blocks the shutdown signals in the calling thread; threads started afterwards inherit it.
   static void block_signals();
+  // Undoes block_signals (a subcommand that does not run the service); a pending one arrives now.
+  static void unblock_signals();
   void start_signal_thread();
 
   // Requests that the service stop. The first call decides the reason; later calls are ignored.

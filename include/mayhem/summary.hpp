@@ -11,6 +11,10 @@ namespace mayhem {
 
 struct Summary {
   std::uint64_t published = 0, acked = 0, nacked = 0;
+  // Broker source: acks sent that the server never confirmed (no successful flush after them;
+  // e.g. it went away before the end). Not in `acked`: published == acked + nacked +
+  // ack_unconfirmed. Always 0 with the in-process pub/sub.
+  std::uint64_t ack_unconfirmed = 0;
   std::uint64_t saved = 0, save_failed = 0;
   std::uint64_t restarted = 0, restart_failed = 0, restart_retries = 0;
   std::uint64_t extensions = 0, late_extensions = 0, extension_failed = 0;

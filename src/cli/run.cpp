@@ -271,10 +271,17 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
 }
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "top") return top_main(argc - 1, argv + 1);
   // Before any thread exists (the async logger starts one when it is built): every thread inherits
-  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread.
+  // the blocked mask, so SIGINT/SIGTERM/SIGHUP reach only the service's sigwait thread. (The
+  // binary blocks them earlier still, before the libraries' initialisers: src/main.cpp. A signal
+  // that came meanwhile is pending, and the sigwait thread takes it as soon as it runs.)
   ShutdownManager::block_signals();
+  // Subcommands that do not run the service take signals the usual way: `top` with its handlers
+  // (SIGINT: the default action), `publish` with the default action (it stops).
+  if (argc > 1 && std::string(argv[1]) == "top") {
+    ShutdownManager::unblock_signals();
+    return top_main(argc - 1, argv + 1);
+  }
   Options opts;
   std::vector<FaultSpec> faults;
   std::string message;
@@ -283,7 +290,10 @@ int main(int argc, char** argv) {
     (*rc == 0 ? std::cout : std::cerr) << message << (*rc == 0 ? "" : "\n") << std::flush;
     return *rc;
   }
-  if (publish_cmd) return publish(*publish_cmd);
+  if (publish_cmd) {
+    ShutdownManager::unblock_signals();
+    return publish(*publish_cmd);
+  }
   std::unique_ptr<Profiler> profiler;  // outlives the service (the lease thread's last tick)
   if (opts.live) {
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
@@ -306,14 +316,26 @@ int main(int argc, char** argv) {
   }
   std::atomic<bool> live_stop{false};
   std::thread live;
-  if (opts.live) {
-    live = std::thread([&] {
-      const FetchFn fetch = [&](std::string&) { return std::optional(service->stats_snapshot()); };
-      run_tui("in-process", fetch,
-              TuiOptions{1.0, &live_stop, [&] { service->request_stop(SIGINT); }});
-    });
+  int rc;
+  try {
+    if (opts.live) {
+      live = std::thread([&] {
+        const FetchFn fetch = [&](std::string&) {
+          return std::optional(service->stats_snapshot());
+        };
+        run_tui("in-process", fetch,
+                TuiOptions{1.0, &live_stop, [&] { service->request_stop(SIGINT); }});
+      });
+    }
+    rc = service->run();
+  } catch (const std::exception& e) {
+    // E.g. a thread that could not be created (std::system_error under a process or memory
+    // limit). What was started is in an unknown state: one line, and exit now without waiting
+    // for it (no destructors, no summary).
+    std::cerr << "mayhem: error: " << e.what() << "\n" << std::flush;
+    std::cout << std::flush;
+    std::_Exit(1);
   }
-  int rc = service->run();
   if (live.joinable()) {
     live_stop.store(true);
     live.join();

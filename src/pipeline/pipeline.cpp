@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <chrono>
+#include <thread>
 
 namespace mayhem {
 
@@ -354,7 +356,6 @@ void Pipeline::complete_inline(Op op, Batch* done) {
     }
     case Op::kCleanup: {
       ObserveScope scope(observer_, Stage::kSettle, done->size, done->msgs);
-      LeaseManager::mark_done(done->msgs, done->size);  // the lease ends here: settle owns them
       if (handle_settle(done)) consume_.try_put(continue_msg());
       break;
     }
@@ -502,6 +503,7 @@ bool Pipeline::handle_settle(Batch* in) {
   for (std::uint32_t i = 0; i < n; ++i) {
     if (i + kPrefetchAhead < n) prefetch_state(in->msgs[i + kPrefetchAhead]);
     Message& m = *in->msgs[i];
+    LeaseManager::mark_done(m);  // the lease ends here: settle owns the message and its handle
     bool ack = !in->cancelled;
     if (ack && fault_) {
       try {
@@ -533,11 +535,25 @@ bool Pipeline::handle_settle(Batch* in) {
       counts[runs++] = 1;
     }
   }
-  if (na != 0) source_.ack(acks, na);
-  if (nn != 0) source_.nack(nacks, nn);
+  // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
+  // messages nacked already). The gate makes count-or-not and the seal one decision, and
+  // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
+  const bool sealed = (settle_gate_.fetch_add(1) & kSealed) != 0;
+  if (!sealed) {
+    metrics_.acked.add(na);
+    metrics_.nacked.add(nn);
+    if (na != 0) source_.ack(acks, na);
+    if (nn != 0) source_.nack(nacks, nn);
+  }
+  settle_gate_.fetch_sub(1);
+  if (sealed) {
+    for (std::uint32_t i = 0; i < na; ++i) {
+      acks[i]->acked = false;
+      acks[i]->nacked = true;
+    }
+    source_.return_unsettled(in->msgs, n);  // acks included: they were counted nacked
+  }
   if (store_) store_->settled(in->msgs, n);  // the outcome, group-committed with later saves
-  metrics_.acked.add(na);
-  metrics_.nacked.add(nn);
   metrics_.in_flight.fetch_sub(n);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
@@ -552,7 +568,6 @@ bool Pipeline::handle_settle(Batch* in) {
 
 void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kSettle, in->size, in->msgs);
-  LeaseManager::mark_done(in->msgs, in->size);  // the lease ends here: settle owns the messages
   if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
 }
 
@@ -561,16 +576,30 @@ void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
 std::uint64_t Pipeline::nack_backlog() {
   Message* buf[kBatchCapacity];
   std::uint64_t total = 0;
+  const bool sealed = settle_sealed();
   for (;;) {
-    const std::size_t n = source_.pull(buf, kBatchCapacity);
+    const std::size_t n = source_.drain(buf, kBatchCapacity);
     if (n == 0) break;
     for (std::size_t i = 0; i < n; ++i) buf[i]->nacked = true;
-    source_.nack(buf, n);
+    if (sealed)
+      source_.return_unsettled(buf, n);  // counted with the rest of the unsettled
+    else
+      source_.nack(buf, n);
     messages_.release(buf, n);
     total += n;
   }
-  metrics_.nacked.add(total);
+  if (!sealed) metrics_.nacked.add(total);
   return total;
+}
+
+void Pipeline::seal_settle() {
+  settle_gate_.fetch_or(kSealed);
+  // A settle body that entered the gate before the seal counts first, then acks: wait for it to
+  // leave (normally microseconds), but no more than 100 ms: a broker's ack can block on a full
+  // socket to a server that stopped reading, and the shutdown must not wait for that.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  while ((settle_gate_.load() & ~kSealed) != 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
 }
 
 }  // namespace mayhem

@@ -19,6 +19,17 @@ namespace {
 constexpr std::int64_t kFetchTimeoutMs = 200;  // bounds how long stop_fetching() waits
 constexpr std::int64_t kApiWaitMs = 5000;
 constexpr std::int64_t kDuplicateWindowNs = 120LL * kNanosPerSecond;
+constexpr auto kCheckpointEvery = std::chrono::milliseconds(100);  // ack confirmation flushes
+constexpr std::int64_t kCheckpointFlushMs = 250;
+constexpr Nanos kCloseWaitNs = 5 * kNanosPerSecond;  // without a deadline (the destructor)
+
+// Callback states whose closed callback never came (see NatsClient::Callbacks): kept reachable.
+std::mutex g_orphans_mutex;
+std::vector<void*>* g_orphans = new std::vector<void*>;
+
+std::int64_t ms_until(const Clock& clock, Nanos give_up_at) {
+  return std::max<std::int64_t>(1, (give_up_at - clock.now()) / 1'000'000);
+}
 }  // namespace
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
@@ -40,7 +51,9 @@ void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
 
 NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
                        jsOptions* js_opts)
-    : url_(url), log_(std::move(log)) {
+    : url_(url), log_(std::move(log)), callbacks_(new Callbacks) {
+  callbacks_->url = url_;
+  callbacks_->log = log_;
   // One URL or a comma-separated list (a cluster's nodes): each becomes a server of the pool.
   std::vector<std::string> urls;
   for (std::size_t start = 0;;) {
@@ -60,67 +73,87 @@ NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> l
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 32 * 1024 * 1024);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, on_disconnected, this);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts_, on_reconnected, this);
-  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, on_closed, this);
-  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts_, on_error, this);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, on_disconnected, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts_, on_reconnected, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, on_closed, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts_, on_error, callbacks_);
   if (s != NATS_OK) {
     natsOptions_Destroy(opts_);
+    delete callbacks_;
     throw_nats("NATS options", s);
   }
   s = natsConnection_Connect(&conn_, opts_);
   if (s != NATS_OK) {
     natsOptions_Destroy(opts_);
+    delete callbacks_;  // no connection: no callback can come
     throw_nats(fmt::format("cannot connect to {}", url_), s);
   }
   s = natsConnection_JetStream(&js_, conn_, js_opts);
   if (s != NATS_OK) {
-    close_connection();
+    close_connection(std::chrono::nanoseconds(kCloseWaitNs));
     throw_nats("JetStream context", s);
   }
   log_->info("NATS: connected to {}", url_);
 }
 
 NatsClient::~NatsClient() {
-  jsCtx_Destroy(js_);
-  close_connection();
+  close(std::chrono::nanoseconds(kCloseWaitNs));
 }
 
-void NatsClient::close_connection() {
-  closing_.store(true);
+void NatsClient::close(std::chrono::nanoseconds wait) {
+  if (connection_closed_) return;
+  jsCtx_Destroy(js_);
+  js_ = nullptr;
+  close_connection(wait);
+}
+
+void NatsClient::close_connection(std::chrono::nanoseconds wait) {
+  connection_closed_ = true;
+  Callbacks* cb = callbacks_;
+  cb->closing.store(true);
   natsConnection_Close(conn_);
+  bool came;
   {
-    std::unique_lock lock(closed_mutex_);
-    if (!closed_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return closed_; }))
-      log_->warn("NATS: the connection's closed callback did not run within 5 s");
+    std::unique_lock lock(cb->closed_mutex);
+    came = cb->closed_cv.wait_for(lock, wait, [&] { return cb->closed; });
   }
   natsConnection_Destroy(conn_);
   natsOptions_Destroy(opts_);
+  if (came) {
+    delete cb;  // the closed callback is the last one
+  } else {
+    // A late callback would touch `cb`: leave it allocated (and reachable, for leak checkers).
+    log_->warn("NATS: the connection's closed callback did not run within {:g} s; not waiting",
+               std::chrono::duration<double>(wait).count());
+    std::lock_guard lock(g_orphans_mutex);
+    g_orphans->push_back(cb);
+  }
+  callbacks_ = nullptr;
 }
 
 void NatsClient::on_disconnected(natsConnection*, void* self) {
-  auto* c = static_cast<NatsClient*>(self);
-  if (c->closing_.load()) return;  // our own close
-  c->log_->warn(
+  auto* c = static_cast<Callbacks*>(self);
+  if (c->closing.load()) return;  // our own close
+  c->log->warn(
       "NATS: disconnected from {}; reconnecting every 250 ms (work in flight continues; acks "
       "are buffered and sent on reconnect)",
-      c->url_);
+      c->url);
 }
 void NatsClient::on_reconnected(natsConnection*, void* self) {
-  auto* c = static_cast<NatsClient*>(self);
-  c->log_->warn("NATS: reconnected to {}", c->url_);
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->warn("NATS: reconnected to {}", c->url);
 }
 void NatsClient::on_closed(natsConnection*, void* self) {
-  auto* c = static_cast<NatsClient*>(self);
-  c->log_->debug("NATS: connection to {} closed", c->url_);
-  // Notify under the lock: once it is released the destructor may proceed and free `c`.
-  std::lock_guard lock(c->closed_mutex_);
-  c->closed_ = true;
-  c->closed_cv_.notify_all();
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->debug("NATS: connection to {} closed", c->url);
+  // Notify under the lock: once it is released, close_connection may proceed and free `c`.
+  std::lock_guard lock(c->closed_mutex);
+  c->closed = true;
+  c->closed_cv.notify_all();
 }
 void NatsClient::on_error(natsConnection*, natsSubscription*, natsStatus err, void* self) {
-  auto* c = static_cast<NatsClient*>(self);
-  c->log_->error("NATS: asynchronous error: {}", natsStatus_GetText(err));
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->error("NATS: asynchronous error: {}", natsStatus_GetText(err));
 }
 
 void NatsClient::ensure_stream(const std::string& stream, const std::string& subject) {
@@ -183,6 +216,10 @@ NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
   const natsStatus s = js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(),
                                         cfg_.durable.c_str(), nullptr, &so, &jerr);
   if (s != NATS_OK) throw_nats(fmt::format("bind to consumer {}", cfg_.durable), s, jerr);
+  checkpoint_ = std::thread([this] {
+    name_this_thread("mayhem-natsack");
+    checkpoint_loop();
+  });
 }
 
 NatsSource::~NatsSource() {
@@ -191,11 +228,11 @@ NatsSource::~NatsSource() {
   // piece failed), whatever is still queued goes back to the server.
   if (!closed_) {
     Message* buf[kBatchCapacity];
-    for (std::size_t n; (n = pull(buf, kBatchCapacity)) != 0;) {
+    for (std::size_t n; (n = drain(buf, kBatchCapacity)) != 0;) {
       nack(buf, n);
       messages_.release(buf, n);
     }
-    close();
+    close(clock_.now() + kCloseWaitNs);
   }
 }
 
@@ -284,17 +321,64 @@ void NatsSource::stop_fetching() {
   if (fetcher_.joinable()) fetcher_.join();
 }
 
-void NatsSource::close() {
+void NatsSource::checkpoint_loop() {
+  std::unique_lock lock(checkpoint_mutex_);
+  while (!checkpoint_stop_) {
+    checkpoint_cv_.wait_for(lock, kCheckpointEvery, [&] { return checkpoint_stop_; });
+    if (checkpoint_stop_) break;
+    if (acks_sent_.load() == acks_confirmed_.load()) continue;  // nothing new to confirm
+    lock.unlock();
+    (void)flush_and_confirm(kCheckpointFlushMs);  // a failure: the next pass tries again
+    lock.lock();
+  }
+}
+
+natsStatus NatsSource::flush_and_confirm(std::int64_t timeout_ms) {
+  // Every ack counted in `sent` was written (under the connection's lock) before this flush's
+  // PING: the PONG confirms the server read them.
+  const std::uint64_t sent = acks_sent_.load(std::memory_order_acquire);
+  const natsStatus s = natsConnection_FlushTimeout(client_->connection(), timeout_ms);
+  if (s != NATS_OK) return s;
+  std::uint64_t c = acks_confirmed_.load();
+  while (c < sent && !acks_confirmed_.compare_exchange_weak(c, sent)) {
+  }
+  return NATS_OK;
+}
+
+void NatsSource::confirm_acks(Nanos give_up_at) {
+  if (closed_ || acks_sent_.load() == acks_confirmed_.load()) return;
+  if (flush_and_confirm(ms_until(clock_, give_up_at)) != NATS_OK)
+    log_->error("NATS: could not flush acks before the shutdown deadline; {} stay unconfirmed",
+                acks_unconfirmed());
+}
+
+void NatsSource::close(Nanos give_up_at) {
   if (closed_) return;
-  closed_ = true;
   // Acks are fire-and-forget publishes: make sure the server has them before the subscription
   // and the connection go away (a lost ack only means a redelivery, but a clean stop loses none).
-  const natsStatus s = natsConnection_FlushTimeout(client_->connection(), kApiWaitMs);
-  if (s != NATS_OK)
-    log_->error("NATS: could not flush acks before closing ({}); the server redelivers them",
-                natsStatus_GetText(s));
+  // Only until the shutdown deadline: a server that is gone or stuck cannot hold the shutdown.
+  {
+    std::lock_guard lock(checkpoint_mutex_);
+    checkpoint_stop_ = true;
+  }
+  checkpoint_cv_.notify_all();
+  // natsConnection_Close itself took 0.5 s with a server that stopped answering (SIGSTOP, the
+  // connection still open; measured with nats.c 3.4.1): the flush leaves it up to that much of
+  // the budget (at most half).
+  const Nanos budget = give_up_at - clock_.now();
+  const Nanos close_reserve = std::clamp<Nanos>(budget / 2, 0, 500'000'000);
+  const natsStatus f = flush_and_confirm(ms_until(clock_, give_up_at - close_reserve));
+  if (f != NATS_OK) {
+    log_->error(
+        "NATS: could not flush acks before closing ({}); {} acks unconfirmed: the server "
+        "redelivers those it did not get",
+        natsStatus_GetText(f), acks_unconfirmed());
+  }
+  if (checkpoint_.joinable()) checkpoint_.join();  // its flush is bounded (250 ms)
+  closed_ = true;
   natsSubscription_Destroy(sub_);  // bound consumer: the durable stays on the server
   sub_ = nullptr;
+  client_->close(std::chrono::nanoseconds(std::max<Nanos>(give_up_at - clock_.now(), 50'000'000)));
   client_.reset();
   if (const auto e = settle_errors_.load(); e != 0)
     log_->warn("NATS: {} acks/nacks could not be sent; the server redelivers those messages", e);
@@ -497,11 +581,15 @@ std::size_t NatsSource::pull(Message** out, std::size_t max) {
 }
 
 void NatsSource::settle(Message* const* msgs, std::size_t n, bool ack) {
-  std::uint64_t errors = 0;
+  if (ack) acks_.fetch_add(n, std::memory_order_release);  // before acks_sent_: never below it
+  std::uint64_t errors = 0, none = 0;
   natsStatus first = NATS_OK;
   for (std::size_t i = 0; i < n; ++i) {
     auto* nm = static_cast<natsMsg*>(msgs[i]->handle);
-    if (nm == nullptr) continue;
+    if (nm == nullptr) {
+      ++none;
+      continue;
+    }
     const natsStatus s = ack ? natsMsg_Ack(nm, nullptr) : natsMsg_Nak(nm, nullptr);
     if (s != NATS_OK) {
       if (errors++ == 0) first = s;
@@ -509,11 +597,17 @@ void NatsSource::settle(Message* const* msgs, std::size_t n, bool ack) {
     natsMsg_Destroy(nm);  // exactly once: the handle is cleared with it
     msgs[i]->handle = nullptr;
   }
+  // Written (or buffered for a reconnect) before this add: a flush that reads it comes after them.
+  if (ack) acks_sent_.fetch_add(n - errors - none, std::memory_order_release);
   if (errors != 0) {
     settle_errors_.fetch_add(errors, std::memory_order_relaxed);
     log_->warn("NATS: {} of {} {} failed ({}); the server redelivers them after AckWait", errors, n,
                ack ? "acks" : "nacks", natsStatus_GetText(first));
   }
+}
+
+std::size_t NatsSource::drain(Message** out, std::size_t max) {
+  return pull(out, max);  // the ring is under its mutex: safe beside a consume task still pulling
 }
 
 void NatsSource::ack(Message* const* msgs, std::size_t n) {

@@ -70,6 +70,7 @@ void uuid_text(const std::array<std::uint8_t, 16>& id, char (&out)[37]) {
 struct SqliteStore::Impl {
   std::string path;
   BatchPool& batches;
+  const Clock& clock;
   std::shared_ptr<spdlog::logger> log;
   Nanos wall_offset_ns = 0;  // wall clock minus the service clock, to date published_ns
 
@@ -90,13 +91,24 @@ struct SqliteStore::Impl {
   bool writing_saves = false;
   bool cancelled = false;
   bool stopping = false;
+  bool writer_done = false;  // writer_loop returned (done_cv)
+  std::condition_variable done_cv;
   std::thread writer;
-  bool closed = false;  // close() has run (caller thread only)
+  bool closed = false;     // close() has run (caller thread only)
+  bool abandoned = false;  // close() left the writer behind: this state must outlive it
+
+  // Waiting for another connection's lock (the busy handler): up to 5 s, and at shutdown no
+  // later than the deadline; `busy_give_up_now` (cancel_saves) gives up at once. A wait that
+  // gave up for the shutdown sets `busy_gave_up`: that transaction's saves are cancelled.
+  static constexpr int kBusyLimitMs = 5000;
+  std::atomic<Nanos> busy_give_up_at{kNoDeadline};
+  std::atomic<bool> busy_give_up_now{false};
+  std::atomic<bool> busy_gave_up{false};
 
   std::atomic<std::uint64_t> rows{0}, duplicates{0}, failures{0}, transactions{0}, outcomes{0};
 
-  Impl(std::string p, BatchPool& b, const Clock& clock, std::shared_ptr<spdlog::logger> l)
-      : path(std::move(p)), batches(b), log(std::move(l)) {
+  Impl(std::string p, BatchPool& b, const Clock& c, std::shared_ptr<spdlog::logger> l)
+      : path(std::move(p)), batches(b), clock(c), log(std::move(l)) {
     wall_offset_ns = wall_ms() * 1'000'000 - clock.now();
   }
   ~Impl() { finalize(); }
@@ -127,7 +139,7 @@ struct SqliteStore::Impl {
     const int rc =
         sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
     if (rc != SQLITE_OK) fail(fmt::format("cannot open the database: {}", errmsg()));
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3_busy_handler(db, &Impl::on_busy, this);
     if (sqlite3_db_readonly(db, "main") == 1) fail("the database is read-only");
     // journal_mode answers with the mode in force: anything but "wal" is refused.
     sqlite3_stmt* s = nullptr;
@@ -153,6 +165,35 @@ struct SqliteStore::Impl {
     begin = prepare("BEGIN IMMEDIATE");
     commit = prepare("COMMIT");
     rollback = prepare("ROLLBACK");
+  }
+
+  // SQLite's busy handler: non-zero to try again. Sleeps 1 ms a try (SQLite's own busy_timeout
+  // sleeps up to 100 ms, too coarse for a shutdown deadline).
+  static int on_busy(void* self, int tries) {
+    auto& s = *static_cast<Impl*>(self);
+    if (s.busy_give_up_now.load() || s.clock.now() >= s.busy_give_up_at.load()) {
+      s.busy_gave_up.store(true);
+      return 0;
+    }
+    if (tries >= kBusyLimitMs) return 0;  // 5 s of 1 ms tries: as busy_timeout 5000 did
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return 1;
+  }
+
+  // Waits on `cv` for `pred` until `give_up_at` (the store's clock); false if it still fails.
+  template <typename Pred>
+  bool wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Nanos give_up_at,
+                  Pred pred) {
+    if (give_up_at == kNoDeadline) {
+      cv.wait(lock, pred);
+      return true;
+    }
+    while (!pred()) {
+      const Nanos left = give_up_at - clock.now();
+      if (left <= 0) return false;
+      cv.wait_for(lock, std::chrono::nanoseconds(std::min<Nanos>(left, 10'000'000)));
+    }
+    return true;
   }
 
   void finalize() {
@@ -189,16 +230,31 @@ struct SqliteStore::Impl {
     log->error("SQLite store: {} ({} saves failed): {}", what, msgs.size(), errmsg());
   }
 
+  // A transaction that gave up waiting for another connection's lock because of the shutdown:
+  // nothing of it was written, its saves complete as cancelled (nacked), not as failed.
+  bool gave_up_for_shutdown(const std::vector<Message*>& batch,
+                            const std::vector<Settlement>& done) {
+    if (!busy_gave_up.exchange(false)) return false;
+    for (Message* m : batch) m->save_failed = false;
+    log->warn(
+        "SQLite store: the database is locked by another connection; shutting down, {} saves "
+        "cancelled and {} settlements not recorded",
+        batch.size(), done.size());
+    return true;
+  }
+
   // One group commit: every queued save and settlement in one transaction. A save whose INSERT
   // fails is marked save_failed (the statement is undone, the transaction goes on); if the
   // transaction itself is lost (BEGIN or COMMIT fails, or SQLite rolled it back), every save in it
-  // is marked failed.
-  void write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
+  // is marked failed. Returns false when it gave up on another connection's lock because of the
+  // shutdown: then nothing was written and the saves are to complete as cancelled.
+  bool write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     if (run(begin) != SQLITE_DONE) {
+      if (gave_up_for_shutdown(batch, done)) return false;
       if (!batch.empty()) fail_all(batch, "cannot begin a transaction");
       if (!done.empty())
         log->error("SQLite store: {} settlements not recorded: {}", done.size(), errmsg());
-      return;
+      return true;
     }
     const std::int64_t now = wall_ms();
     std::uint64_t inserted = 0, dups = 0, failed = 0;
@@ -253,10 +309,11 @@ struct SqliteStore::Impl {
       lost = true;
     }
     if (lost) {
+      if (gave_up_for_shutdown(batch, done)) return false;
       fail_all(batch, "a transaction was rolled back");
       if (!done.empty())
         log->error("SQLite store: {} settlements not recorded: {}", done.size(), first_error);
-      return;
+      return true;
     }
     if (failed != 0)
       log->error("SQLite store: {} of {} saves failed: {}", failed, batch.size(), first_error);
@@ -265,6 +322,7 @@ struct SqliteStore::Impl {
     failures.fetch_add(failed, std::memory_order_relaxed);
     outcomes.fetch_add(recorded, std::memory_order_relaxed);
     transactions.fetch_add(1, std::memory_order_relaxed);
+    return true;
   }
 
   void writer_loop() {
@@ -279,13 +337,17 @@ struct SqliteStore::Impl {
           work_cv.wait(lock);
         }
         writer_waiting = false;
-        if (saves.empty() && settlements.empty()) return;  // stopping, and nothing left
+        if (saves.empty() && settlements.empty()) {  // stopping, and nothing left
+          writer_done = true;
+          done_cv.notify_all();
+          return;
+        }
         batch.swap(saves);
         done.swap(settlements);
         writing_saves = !batch.empty();
       }
-      write(batch, done);
-      deliver(batch, false);
+      const bool written = write(batch, done);
+      deliver(batch, !written);
       batch.clear();
       done.clear();
       bool notify;
@@ -307,6 +369,7 @@ SqliteStore::SqliteStore(std::string path, BatchPool& batches, const Clock& cloc
 
 SqliteStore::~SqliteStore() {
   close();
+  if (impl_->abandoned) (void)impl_.release();  // the writer left behind still uses it
 }
 
 const char* SqliteStore::schema() {
@@ -358,28 +421,48 @@ void SqliteStore::settled(Message* const* msgs, std::size_t n) {
   if (notify) s.work_cv.notify_one();
 }
 
-void SqliteStore::cancel_saves() {
+bool SqliteStore::cancel_saves(Nanos give_up_at) {
   Impl& s = *impl_;
   std::vector<Message*> rest;
+  bool finished;
   {
     std::unique_lock lock(s.mutex);
     s.cancelled = true;
-    s.idle_cv.wait(lock, [&] { return !s.writing_saves; });
+    s.busy_give_up_now.store(true);  // a transaction waiting for a lock has written nothing
+    finished = s.wait_until(lock, s.idle_cv, give_up_at, [&] { return !s.writing_saves; });
+    s.busy_give_up_now.store(false);
     rest.swap(s.saves);
   }
   if (s.sink) s.deliver(rest, true);
+  return finished;
 }
 
-void SqliteStore::close() {
+bool SqliteStore::close(Nanos give_up_at) {
   Impl& s = *impl_;
-  if (s.closed) return;
+  if (s.closed) return !s.abandoned;
   s.closed = true;
+  s.busy_give_up_at.store(give_up_at);
   {
     std::lock_guard lock(s.mutex);
     s.stopping = true;
   }
   s.work_cv.notify_all();
-  if (s.writer.joinable()) s.writer.join();
+  if (s.writer.joinable()) {
+    bool done;
+    {
+      std::unique_lock lock(s.mutex);
+      // The busy handler gives up at give_up_at: leave the writer 20 ms more to notice and stop.
+      const Nanos until = give_up_at == kNoDeadline ? kNoDeadline : give_up_at + 20'000'000;
+      done = s.wait_until(lock, s.done_cv, until, [&] { return s.writer_done; });
+    }
+    if (!done) {
+      s.log->error("SQLite store: the writer did not finish by the shutdown deadline; leaving it");
+      s.abandoned = true;
+      s.writer.detach();
+      return false;
+    }
+    s.writer.join();
+  }
   const StoreStats st = stats();
   if (s.sink)
     s.log->info(
@@ -387,6 +470,7 @@ void SqliteStore::close() {
         "recorded, {} transactions",
         st.rows_inserted, st.duplicates, st.write_failures, st.outcomes, st.transactions);
   s.finalize();
+  return true;
 }
 
 StoreStats SqliteStore::stats() const {

@@ -87,7 +87,17 @@ class Pipeline {
   // Waits until no task is left in the graph (call after stopping every outside producer).
   void wait_idle() { graph_.wait_for_all(); }
   // After wait_idle at shutdown: nacks what is still waiting in the source. Returns the count.
+  // After seal_settle() it counts nothing (a timed-out shutdown counts the unsettled) and hands
+  // the messages back with Source::return_unsettled. It pulls through Source::drain, so a consume
+  // task left behind by a timed-out shutdown may still be pulling.
   std::uint64_t nack_backlog();
+  // A shutdown that timed out while the graph still settles: from now on settle counts nothing
+  // (the caller counts every message not yet settled as nacked, once) and acks nothing: what it
+  // still settles is handed back with Source::return_unsettled. A settle that counted before the
+  // seal has finished counting and telling the source when this returns (waited for up to 100 ms:
+  // its counts come first, so only its acks to the source can be later).
+  void seal_settle();
+  bool settle_sealed() const { return (settle_gate_.load() & kSealed) != 0; }
 
   // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt); the
   // delay of a restart includes the backoff for the message's current attempt.
@@ -175,6 +185,9 @@ class Pipeline {
   alignas(64) std::atomic<bool> publish_parked_{false};
   alignas(64) std::atomic<bool> consume_scheduled_{false};
   alignas(64) std::atomic<bool> consume_parked_{false};
+  // settle's counting gate: bit 63 = sealed (seal_settle), the rest = settle bodies counting now.
+  static constexpr std::uint64_t kSealed = std::uint64_t{1} << 63;
+  alignas(64) std::atomic<std::uint64_t> settle_gate_{0};
 
   tbb::flow::graph graph_;
   PublishNode publish_;

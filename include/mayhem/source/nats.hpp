@@ -11,16 +11,20 @@
 // (in-progress ack) when it comes due, under that mutex, so consume cannot take it meanwhile. Once
 // pulled, exactly one thread touches it at a time: the lease thread while the message is
 // kExtending (in-progress ack = lease extension), then the settling thread, which acks or nacks it
-// and destroys it (exactly once). Shutdown: `stop_fetching()` first, the pipeline nacks what it
-// holds, then `close()` flushes every ack to the server before the subscription and connection go
-// away. Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
-// src...; src.stop_fetching(); ...drain...; src.close();`
+// and destroys it (exactly once). Acks are fire-and-forget: one checkpoint thread flushes
+// (PING/PONG) every 100 ms while acks were sent, and an ack counts as confirmed once a flush after
+// it succeeded; the rest are `acks_unconfirmed()` (the server may never have got them). Shutdown:
+// `stop_fetching()` first, the pipeline nacks what it holds, then `close(give_up_at)` flushes
+// every ack to the server (until the deadline) before the subscription and connection go away.
+// Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
+// src...; src.stop_fetching(); ...drain...; src.close(deadline);`
 #pragma once
 
 #include <nats/nats.h>
 #include <spdlog/logger.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -58,13 +62,28 @@ class NatsClient {
   natsConnection* connection() const { return conn_; }
   jsCtx* js() const { return js_; }
   const std::string& url() const { return url_; }
+  // Closes the connection and waits up to `wait` for nats.c's closed callback (then destroys it).
+  // Idempotent; the destructor closes with a 5 s wait.
+  void close(std::chrono::nanoseconds wait);
 
   // The stream holding `subject`, created when missing: file storage, work-queue retention (a
   // message is deleted once acked or terminated), a 2-minute de-duplication window on Nats-Msg-Id.
   void ensure_stream(const std::string& stream, const std::string& subject);
 
  private:
-  void close_connection();
+  // What nats.c's connection callbacks use (their closure). They run on nats.c's own thread, the
+  // closed callback last: close waits for it (bounded), then frees this; when it did not come in
+  // time, this is left allocated (and reachable), so a late callback touches live memory.
+  struct Callbacks {
+    std::string url;
+    std::shared_ptr<spdlog::logger> log;
+    std::atomic<bool> closing{false};
+    std::mutex closed_mutex;
+    std::condition_variable closed_cv;
+    bool closed = false;
+  };
+
+  void close_connection(std::chrono::nanoseconds wait);
   static void on_disconnected(natsConnection* nc, void* self);
   static void on_reconnected(natsConnection* nc, void* self);
   static void on_closed(natsConnection* nc, void* self);
@@ -75,12 +94,8 @@ class NatsClient {
   natsOptions* opts_ = nullptr;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
-  // nats.c runs connection callbacks on its own thread, the closed callback last: the destructor
-  // waits for it, so no callback can run on a destroyed client.
-  std::atomic<bool> closing_{false};
-  std::mutex closed_mutex_;
-  std::condition_variable closed_cv_;
-  bool closed_ = false;
+  Callbacks* callbacks_ = nullptr;
+  bool connection_closed_ = false;
 };
 
 // Throws NatsError with `what`, the status text and nats.c's last error detail.
@@ -111,14 +126,24 @@ class NatsSource final : public Source {
   void start(std::function<void()> notify, std::function<bool()> stopping);
   // Stops and joins the fetcher; what it fetched stays queued for the pipeline to nack.
   void stop_fetching();
-  // After every message is settled: flushes acks to the server, then unsubscribes and closes.
-  void close();
+  // After every message is settled: flushes acks to the server (until `give_up_at`, on the
+  // source's clock; what a failed flush leaves stays unconfirmed), then unsubscribes and closes
+  // (waiting for the connection's closed callback no later than the deadline either).
+  void close(Nanos give_up_at);
+  // A shutdown that left the graph running (it may still use the connection): flush until
+  // `give_up_at` to confirm the acks sent so far, without closing anything.
+  void confirm_acks(Nanos give_up_at);
+  // Acks sent (or attempted) that no successful flush has confirmed yet.
+  std::uint64_t acks_unconfirmed() const {
+    return acks_.load(std::memory_order_acquire) - acks_confirmed_.load(std::memory_order_acquire);
+  }
 
   std::size_t pull(Message** out, std::size_t max) override;
   void ack(Message* const* msgs, std::size_t n) override;
   void nack(Message* const* msgs, std::size_t n) override;
   void extend(Message* const* msgs, std::size_t n) override;  // in-progress acks
   std::uint64_t backlog() const override { return depth_.load(std::memory_order_acquire); }
+  std::size_t drain(Message** out, std::size_t max) override;  // pull(): the ring is locked
 
   std::uint64_t malformed() const { return malformed_.load(std::memory_order_relaxed); }
   std::uint64_t redelivered() const { return redelivered_.load(std::memory_order_relaxed); }
@@ -130,6 +155,9 @@ class NatsSource final : public Source {
   // next one is due (max when none is queued).
   Nanos extend_queued(Nanos now);
   void settle(Message* const* msgs, std::size_t n, bool ack);
+  void checkpoint_loop();
+  // One flush: on success, every ack sent before it is confirmed.
+  natsStatus flush_and_confirm(std::int64_t timeout_ms);
 
   const Config cfg_;
   MessagePool& messages_;
@@ -159,6 +187,16 @@ class NatsSource final : public Source {
   alignas(64) std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> redelivered_{0};
   std::atomic<std::uint64_t> settle_errors_{0};
+  // Ack confirmation: acks_ counts every ack (attempted), acks_sent_ those nats.c took (written
+  // to the connection or its reconnect buffer), acks_confirmed_ the acks_sent_ seen before the
+  // last successful flush. The checkpoint thread flushes while acks_sent_ > acks_confirmed_.
+  alignas(64) std::atomic<std::uint64_t> acks_{0};
+  std::atomic<std::uint64_t> acks_sent_{0};
+  alignas(64) std::atomic<std::uint64_t> acks_confirmed_{0};
+  std::mutex checkpoint_mutex_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_stop_ = false;
+  std::thread checkpoint_;
   bool closed_ = false;
 };
 

@@ -19,7 +19,11 @@ namespace mayhem {
 class InProcessPubSub final : public Source {
  public:
   explicit InProcessPubSub(std::uint64_t capacity)
-      : capacity_(capacity), queue_(4096), producer_(queue_), consumer_(queue_) {}
+      : capacity_(capacity),
+        queue_(4096),
+        producer_(queue_),
+        consumer_(queue_),
+        drain_consumer_(queue_) {}
 
   std::uint64_t free_capacity() const {
     std::uint64_t d = depth_.load();  // seq_cst: the publisher's park re-check relies on it
@@ -38,6 +42,14 @@ class InProcessPubSub final : public Source {
     if (got != 0) depth_.fetch_sub(got);
     return got;
   }
+  // Its own consumer token: pull's may still be in use by a consume task (see Source::drain).
+  std::size_t drain(Message** out, std::size_t max) override {
+    std::size_t got = queue_.try_dequeue_bulk(drain_consumer_, out, max);
+    if (got != 0) depth_.fetch_sub(got);
+    return got;
+  }
+  // Counted, and told, at the timeout: nothing to do (see Source::return_unsettled).
+  void return_unsettled(Message* const*, std::size_t) override {}
   void ack(Message* const* msgs, std::size_t n) override {
     acks_.fetch_add(n, std::memory_order_relaxed);
     if (audit_) audit_(true, msgs, n);
@@ -64,6 +76,7 @@ class InProcessPubSub final : public Source {
   moodycamel::ConcurrentQueue<Message*> queue_;
   moodycamel::ProducerToken producer_;
   moodycamel::ConsumerToken consumer_;
+  moodycamel::ConsumerToken drain_consumer_;  // shutdown's nack_backlog (main thread)
   alignas(64) std::atomic<std::uint64_t> depth_{0};
   std::atomic<std::uint64_t> peak_depth_{0};  // written by the publisher only
   alignas(64) std::atomic<std::uint64_t> acks_{0};

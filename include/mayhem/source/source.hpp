@@ -22,6 +22,13 @@ class Source {
   virtual void extend(Message* const* msgs, std::size_t n) = 0;
   // Messages waiting to be pulled.
   virtual std::uint64_t backlog() const = 0;
+  // Shutdown (main thread): as pull, but safe while a consume task that a timed-out shutdown left
+  // behind may still be pulling (a source with per-consumer state uses its own for this).
+  virtual std::size_t drain(Message** out, std::size_t max) { return pull(out, max); }
+  // Messages that a timed-out shutdown already counted as nacked, settled after all (or drained
+  // from the backlog): a broker gets them back as nacks; the in-process pub/sub was told at the
+  // timeout (anonymous nacks) and is told nothing more.
+  virtual void return_unsettled(Message* const* msgs, std::size_t n) { nack(msgs, n); }
 };
 
 }  // namespace mayhem

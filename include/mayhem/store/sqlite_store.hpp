@@ -1,5 +1,6 @@
 // The SQLite store: each saved message becomes one row of table `saves`, keyed by message_id.
-// One writer thread owns the connection (WAL mode, synchronous=FULL, busy_timeout 5 s); the save
+// One writer thread owns the connection (WAL mode, synchronous=FULL; another connection's lock is
+// waited for up to 5 s, and at shutdown no later than the shutdown deadline); the save
 // stage only appends message pointers to its queue (one lock per batch of up to 128). The writer
 // takes everything queued and writes it in ONE transaction (group commit: the longer a commit
 // takes, the more the next one carries), then hands the completions back through the sink.
@@ -29,8 +30,9 @@ class SqliteStore final : public Store {
   void start(SaveSink sink) override;
   void save(Message* const* msgs, std::size_t n) override;
   void settled(Message* const* msgs, std::size_t n) override;
-  void cancel_saves() override;
-  void close() override;
+  bool cancel_saves(Nanos give_up_at) override;
+  bool close(Nanos give_up_at) override;
+  using Store::close;
   StoreStats stats() const override;
   const char* kind() const override { return "sqlite"; }
 

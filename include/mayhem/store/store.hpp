@@ -7,7 +7,8 @@
 // Use: `auto store = open_store(spec, batches, clock, log);` (null for memory; throws StoreError
 // with a one-line reason when the database cannot be used), then `store->start(sink)`,
 // `store->save(msgs, n)` from the save stage, `store->settled(msgs, n)` from settle; at shutdown
-// `cancel_saves()` before waiting for the graph, `close()` after.
+// `cancel_saves(give_up_at)` before waiting for the graph, `close(give_up_at)` after (both bounded
+// by the shutdown deadline, on the clock given to open_store).
 #pragma once
 
 #include <spdlog/logger.h>
@@ -48,6 +49,9 @@ struct StoreStats {
   std::uint64_t outcomes = 0;        // settlements recorded (acked/nacked updates written)
 };
 
+// No deadline (cancel_saves, close): wait as long as it takes.
+inline constexpr Nanos kNoDeadline = INT64_MAX;
+
 // Completed saves. The sink takes ownership of the batch; batch->cancelled says the saves were
 // cancelled (shutdown) and not written; a message whose write failed has `save_failed` set.
 using SaveSink = std::function<void(Batch*)>;
@@ -63,11 +67,17 @@ class Store {
   // the messages may be reused as soon as it returns. Thread-safe.
   virtual void settled(Message* const* msgs, std::size_t n) = 0;
   // Shutdown, before waiting for the graph: saves not yet written complete now as cancelled, and
-  // so do later ones; a transaction being written finishes and delivers first (this waits for it).
-  virtual void cancel_saves() = 0;
-  // Shutdown, after the graph is idle: writes the settlements still queued, stops the writer and
-  // closes the database. Idempotent (the destructor calls it).
-  virtual void close() = 0;
+  // so do later ones. A transaction waiting for another connection's lock gives up at once (its
+  // saves complete as cancelled too); one being written finishes and delivers first: this waits
+  // for it until `give_up_at`, and returns false if it had not finished by then (its saves then
+  // complete whenever it does).
+  virtual bool cancel_saves(Nanos give_up_at) = 0;
+  // Shutdown, after the graph is idle: writes the settlements still queued (waiting for another
+  // connection's lock no later than `give_up_at`), stops the writer and closes the database.
+  // A writer still busy shortly after `give_up_at` (20 ms) is left behind (detached, its state kept
+  // alive, not closed): returns false. Idempotent (the destructor calls it without a deadline).
+  virtual bool close(Nanos give_up_at) = 0;
+  bool close() { return close(kNoDeadline); }
   virtual StoreStats stats() const = 0;
   virtual const char* kind() const = 0;
 };
