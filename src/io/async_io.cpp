@@ -310,7 +310,10 @@ class AsyncIo final : public IoService {
                      [&] { return stop_ || !sleeping_.load(); });
         sleeping_.store(false);
         if (stop_) return;
-        last_tick_ = std::max(last_tick_, static_cast<std::uint64_t>(clock_.now() / tick_) - 1);
+        // The tick before now (not below 0: at clock 0, `now / tick - 1` wrapped around to
+        // UINT64_MAX and every later entry was "due" at once).
+        const auto now_tick = static_cast<std::uint64_t>(clock_.now() / tick_);
+        if (now_tick > 0) last_tick_ = std::max(last_tick_, now_tick - 1);
         continue;
       }
       sleeping_.store(false);
