@@ -74,6 +74,12 @@ class Profiler final : public Observer {
   ThreadData* local();
   void account(ThreadData& t, int node, std::uint32_t items, Ticks dur);
   void lease_tick(ThreadData& t, Ticks now);
+  // The one stage entry/exit path (collector.cpp); kProfileOnly: --profile alone, the short one.
+  template <bool kProfileOnly>
+  [[gnu::always_inline]] inline void stage_entry(Stage stage, std::uint32_t items,
+                                                 Message* const* msgs);
+  template <bool kProfileOnly>
+  [[gnu::always_inline]] inline void stage_exit(Stage stage, std::uint32_t items);
   void entry_general(Stage stage, std::uint32_t items, Message* const* msgs);
   void exit_general(Stage stage, std::uint32_t items);
   void entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items, Message* const* msgs,

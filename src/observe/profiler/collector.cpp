@@ -253,12 +253,34 @@ void Profiler::note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const
   }
 }
 
-// --profile alone (the common case, and the one with a cost budget) takes a short path: the
-// thread's slot, a frame, one clock read, two counters. Trace sampling and slow-task bookkeeping
-// are on the general path below.
+// One entry path and one exit path, each compiled twice. kProfileOnly is --profile alone (no
+// trace, no slow-task checks): the common case, and the one with a cost budget. There the trace
+// and slow-task tests fold away at compile time and what is left is the thread's slot, a frame,
+// one clock read and two counters. on_entry/on_exit choose with one test; both instances are
+// inlined where they are called (the short one into on_entry/on_exit).
 void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
   if (!profile_only_) [[unlikely]]
     return entry_general(stage, items, msgs);
+  stage_entry<true>(stage, items, msgs);
+}
+
+void Profiler::on_exit(Stage stage, std::uint32_t items) {
+  if (!profile_only_) [[unlikely]]
+    return exit_general(stage, items);
+  stage_exit<true>(stage, items);
+}
+
+// The other configurations (trace, slow-task checks), out of line.
+void Profiler::entry_general(Stage stage, std::uint32_t items, Message* const* msgs) {
+  stage_entry<false>(stage, items, msgs);
+}
+
+void Profiler::exit_general(Stage stage, std::uint32_t items) {
+  stage_exit<false>(stage, items);
+}
+
+template <bool kProfileOnly>
+void Profiler::stage_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
   ThreadData& t = *local();
   const int d = t.depth;
   if (d == kMaxDepth || t.overflow > 0) [[unlikely]] {
@@ -268,74 +290,38 @@ void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) 
   t.depth = d + 1;
   const int node = static_cast<int>(stage);
   Frame& f = t.stack[d];
-  const Ticks now = ticks();
-  f.start = now;
   f.items = items;
   f.node = static_cast<std::int16_t>(node);
   f.carries = msgs != nullptr;
   f.timed = true;
   f.sampled = false;
-  if (const int io = kIoSlot[node]; io >= 0) {
-    bump(t.io_n[io], items);
-    bump(t.io_t[io],
-         static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
-  }
-}
-
-void Profiler::on_exit(Stage stage, std::uint32_t items) {
-  if (!profile_only_) [[unlikely]]
-    return exit_general(stage, items);
-  ThreadData& t = *local();
-  if (t.overflow > 0) [[unlikely]] {
-    --t.overflow;
-    return;
-  }
-  if (t.depth == 0) [[unlikely]]
-    return;
-  const int d = --t.depth;
-  const Frame& f = t.stack[d];
-  const int node = static_cast<int>(stage);
-  if (f.node != node) [[unlikely]]
-    return;
-  const Ticks now = ticks();
-  if (stage == Stage::kPublish) bump(t.published, items);
-  account(t, node, std::max(items, f.items), std::max<Ticks>(now - f.start, 0));
-}
-
-void Profiler::entry_general(Stage stage, std::uint32_t items, Message* const* msgs) {
-  ThreadData& t = *local();
-  if (t.depth == kMaxDepth || t.overflow > 0) [[unlikely]] {
-    ++t.overflow;
-    return;
-  }
-  const int node = static_cast<int>(stage);
-  Frame& f = t.stack[t.depth++];
-  f.node = static_cast<std::int16_t>(node);
-  f.items = items;
-  f.carries = msgs != nullptr;
-  f.sampled = false;
-  f.timed = true;
-  f.nseq = 0;
   const int io = kIoSlot[node];
-  if (count_ && io >= 0) bump(t.io_n[io], items);
-  // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
-  // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
-  // lease tick (rare, and sampled differently) are always timed.
-  if (cfg_.trace && msgs && items > 0) {
-    f.sampled = scan_sampled(t, msgs, items);
-    if (!f.sampled && !time_all_) {
-      f.timed = false;
-      return;
+  if constexpr (!kProfileOnly) {
+    f.nseq = 0;
+    if (count_ && io >= 0) bump(t.io_n[io], items);
+    // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
+    // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
+    // lease tick (rare, and sampled differently) are always timed.
+    if (cfg_.trace && msgs && items > 0) {
+      f.sampled = scan_sampled(t, msgs, items);
+      if (!f.sampled && !time_all_) {
+        f.timed = false;
+        return;
+      }
     }
   }
   const Ticks now = ticks();
   f.start = now;
-  if (cfg_.profile && io >= 0)
+  if (io >= 0 && (kProfileOnly || cfg_.profile)) {
+    if (kProfileOnly) bump(t.io_n[io], items);  // else counted before the trace check
     bump(t.io_t[io],
          static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
-  if (f.sampled) note_sampled(t, f, stage, msgs, items, now);
-  if (cfg_.slow_task > 0 || stage == Stage::kLease) [[unlikely]]
-    entry_rare(t, f, stage, items, msgs, now);
+  }
+  if constexpr (!kProfileOnly) {
+    if (f.sampled) note_sampled(t, f, stage, msgs, items, now);
+    if (cfg_.slow_task > 0 || stage == Stage::kLease) [[unlikely]]
+      entry_rare(t, f, stage, items, msgs, now);
+  }
 }
 
 void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items,
@@ -362,7 +348,8 @@ void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t it
   }
 }
 
-void Profiler::exit_general(Stage stage, std::uint32_t items) {
+template <bool kProfileOnly>
+void Profiler::stage_exit(Stage stage, std::uint32_t items) {
   ThreadData& t = *local();
   if (t.overflow > 0) [[unlikely]] {
     --t.overflow;
@@ -374,13 +361,13 @@ void Profiler::exit_general(Stage stage, std::uint32_t items) {
   const int node = static_cast<int>(stage);
   if (f.node != node) [[unlikely]]
     return;  // unbalanced: drop the frame
-  if (stage == Stage::kPublish && count_) bump(t.published, items);
-  if (!f.timed) return;
+  if (stage == Stage::kPublish && (kProfileOnly || count_)) bump(t.published, items);
+  if (!kProfileOnly && !f.timed) return;
   const Ticks now = ticks();
   items = std::max(items, f.items);  // consume learns its count from on_pull
   const Ticks dur = std::max<Ticks>(now - f.start, 0);
-  if (cfg_.profile) account(t, node, items, dur);
-  if (cfg_.trace || cfg_.slow_task > 0) exit_rare(t, f, stage, items, dur, now);
+  if (kProfileOnly || cfg_.profile) account(t, node, items, dur);
+  if (!kProfileOnly && (cfg_.trace || cfg_.slow_task > 0)) exit_rare(t, f, stage, items, dur, now);
 }
 
 void Profiler::exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
