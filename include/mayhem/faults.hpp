@@ -7,8 +7,9 @@
 // exit status 1), `hang` (the stage never returns; shutdown gives up after --shutdown-timeout).
 // Whether a message is hit is a pure function of its seed (and, for the timer, of the extension
 // attempt), so runs are reproducible.
-// Use: `auto specs = parse_faults({"save:crash:0.01"}); Service::Deps d; d.fault =
-// make_fault_hook(specs); d.timer_fault = make_timer_fault_hook(specs);`
+// Use: `std::string err; auto spec = parse_fault("save:crash:0.01", err);` (nullopt: `err` says
+// why), then `Service::Deps d; d.fault = make_fault_hook({*spec}, log); d.timer_fault =
+// make_timer_fault_hook({*spec}, log);`
 #pragma once
 
 #include <spdlog/logger.h>

@@ -4,7 +4,9 @@
 // `--trace-sample`), slow-task warnings and a watchdog for stage bodies that never return
 // (`--slow-task-ms`). Collection is per thread and lock-free: each thread owns a slot (found
 // through a thread_local) that only it writes, with relaxed atomics so `snapshot()` may read it
-// live; reports merge the slots.
+// live; reports merge the slots. The code, by concern, in src/observe/profiler/: collector.cpp
+// (the hot path), snapshot.cpp, watchdog.cpp (the lease thread's tick), trace_writer.cpp,
+// reports.cpp (the report formats of mayhem/observe/profiler/reports.hpp, and the options glue).
 // Use: `Profiler p(cfg, clock, log);` pass `&p` as the service's observer; after the run print
 // `format_table(p.snapshot(), sort)`, `format_lines(...)`, `write_callgrind(...)`,
 // `p.write_trace()`.
@@ -22,6 +24,7 @@
 
 #include "mayhem/clock.hpp"
 #include "mayhem/observe/observer.hpp"
+#include "mayhem/observe/profiler/reports.hpp"
 #include "mayhem/observe/zone.hpp"
 #include "mayhem/options.hpp"
 
@@ -34,42 +37,6 @@ struct ProfilerConfig {
   Nanos slow_task = 0;      // > 0: warn about stage bodies longer than this, and stuck ones
   Nanos watchdog_every = 100'000'000;  // the lease thread looks for stuck stages this often
 };
-
-enum class ProfileSort { kTottime, kCumtime, kNcalls, kName };
-std::optional<ProfileSort> parse_profile_sort(const std::string& s);
-
-// ---- plain snapshot structs (for reports and for a live stats endpoint) ------------------------
-
-struct ProfileRow {
-  enum class Kind { kStage, kZone, kWait };
-  Kind kind = Kind::kStage;
-  std::string name;  // stage name, zone name (its statement text), or wait name
-  std::string file;  // source file (zones; stages: where the body is)
-  std::uint32_t line = 0;
-  std::uint64_t ncalls = 0;  // calls (waits: messages)
-  std::uint64_t items = 0;   // messages handled by a stage's calls
-  Nanos tottime = 0;         // excluding child stages/zones
-  Nanos cumtime = 0;         // including them
-};
-
-struct ProfileEdge {
-  int caller = -1;  // row index; -1 = the thread's root (nothing above)
-  int callee = 0;   // row index
-  std::uint64_t calls = 0;
-  Nanos incl = 0;  // callee time inside this caller
-};
-
-struct ProfileSnapshot {
-  std::vector<ProfileRow> rows;  // stages and zones that ran, then the wait rows
-  std::vector<ProfileEdge> edges;
-  Nanos wall = 0;  // since the profiler started
-  std::size_t threads = 0;
-  std::uint64_t slow_tasks = 0, stuck_reports = 0;
-};
-
-std::string format_table(const ProfileSnapshot& s, ProfileSort sort);
-std::string format_lines(const ProfileSnapshot& s);  // line_profiler style, per stage with zones
-void write_callgrind(const ProfileSnapshot& s, std::ostream& out, const std::string& cmd);
 
 // ---- the observer ------------------------------------------------------------------------------
 
@@ -96,17 +63,24 @@ class Profiler final : public Observer {
   // failure.
   bool write_trace(const std::string& path, std::string& err) const;
 
-  struct ThreadData;  // per-thread slot (profiler.cpp)
+  struct ThreadData;  // per-thread slot (src/observe/profiler/thread_data.hpp)
   struct Frame;
 
  private:
   // The profiler's time base: the CPU's time-stamp counter when the kernel itself uses it as its
-  // clock source (x86-64, invariant TSC: ~13 ns a read here against ~33 ns for steady_clock),
-  // else the clock's nanoseconds. Durations are kept in ticks and converted when reported.
+  // clock source (x86-64, invariant TSC: a read costs well under half of a steady_clock read;
+  // docs/PROFILING.md has the numbers), else the clock's nanoseconds. Durations are kept in ticks
+  // and converted when reported.
   using Ticks = std::int64_t;
   ThreadData* local();
   void account(ThreadData& t, int node, std::uint32_t items, Ticks dur);
   void lease_tick(ThreadData& t, Ticks now);
+  // The one stage entry/exit path (collector.cpp); kProfileOnly: --profile alone, the short one.
+  template <bool kProfileOnly>
+  [[gnu::always_inline]] inline void stage_entry(Stage stage, std::uint32_t items,
+                                                 Message* const* msgs);
+  template <bool kProfileOnly>
+  [[gnu::always_inline]] inline void stage_exit(Stage stage, std::uint32_t items);
   void entry_general(Stage stage, std::uint32_t items, Message* const* msgs);
   void exit_general(Stage stage, std::uint32_t items);
   void entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items, Message* const* msgs,

@@ -1,0 +1,490 @@
+// The profiler's collector: the hot path. Per-thread slots found through a thread_local, stage
+// and zone frames, the time base (TSC or the clock), trace sampling by pool slot, I/O and queue
+// waits as sums, the lease thread's tick (counter tracks, watchdog) and slow-task warnings. The
+// readers are in snapshot.cpp (table data, watchdog), trace_writer.cpp and reports.cpp.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "mayhem/message.hpp"
+#include "mayhem/observe/profiler.hpp"
+#include "mayhem/rng.hpp"
+#include "thread_data.hpp"
+
+namespace mayhem {
+
+using namespace profiler_detail;
+
+namespace {
+
+// The time-stamp counter is used only where the kernel trusts it as its own clock source (then it
+// is invariant and synchronised across cores); anything else falls back to steady_clock.
+bool tsc_usable() {
+#if defined(__x86_64__)
+  static const bool ok = [] {
+    std::ifstream f("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+    std::string s;
+    return static_cast<bool>(f >> s) && s == "tsc";
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+std::int64_t read_tsc() {
+#if defined(__x86_64__)
+  return static_cast<std::int64_t>(__rdtsc());
+#else
+  return steady_now();
+#endif
+}
+
+// Nanoseconds per TSC tick, measured against steady_clock over 200 us (once per profiler).
+double calibrate_tsc() {
+  const Nanos n0 = steady_now();
+  const std::int64_t t0 = read_tsc();
+  Nanos n1;
+  do {
+    n1 = steady_now();
+  } while (n1 - n0 < 200'000);
+  const std::int64_t t1 = read_tsc();
+  return t1 > t0 ? static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0) : 1.0;
+}
+
+std::atomic<std::uint64_t> g_generation{1};
+
+struct TlsSlot {
+  std::uint64_t gen = 0;
+  Profiler::ThreadData* td = nullptr;
+};
+thread_local TlsSlot t_slot;
+
+}  // namespace
+
+Profiler::Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log)
+    : cfg_(cfg),
+      clock_(clock),
+      log_(std::move(log)),
+      steady_(&clock == &SteadyClock::instance()),
+      tsc_(steady_ && tsc_usable()),
+      start_(clock.now()),
+      time_all_(cfg.profile || cfg.slow_task > 0 || !cfg.trace),
+      profile_only_(cfg.profile && !cfg.trace && cfg.slow_task <= 0),
+      count_(cfg.profile || cfg.trace),
+      gen_(g_generation.fetch_add(1, std::memory_order_relaxed)),
+      threshold_(cfg.trace_sample <= 0 ? 0
+                                       : static_cast<std::uint32_t>(std::clamp<double>(
+                                             std::round(cfg.trace_sample * kWindow), 1, kWindow))),
+      sample_all_(cfg.trace_sample >= 1) {
+  start_ticks_ = tsc_ ? read_tsc() : start_;
+  if (tsc_) ns_per_tick_ = calibrate_tsc();
+  slow_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.slow_task) / ns_per_tick_);
+  watchdog_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.watchdog_every) / ns_per_tick_);
+}
+
+Profiler::~Profiler() {
+  ThreadData* t = threads_.load(std::memory_order_acquire);
+  while (t) {
+    ThreadData* next = t->next;
+    delete t;
+    t = next;
+  }
+}
+
+// Sampling by where the message lives, not its contents: the check must not touch the message
+// (a cache miss per message would cost more than the whole trace). In every window of 1024
+// consecutive pool slots (a pool slab is 1024 messages) the first round(P x 1024) are sampled:
+// any 1024 consecutive slots hold exactly that many, so the fraction is exact however small the
+// pool, and slots are reused in turn, so about a fraction P of messages is traced (P is rounded
+// to a multiple of 1/1024, at least 1/1024). The sampled slots are neighbours: the pool hands
+// out neighbouring slots together, so a sampled message's batch-mates tend to be sampled too, and
+// few stage bodies carry a sampled message (at P = 1 % with 128-message batches nearly every
+// body would carry one if the sampled slots were spread out).
+bool Profiler::sampled(const Message* m) const {
+  const auto slot = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(m) >> kSlotShift);
+  return (slot & (kWindow - 1)) < threshold_;
+}
+
+#if defined(__SSE2__)
+namespace {
+// Profiler::sampled for four message pointers: slot index (shift), position in its window (and),
+// compare; lanes of all ones where sampled.
+inline __m128i sampled4(Message* const* msgs, __m128i window_mask, __m128i thr) {
+  const __m128i a =
+      _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs)), kSlotShift);
+  const __m128i b =
+      _mm_srli_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msgs + 2)), kSlotShift);
+  // The low 32 bits of the four 64-bit lanes, in order.
+  const __m128i lo = _mm_castps_si128(
+      _mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), _MM_SHUFFLE(2, 0, 2, 0)));
+  return _mm_cmplt_epi32(_mm_and_si128(lo, window_mask), thr);  // both < 2^31: signed is fine
+}
+}  // namespace
+#endif
+
+// Which of msgs[0..n) (n <= 64) are sampled, as a bit mask (only for batches that have one).
+std::uint64_t Profiler::sampled_mask(Message* const* msgs, std::uint32_t n) const {
+  std::uint64_t mask = 0;
+  std::uint32_t i = 0;
+#if defined(__SSE2__)
+  const __m128i window_mask = _mm_set1_epi32(static_cast<int>(kWindow - 1));
+  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_));
+  for (; i + 4 <= n; i += 4)
+    mask |= static_cast<std::uint64_t>(
+                _mm_movemask_ps(_mm_castsi128_ps(sampled4(msgs + i, window_mask, thr))))
+            << i;
+#endif
+  for (; i < n; ++i) mask |= static_cast<std::uint64_t>(sampled(msgs[i])) << i;
+  return mask;
+}
+
+// Does the batch carry a sampled message? Four pointers at a time with SSE2 (every x86-64 has
+// it): about 2.5 instructions per message and no branch but the loop's.
+bool Profiler::any_sampled(Message* const* msgs, std::uint32_t n) const {
+  if (sample_all_) return n > 0;
+  std::uint32_t i = 0;
+  bool any = false;
+#if defined(__SSE2__)
+  const __m128i window_mask = _mm_set1_epi32(static_cast<int>(kWindow - 1));
+  const __m128i thr = _mm_set1_epi32(static_cast<int>(threshold_));
+  __m128i acc = _mm_setzero_si128();
+  for (; i + 8 <= n; i += 8)
+    acc = _mm_or_si128(acc, _mm_or_si128(sampled4(msgs + i, window_mask, thr),
+                                         sampled4(msgs + i + 4, window_mask, thr)));
+  if (i + 4 <= n) {
+    acc = _mm_or_si128(acc, sampled4(msgs + i, window_mask, thr));
+    i += 4;
+  }
+  any = _mm_movemask_epi8(acc) != 0;
+#endif
+  for (; i < n; ++i) any |= sampled(msgs[i]);
+  return any;
+}
+
+Profiler::Ticks Profiler::ticks() const {
+  if (tsc_) return read_tsc();
+  return steady_ ? steady_now() : clock_.now();  // the real clock: no virtual call
+}
+
+Nanos Profiler::now() const {
+  return steady_ ? steady_now() : clock_.now();
+}
+
+double Profiler::report_ns_per_tick() const {
+  if (!tsc_) return 1;
+  const Ticks t = read_tsc();
+  const Nanos n = steady_now();
+  // Over at least 50 ms the run itself calibrates better than the 200 us at the start.
+  if (n - start_ < 50'000'000 || t <= start_ticks_) return ns_per_tick_;
+  return static_cast<double>(n - start_) / static_cast<double>(t - start_ticks_);
+}
+
+Nanos Profiler::to_ns(Ticks t) const {
+  return tsc_ ? std::llround(static_cast<double>(t) * ns_per_tick_) : t;
+}
+
+Profiler::ThreadData* Profiler::local() {
+  TlsSlot& s = t_slot;
+  if (s.gen == gen_) return s.td;
+  auto* t = new ThreadData();
+  t->index = thread_count_.fetch_add(1, std::memory_order_relaxed);
+  ThreadData* head = threads_.load(std::memory_order_relaxed);
+  do {
+    t->next = head;
+  } while (!threads_.compare_exchange_weak(head, t, std::memory_order_release,
+                                           std::memory_order_relaxed));
+  s.gen = gen_;
+  s.td = t;
+  return t;
+}
+
+// The table: one call of `node` under its parent frame (the root when outermost).
+void Profiler::account(ThreadData& t, int node, std::uint32_t items, Ticks dur) {
+  const int parent =
+      t.depth > 0 && t.stack[t.depth - 1].node >= 0 ? t.stack[t.depth - 1].node : kRoot;
+  Cell& c = t.cells[parent][node];
+  bump(c.calls, 1);
+  bump(c.incl, static_cast<std::uint64_t>(dur));
+  bump(c.items, items);
+}
+
+// Trace: does a stage's batch carry a sampled message? A stage entered inside an unsampled stage
+// body on the same thread is a zero-delay completion of a subset of that body's messages (see
+// observer.hpp), so it is not scanned again.
+bool Profiler::scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n) const {
+  if (t.depth >= 2) {
+    const Frame& up = t.stack[t.depth - 2];
+    if (up.carries && !up.sampled) return false;
+  }
+  return any_sampled(msgs, n);
+}
+
+// A batch with sampled messages: remember which (the slice's args) and record their I/O
+// submission or completion (paired into wait spans when the trace is written).
+void Profiler::note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const* msgs,
+                            std::uint32_t n, Ticks now) {
+  const int slot = kIoSlot[static_cast<int>(stage)];
+  for (std::uint32_t base = 0; base < n; base += 64) {
+    for (std::uint64_t mask = sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
+         mask != 0; mask &= mask - 1) {
+      const std::uint64_t seq =
+          msgs[base + static_cast<std::uint32_t>(std::countr_zero(mask))]->seq;
+      if (f.nseq < 3) f.seqs[f.nseq] = seq;
+      if (f.nseq < 255) ++f.nseq;
+      if (slot < 0) continue;
+      TraceEvent e;
+      e.kind = slot < 3 ? TraceEvent::kIoBegin : TraceEvent::kIoEnd;
+      e.ts = now - start_ticks_;
+      e.node = static_cast<std::uint8_t>(slot % 3);
+      e.seqs[0] = seq;
+      t.trace.push(e);
+    }
+  }
+}
+
+// One entry path and one exit path, each compiled twice. kProfileOnly is --profile alone (no
+// trace, no slow-task checks): the common case, and the one with a cost budget. There the trace
+// and slow-task tests fold away at compile time and what is left is the thread's slot, a frame,
+// one clock read and two counters. on_entry/on_exit choose with one test; both instances are
+// inlined where they are called (the short one into on_entry/on_exit).
+void Profiler::on_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
+  if (!profile_only_) [[unlikely]]
+    return entry_general(stage, items, msgs);
+  stage_entry<true>(stage, items, msgs);
+}
+
+void Profiler::on_exit(Stage stage, std::uint32_t items) {
+  if (!profile_only_) [[unlikely]]
+    return exit_general(stage, items);
+  stage_exit<true>(stage, items);
+}
+
+// The other configurations (trace, slow-task checks), out of line.
+void Profiler::entry_general(Stage stage, std::uint32_t items, Message* const* msgs) {
+  stage_entry<false>(stage, items, msgs);
+}
+
+void Profiler::exit_general(Stage stage, std::uint32_t items) {
+  stage_exit<false>(stage, items);
+}
+
+template <bool kProfileOnly>
+void Profiler::stage_entry(Stage stage, std::uint32_t items, Message* const* msgs) {
+  ThreadData& t = *local();
+  const int d = t.depth;
+  if (d == kMaxDepth || t.overflow > 0) [[unlikely]] {
+    ++t.overflow;
+    return;
+  }
+  t.depth = d + 1;
+  const int node = static_cast<int>(stage);
+  Frame& f = t.stack[d];
+  f.items = items;
+  f.node = static_cast<std::int16_t>(node);
+  f.carries = msgs != nullptr;
+  f.timed = true;
+  f.sampled = false;
+  const int io = kIoSlot[node];
+  if constexpr (!kProfileOnly) {
+    f.nseq = 0;
+    if (count_ && io >= 0) bump(t.io_n[io], items);
+    // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
+    // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
+    // lease tick (rare, and sampled differently) are always timed.
+    if (cfg_.trace && msgs && items > 0) {
+      f.sampled = scan_sampled(t, msgs, items);
+      if (!f.sampled && !time_all_) {
+        f.timed = false;
+        return;
+      }
+    }
+  }
+  const Ticks now = ticks();
+  f.start = now;
+  if (io >= 0 && (kProfileOnly || cfg_.profile)) {
+    if (kProfileOnly) bump(t.io_n[io], items);  // else counted before the trace check
+    bump(t.io_t[io],
+         static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
+  }
+  if constexpr (!kProfileOnly) {
+    if (f.sampled) note_sampled(t, f, stage, msgs, items, now);
+    if (cfg_.slow_task > 0 || stage == Stage::kLease) [[unlikely]]
+      entry_rare(t, f, stage, items, msgs, now);
+  }
+}
+
+void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items,
+                          Message* const* msgs, Ticks now) {
+  if (stage == Stage::kLease && !t.saw_lease.load(std::memory_order_relaxed))
+    t.saw_lease.store(true, std::memory_order_relaxed);
+  if (cfg_.slow_task <= 0) return;
+  f.first_seq = 0;
+  f.first_name[0] = '\0';
+  if (msgs && items > 0) {  // for its warnings only: one load
+    f.first_seq = msgs[0]->seq;
+    std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
+    f.first_name[sizeof f.first_name - 1] = '\0';
+  }
+  if (t.depth == 1) {
+    std::uint64_t name[2] = {};
+    std::memcpy(name, f.first_name, sizeof f.first_name);
+    t.active_stage.store(static_cast<std::uint8_t>(stage), std::memory_order_relaxed);
+    t.active_items.store(items, std::memory_order_relaxed);
+    t.active_seq.store(f.first_seq, std::memory_order_relaxed);
+    t.active_name[0].store(name[0], std::memory_order_relaxed);
+    t.active_name[1].store(name[1], std::memory_order_relaxed);
+    t.active_start.store(now, std::memory_order_release);
+  }
+}
+
+template <bool kProfileOnly>
+void Profiler::stage_exit(Stage stage, std::uint32_t items) {
+  ThreadData& t = *local();
+  if (t.overflow > 0) [[unlikely]] {
+    --t.overflow;
+    return;
+  }
+  if (t.depth == 0) [[unlikely]]
+    return;  // unbalanced (an observer installed mid-body): ignore
+  const Frame& f = t.stack[--t.depth];
+  const int node = static_cast<int>(stage);
+  if (f.node != node) [[unlikely]]
+    return;  // unbalanced: drop the frame
+  if (stage == Stage::kPublish && (kProfileOnly || count_)) bump(t.published, items);
+  if (!kProfileOnly && !f.timed) return;
+  const Ticks now = ticks();
+  items = std::max(items, f.items);  // consume learns its count from on_pull
+  const Ticks dur = std::max<Ticks>(now - f.start, 0);
+  if (kProfileOnly || cfg_.profile) account(t, node, items, dur);
+  if (!kProfileOnly && (cfg_.trace || cfg_.slow_task > 0)) exit_rare(t, f, stage, items, dur, now);
+}
+
+void Profiler::exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
+                         Ticks now) {
+  if (cfg_.trace) {
+    bool keep = f.sampled || stage == Stage::kLease;
+    if (stage == Stage::kPublish) {
+      // publish does not see message pointers: keep a run with the chance that one of its
+      // messages is sampled.
+      const double p = std::min(1.0, cfg_.trace_sample * std::max<std::uint32_t>(items, 1));
+      keep = to_unit(mix(t.runs++, kSampleSalt + static_cast<std::uint64_t>(t.index))) < p;
+    }
+    if (keep) {
+      TraceEvent e;
+      e.kind = TraceEvent::kSlice;
+      e.ts = f.start - start_ticks_;
+      e.dur = dur;
+      e.items = items;
+      e.node = static_cast<std::uint8_t>(stage);
+      e.nseq = f.nseq;
+      std::copy(f.seqs, f.seqs + 3, e.seqs);
+      t.trace.push(e);
+    }
+  }
+  if (cfg_.slow_task > 0 && t.depth == 0) {
+    t.active_start.store(0, std::memory_order_release);
+    if (dur > slow_ticks_) {
+      slow_tasks_.fetch_add(1, std::memory_order_relaxed);
+      if (log_)
+        log_->warn("Executing stage {} ({}) took {:.3f} seconds", to_string(stage),
+                   message_text(f.first_seq, f.first_name, items), nanos_to_seconds(to_ns(dur)));
+    }
+  }
+  if (stage == Stage::kLease) lease_tick(t, now);
+}
+
+void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
+  ThreadData& t = *local();
+  // The innermost stage frame (consume) learns its messages and whether one is sampled.
+  Frame* f = nullptr;
+  for (int d = t.overflow > 0 ? 0 : t.depth; d > 0; --d)
+    if (t.stack[d - 1].node >= 0 && t.stack[d - 1].node < kStages) {
+      f = &t.stack[d - 1];
+      break;
+    }
+  if (cfg_.slow_task > 0 && f && f->items == 0 && n > 0) {
+    f->first_seq = msgs[0]->seq;
+    std::memcpy(f->first_name, msgs[0]->instance_name, sizeof f->first_name);
+    f->first_name[sizeof f->first_name - 1] = '\0';
+  }
+  if (f) f->items += n;
+  if (count_) bump(t.pulled, n);
+  Nanos now = 0;
+  if (cfg_.profile) {
+    now = this->now();
+    // n x now - the sum of publish times: one load per message (publish times come from the same
+    // clock, so no message is younger than now).
+    std::uint64_t published = 0;
+    for (std::uint32_t i = 0; i < n; ++i)
+      published += static_cast<std::uint64_t>(msgs[i]->published_ns);
+    const auto wait = static_cast<std::int64_t>(n * static_cast<std::uint64_t>(now) - published);
+    bump(t.pulled_wait, static_cast<std::uint64_t>(std::max<std::int64_t>(wait, 0)));
+  }
+  if (!cfg_.trace || !any_sampled(msgs, n)) return;
+  if (!cfg_.profile) now = this->now();
+  for (std::uint32_t base = 0; base < n; base += 64) {
+    for (std::uint64_t mask = sampled_mask(msgs + base, std::min<std::uint32_t>(n - base, 64));
+         mask != 0; mask &= mask - 1) {
+      const Message& m = *msgs[base + static_cast<std::uint32_t>(std::countr_zero(mask))];
+      if (f) {
+        if (f->nseq < 3) f->seqs[f->nseq] = m.seq;
+        if (f->nseq < 255) ++f->nseq;
+        f->sampled = true;
+      }
+      TraceEvent e;
+      e.kind = TraceEvent::kQueueSpan;
+      e.ts = std::max<Nanos>(m.published_ns - start_, 0);
+      e.dur = std::max<Nanos>(now - start_ - e.ts, 0);
+      e.seqs[0] = m.seq;
+      t.trace.push(e);
+    }
+  }
+}
+
+// Zones feed the table only: with --profile off they cost one call and one branch.
+void Profiler::on_zone_entry(const ZoneSite& site) {
+  if (!cfg_.profile) return;
+  ThreadData& t = *local();
+  if (t.depth == kMaxDepth || t.overflow > 0) {
+    ++t.overflow;
+    return;
+  }
+  const int id = zone_id(site);
+  Frame& f = t.stack[t.depth++];
+  // An unregistered zone (table full) still takes a frame, so entries and exits stay paired.
+  f.node = static_cast<std::int16_t>(id < 0 ? -1 : kStages + id);
+  f.items = 0;
+  f.carries = false;
+  f.timed = true;
+  f.sampled = false;
+  f.start = ticks();
+}
+
+void Profiler::on_zone_exit(const ZoneSite& site) {
+  if (!cfg_.profile) return;
+  ThreadData& t = *local();
+  const Ticks now = ticks();
+  if (t.overflow > 0) {
+    --t.overflow;
+    return;
+  }
+  if (t.depth == 0) return;
+  const Frame& f = t.stack[--t.depth];
+  const int id = zone_id(site);
+  const int node = id < 0 ? -1 : kStages + id;
+  if (f.node != node || node < 0) return;
+  account(t, node, 0, std::max<Ticks>(now - f.start, 0));
+}
+
+}  // namespace mayhem
