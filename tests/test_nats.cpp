@@ -54,6 +54,24 @@ bool all_settled(const NatsServer& srv, std::uint64_t n) {
          c.stream_msgs == 0;
 }
 
+// Lets a `--messages 0` consumer run until the server counts all `n` settled (at most 40 s), then
+// stops it with SIGINT: whether they all settled, the consumer's output and its summary.
+struct Stopped {
+  bool done;
+  Result r;
+  json s;
+};
+Stopped settle_then_stop(const NatsServer& srv, Subprocess& p, std::uint64_t n) {
+  const bool done = eventually([&] { return all_settled(srv, n); }, 40s);
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  INFO(r.err.substr(0, 4000));
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  json s = last_json_line(r);
+  return {done, r, std::move(s)};
+}
+
 }  // namespace
 
 TEST_CASE("NATS: publish N then consume N and the server counts every one acked", "[nats]") {
@@ -300,13 +318,7 @@ TEST_CASE("NATS + blocking I/O: cleanup does not starve behind saves, the lease 
   publish(srv, 5000);
   Subprocess p(consumer(srv, {"--io-model", "blocking", "--latency-scale", "0.1", "--messages", "0",
                               "--log-level", "warning"}));
-  const bool done = eventually([&] { return all_settled(srv, 5000); }, 40s);
-  p.signal(SIGINT);
-  const Result r = p.wait(30s);
-  INFO(r.err.substr(0, 4000));
-  REQUIRE_FALSE(r.timed_out);
-  REQUIRE(r.exit_code == 0);
-  const json s = last_json_line(r);
+  const auto [done, r, s] = settle_then_stop(srv, p, 5000);
   CHECK(done);
   CHECK(s["acked"] == 5000);
   CHECK(s["nacked"] == 0);
@@ -326,13 +338,7 @@ TEST_CASE("NATS: the lease holds from delivery to settle with the default lease 
   publish(srv, 150);
   Subprocess p(consumer(srv, {"--max-in-flight", "50", "--latency-scale", "2", "--fail-rate", "0",
                               "--messages", "0", "--log-level", "warning"}));
-  const bool done = eventually([&] { return all_settled(srv, 150); }, 40s);
-  p.signal(SIGINT);
-  const Result r = p.wait(30s);
-  INFO(r.err.substr(0, 4000));
-  REQUIRE_FALSE(r.timed_out);
-  REQUIRE(r.exit_code == 0);
-  const json s = last_json_line(r);
+  const auto [done, r, s] = settle_then_stop(srv, p, 150);
   CHECK(done);
   CHECK(s["acked"] == 150);
   CHECK(s["redelivered"] == 0);
