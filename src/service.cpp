@@ -255,6 +255,10 @@ int Service::Impl::run() {
 // The reference's shutdown(): stop intake, nack outstanding messages, cancel work in flight,
 // flush metrics. Every message ends acked or nacked.
 void Service::Impl::shut_down(StopReason why) {
+  // --shutdown-timeout bounds the whole shutdown, from here: stopping intake (the NATS fetcher's
+  // join waits out its current fetch, up to 200 ms), the drain, the store, the lease thread and
+  // the broker's last flush each get what is left of it (a healthy thread at least 50 ms).
+  const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
   if (why == StopReason::kSignal) {
     log->info("Received exit signal {}...", signal_name(shutdown.signal_number()));
   } else if (why == StopReason::kCompleted) {
@@ -266,9 +270,6 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
   log->flush();  // what follows may wait (up to --shutdown-timeout): show how far we got
-  // --shutdown-timeout bounds all of what follows: the drain, the store, the lease thread and the
-  // broker's last flush each get what is left of it (a healthy thread at least 50 ms).
-  const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
   const auto left = [&](Nanos at_least) { return std::max(give_up_at - clock.now(), at_least); };
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
   // Saves not yet written complete as cancelled too; a commit being written gets until the
