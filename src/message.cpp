@@ -5,16 +5,25 @@
 
 namespace mayhem {
 
-std::string Message::id_string() const {
+void uuid_text(const std::array<std::uint8_t, 16>& id, char (&out)[37]) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(36);
+  int o = 0;
   for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
-    s.push_back(kHex[id[i] >> 4]);
-    s.push_back(kHex[id[i] & 15]);
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = kHex[id[i] >> 4];
+    out[o++] = kHex[id[i] & 15];
   }
-  return s;
+  out[o] = '\0';
+}
+
+std::string Message::id_string() const {
+  char text[37];
+  uuid_text(id, text);
+  return std::string(text, 36);
+}
+
+std::string Message::hostname() const {
+  return fmt::format("{}", Host{*this});
 }
 
 static_assert(std::endian::native == std::endian::little, "fill() writes the id word-wise");

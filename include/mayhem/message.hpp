@@ -88,7 +88,7 @@ struct alignas(64) Message {
   }
 
   std::string id_string() const;  // canonical 8-4-4-4-12 form
-  std::string hostname() const { return fmt::format("{}.example.net", instance_name); }
+  std::string hostname() const;   // <instance_name>.example.net (allocates; see Host)
 };
 static_assert(sizeof(Message) == 128, "two cache lines");
 static_assert(offsetof(Message, instance_name) == 64, "the in-flight state fits the first line");
@@ -147,6 +147,26 @@ using MessagePool = Pool<Message>;
 using BatchPool = Pool<Batch>;
 using LotPool = Pool<Lot>;
 
+// An empty, unowned batch from the pool (`cancelled` as given): every stage and I/O service that
+// hands messages on in a fresh batch starts from here.
+inline Batch* acquire_batch(BatchPool& pool, bool cancelled = false) {
+  Batch* b = pool.acquire_one();
+  b->size = 0;
+  b->cancelled = cancelled;
+  b->owner = nullptr;
+  return b;
+}
+
+// The canonical 8-4-4-4-12 text of a uuid into a caller's buffer (NUL-terminated), without
+// allocating; Message::id_string() is the allocating form.
+void uuid_text(const std::array<std::uint8_t, 16>& id, char (&out)[37]);
+
+// A message's host name, `<instance_name>.example.net`, for log lines and the store:
+// `log->info("Restarted {}", Host{m})` formats it on the stack, without allocating.
+struct Host {
+  const Message& m;
+};
+
 // Makes messages the way the reference's publish() does: instance `cattle-XXXX` (4 chars of
 // [a-z0-9]), a uuid4 id, a per-message random stream. Deterministic for a given seed.
 class MessageFactory {
@@ -159,6 +179,20 @@ class MessageFactory {
 };
 
 }  // namespace mayhem
+
+template <>
+struct fmt::formatter<mayhem::Host> : fmt::formatter<fmt::string_view> {
+  template <typename Ctx>
+  auto format(const mayhem::Host& h, Ctx& ctx) const {
+    constexpr std::string_view domain = ".example.net";
+    char buf[sizeof h.m.instance_name + domain.size()];
+    const char* name = h.m.instance_name;
+    char* p = std::copy(name, name + strnlen(name, sizeof h.m.instance_name), buf);
+    p = std::copy(domain.begin(), domain.end(), p);
+    return fmt::formatter<fmt::string_view>::format(
+        fmt::string_view(buf, static_cast<std::size_t>(p - buf)), ctx);
+  }
+};
 
 template <>
 struct fmt::formatter<mayhem::Message> : fmt::formatter<fmt::string_view> {

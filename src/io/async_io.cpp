@@ -166,13 +166,7 @@ class AsyncIo final : public IoService {
   // Orders `far_` as a min-heap by due tick (the op in the low bits only breaks ties).
   static bool later(const Entry& a, const Entry& b) { return a.tick_op > b.tick_op; }
 
-  Batch* new_batch(bool cancelled) {
-    Batch* b = batches_.acquire_one();
-    b->size = 0;
-    b->cancelled = cancelled;
-    b->owner = nullptr;
-    return b;
-  }
+  Batch* new_batch(bool cancelled) { return acquire_batch(batches_, cancelled); }
 
   void deliver_cancelled(Op op, Message* const* msgs, std::size_t n) {
     std::size_t i = 0;

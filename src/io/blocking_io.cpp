@@ -140,12 +140,7 @@ class BlockingIo final : public IoService {
     Batch* out[kOpCount][2] = {};
     for (std::size_t i = 0; i < n; ++i) {
       Batch*& b = out[static_cast<int>(c[i].op)][c[i].cancelled ? 1 : 0];
-      if (!b) {
-        b = batches_.acquire_one();
-        b->size = 0;
-        b->owner = nullptr;
-        b->cancelled = c[i].cancelled;
-      }
+      if (!b) b = acquire_batch(batches_, c[i].cancelled);
       b->push(c[i].msg);
     }
     for (int op = 0; op < kOpCount; ++op)

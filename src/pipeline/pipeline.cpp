@@ -4,8 +4,8 @@
 #include "mayhem/observe/zone.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 namespace mayhem {
@@ -114,11 +114,7 @@ bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
 // ---- helpers -------------------------------------------------------------------------------
 
 Batch* Pipeline::new_batch() {
-  Batch* b = batches_.acquire_one();
-  b->size = 0;
-  b->cancelled = false;
-  b->owner = nullptr;
-  return b;
+  return acquire_batch(batches_);
 }
 
 void Pipeline::unref_lot(Lot* lot, std::uint32_t n) {
@@ -366,8 +362,7 @@ void Pipeline::complete_inline(Op op, Batch* done) {
 
 void Pipeline::handle_results(Message& m) {
   if (m.save_failed) log_->error("Handling general error: Could not save {}", m);
-  if (m.restart_failed)
-    log_->error("Handling general error: Could not restart {}.example.net", m.instance_name);
+  if (m.restart_failed) log_->error("Handling general error: Could not restart {}", Host{m});
   // The reference's event.set() stopped extensions here; the lease now holds until settle
   // (LeaseManager::mark_done there): cleanup may wait for a pool thread, and a broker redelivers
   // a message whose lease lapsed meanwhile.
@@ -451,7 +446,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       } else if (injected_failure(Op::kRestart, m) ||
                  io_fails(m, Op::kRestart, m.restart_attempts)) {
         if (m.restart_attempts < opts_.restart_retries && !stopping) {
-          log_->error("Retrying for failure to restart: {}.example.net", m.instance_name);
+          log_->error("Retrying for failure to restart: {}", Host{m});
           ++m.restart_attempts;
           ++retried;
           if (!retry) retry = new_batch();
@@ -463,7 +458,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       } else {
         m.restarted = true;
         ++ok;
-        if (info) MAYHEM_ZONED(observer_, log_->info("Restarted {}.example.net", m.instance_name));
+        if (info) MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
       }
     } catch (...) {
       guard_failed(m, Op::kRestart);

@@ -53,18 +53,6 @@ std::int64_t wall_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// The canonical 8-4-4-4-12 text of a uuid, as Message::id_string, without allocating.
-void uuid_text(const std::array<std::uint8_t, 16>& id, char (&out)[37]) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  int o = 0;
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-    out[o++] = kHex[id[i] >> 4];
-    out[o++] = kHex[id[i] & 15];
-  }
-  out[o] = '\0';
-}
-
 }  // namespace
 
 struct SqliteStore::Impl {
@@ -215,10 +203,7 @@ struct SqliteStore::Impl {
   void deliver(const std::vector<Message*>& msgs, bool cancel) {
     std::size_t i = 0;
     while (i < msgs.size()) {
-      Batch* b = batches.acquire_one();
-      b->size = 0;
-      b->cancelled = cancel;
-      b->owner = nullptr;
+      Batch* b = acquire_batch(batches, cancel);
       while (i < msgs.size() && !b->full()) b->push(msgs[i++]);
       sink(b);
     }
@@ -266,11 +251,11 @@ struct SqliteStore::Impl {
       uuid_text(m->id, id);
       const auto name_len =
           static_cast<int>(strnlen(m->instance_name, sizeof m->instance_name - 1));
-      const int hn =
-          std::snprintf(host, sizeof host, "%.*s.example.net", name_len, m->instance_name);
+      const auto hn = fmt::format_to_n(host, sizeof host, "{}", Host{*m}).size;
       sqlite3_bind_text(insert, 1, id, 36, SQLITE_STATIC);
       sqlite3_bind_text(insert, 2, m->instance_name, name_len, SQLITE_STATIC);
-      sqlite3_bind_text(insert, 3, host, std::min<int>(hn, sizeof host - 1), SQLITE_STATIC);
+      sqlite3_bind_text(insert, 3, host, static_cast<int>(std::min(hn, sizeof host)),
+                        SQLITE_STATIC);
       sqlite3_bind_int64(insert, 4, (m->published_ns + wall_offset_ns) / 1'000'000);
       sqlite3_bind_int64(insert, 5, now);
       if (run(insert) == SQLITE_DONE) {
