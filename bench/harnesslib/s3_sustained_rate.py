@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import statistics
 
-from .common import (FAIL_RATE, HEADLINE_RATE, LAG_ABS, LAG_FRAC, LITTLE_ABS, LITTLE_FACTOR,
-                     MODEL, P99_ABS, P99_FACTOR, RETRIES, BACKOFF, T_S3_BYTES, T_S3_INFLIGHT, log)
+from .common import (BACKOFF, FAIL_RATE, HEADLINE_RATE, LAG_ABS, LAG_FRAC, LITTLE_ABS,
+                     LITTLE_FACTOR, MODEL, P99_ABS, P99_FACTOR, RETRIES, T_S3_BYTES, T_S3_INFLIGHT,
+                     log)
 from .tables import Agg, fmt_num, fmt_rate, fmt_ratio, md_table, ratio, verdict
 
 
