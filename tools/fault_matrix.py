@@ -223,16 +223,39 @@ class Matrix:
         return self.mayhem(["--source", srv.url, "--latency-scale", "0.5", "--max-in-flight",
                             "500", "--log-level", "warning", "--summary-json"] + list(extra))
 
-    def nats_drain(self, srv, limit=90):
-        """A second worker finishes what is left; returns its shutdown time."""
-        p = self.nats_consumer(srv)
-        time.sleep(0.5)  # started and consuming before the first look
+    @staticmethod
+    def wait_drained(srv, limit=90):
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline and not srv.drained():
             time.sleep(0.2)
+
+    def stop_worker(self, p):
+        """SIGINT to a worker: (exit code, summary, shutdown seconds)."""
         p.signal(signal.SIGINT)
-        rc, _, took = p.wait(30)
+        return p.wait(30)
+
+    def nats_drain(self, srv):
+        """A second worker finishes what is left; returns its exit code and shutdown time."""
+        p = self.nats_consumer(srv)
+        time.sleep(0.5)  # started and consuming before the first look
+        self.wait_drained(srv)
+        rc, _, took = self.stop_worker(p)
         return rc, took
+
+    def nats_runs(self, fault, consumer_args=()):
+        """Per run: a fresh server with 3,000 published and a worker that has consumed them for
+        0.5-2 s; then `fault(srv, n, worker)` returns the run's (exit, lost, twice, shutdown)."""
+        res = []
+        for _ in range(self.runs):
+            srv = Nats(self.work)
+            try:
+                n = self.nats_publish(srv, 3000)
+                p = self.nats_consumer(srv, consumer_args)
+                time.sleep(self.rng.uniform(0.5, 2.0))
+                res.append(fault(srv, n, p))
+            finally:
+                srv.close()
+        return res
 
     def nats_counts(self, srv, published):
         """lost: never acked by the consumer (undelivered or unacked after the drain). A stream
@@ -245,74 +268,53 @@ class Matrix:
         return c["pending"] + c["ack_pending"], max(0, c["delivered"] - published)
 
     def sigkill_consumer(self):
-        res = []
-        for _ in range(self.runs):
-            srv = Nats(self.work)
-            try:
-                n = self.nats_publish(srv, 3000)
-                p = self.nats_consumer(srv)
-                time.sleep(self.rng.uniform(0.5, 2.0))
-                p.signal(signal.SIGKILL)
-                p.wait(10)
-                rc, took = self.nats_drain(srv)
-                lost, twice = self.nats_counts(srv, n)
-                res.append((rc, lost, twice, took))
-            finally:
-                srv.close()
+        def fault(srv, n, p):
+            p.signal(signal.SIGKILL)
+            p.wait(10)
+            rc, took = self.nats_drain(srv)
+            return (rc, *self.nats_counts(srv, n), took)
+
+        res = self.nats_runs(fault)
         self.row("SIGKILL the consumer", "3,000 on NATS, worker killed after 0.5-2 s, a second "
                  "worker drains (exit/shutdown: the second worker)", 10, res,
                  "twice = redeliveries of what the killed worker held (at-least-once)")
 
     def sigkill_server(self):
-        res, self.stale = [], 0
-        for _ in range(self.runs):
-            srv = Nats(self.work)
-            try:
-                n = self.nats_publish(srv, 3000)
-                p = self.nats_consumer(srv)
-                time.sleep(self.rng.uniform(0.5, 2.0))
-                srv.stop(signal.SIGKILL)
-                time.sleep(1)
-                srv.start()
-                deadline = time.monotonic() + 90
-                while time.monotonic() < deadline and not srv.drained():
-                    time.sleep(0.2)
-                p.signal(signal.SIGINT)
-                rc, _, took = p.wait(30)
-                lost, twice = self.nats_counts(srv, n)
-                res.append((rc, lost, twice, took))
-            finally:
-                srv.close()
+        self.stale = 0
+
+        def fault(srv, n, p):
+            srv.stop(signal.SIGKILL)
+            time.sleep(1)
+            srv.start()
+            self.wait_drained(srv)
+            rc, _, took = self.stop_worker(p)
+            return (rc, *self.nats_counts(srv, n), took)
+
+        res = self.nats_runs(fault)
         self.row("SIGKILL the server", "3,000 on NATS, nats-server killed after 0.5-2 s, "
                  "restarted 1 s later; the same worker finishes", 10, res,
                  f"acked, but left in the stream by the killed server: {self.stale}")
 
     def broker_gone(self):
-        res, over, self.stale = [], 0, 0
-        for _ in range(self.runs):
-            srv = Nats(self.work)
-            try:
-                n = self.nats_publish(srv, 3000)
-                p = self.nats_consumer(srv, ["--shutdown-timeout", "1"])
-                time.sleep(self.rng.uniform(0.5, 2.0))
-                srv.stop(signal.SIGTERM)  # stopped cleanly: what it acked is on disk
-                time.sleep(0.3)
-                p.signal(signal.SIGINT)
-                rc, s, took = p.wait(30)
-                srv.start()
-                c = srv.consumer()
-                server_acked = n - c["pending"] - c["ack_pending"]
-                if s is not None:
-                    over += max(0, s["acked"] - server_acked)
-                self.nats_drain(srv)
-                lost, twice = self.nats_counts(srv, n)
-                res.append((rc, lost, twice, took))
-            finally:
-                srv.close()
-        self.row("broker gone at shutdown", "3,000 on NATS, nats-server stopped (SIGTERM), then SIGINT "
-                 "with `--shutdown-timeout 1`; restarted and drained afterwards", 1, res,
-                 f"acks in the summary that the server never got: {over}; acked, but left in "
-                 f"the stream by the killed server: {self.stale}")
+        self.stale, over = 0, []
+
+        def fault(srv, n, p):
+            srv.stop(signal.SIGTERM)  # stopped cleanly: what it acked is on disk
+            time.sleep(0.3)
+            rc, s, took = self.stop_worker(p)
+            srv.start()
+            c = srv.consumer()
+            server_acked = n - c["pending"] - c["ack_pending"]
+            if s is not None:
+                over.append(max(0, s["acked"] - server_acked))
+            self.nats_drain(srv)
+            return (rc, *self.nats_counts(srv, n), took)
+
+        res = self.nats_runs(fault, ["--shutdown-timeout", "1"])
+        self.row("broker gone at shutdown", "3,000 on NATS, nats-server stopped (SIGTERM), then "
+                 "SIGINT with `--shutdown-timeout 1`; restarted and drained afterwards", 1, res,
+                 f"acks in the summary that the server never got: {sum(over)}; acked, but left "
+                 f"in the stream by the killed server: {self.stale}")
 
     def store_locked(self):
         res = []
