@@ -200,8 +200,16 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
       factory_.fill(*buf[i], publish_seq_++, now);
       if (debug) log_->debug("Published message {}", *buf[i]);
     }
+    // Inside the counting gate, as settle's counts: once a timed-out shutdown sealed it (and
+    // counted every published message not yet settled), nothing more is published or counted.
+    if ((settle_gate_.fetch_add(1) & kSealed) != 0) {
+      settle_gate_.fetch_sub(1);
+      messages_.release(buf, k);
+      return;
+    }
     pubsub_->publish(buf, k);
     metrics_.published.add(k);
+    settle_gate_.fetch_sub(1);
     left -= k;
     if (!consume_scheduled_.exchange(true)) std::get<0>(out).try_put(continue_msg());
   }

@@ -91,9 +91,10 @@ class Pipeline {
   // the messages back with Source::return_unsettled. It pulls through Source::drain, so a consume
   // task left behind by a timed-out shutdown may still be pulling.
   std::uint64_t nack_backlog();
-  // A shutdown that timed out while the graph still settles: from now on settle counts nothing
-  // (the caller counts every message not yet settled as nacked, once) and acks nothing: what it
-  // still settles is handed back with Source::return_unsettled. A settle that counted before the
+  // A shutdown that timed out while the graph still settles: from now on publish publishes
+  // nothing and settle counts nothing (the caller counts every message published and not yet
+  // settled as nacked, once) and acks nothing: what it still settles is handed back with
+  // Source::return_unsettled. A settle that counted before the
   // seal has finished counting and telling the source when this returns (waited for up to 100 ms:
   // its counts come first, so only its acks to the source can be later).
   void seal_settle();
@@ -185,7 +186,8 @@ class Pipeline {
   alignas(64) std::atomic<bool> publish_parked_{false};
   alignas(64) std::atomic<bool> consume_scheduled_{false};
   alignas(64) std::atomic<bool> consume_parked_{false};
-  // settle's counting gate: bit 63 = sealed (seal_settle), the rest = settle bodies counting now.
+  // The counting gate: bit 63 = sealed (seal_settle), the rest = publish and settle bodies
+  // counting now (publish adds to `published`, settle to `acked`/`nacked`).
   static constexpr std::uint64_t kSealed = std::uint64_t{1} << 63;
   alignas(64) std::atomic<std::uint64_t> settle_gate_{0};
 
