@@ -8,16 +8,13 @@
 namespace mayhem {
 
 namespace {
-constexpr Nanos kMinInterval = 1'000'000;  // 1 ms
-constexpr Nanos kMaxInterval =
-    365LL * 24 * 3600 * kNanosPerSecond;  // a year: now + it never overflows
-constexpr Nanos kMinPoll = 100'000;       // 100 us
+constexpr Nanos kMinPoll = 100'000;  // 100 us
 // Backoff levels: poll << k for k up to this (then the cap decides).
 constexpr std::uint8_t kMaxBackoff = 30;
 
 LeaseManager::Config clamped(LeaseManager::Config c) {
-  c.extend_interval = std::clamp(c.extend_interval, kMinInterval, kMaxInterval);
-  c.ack_deadline = std::clamp(c.ack_deadline, kMinInterval, kMaxInterval);
+  c.extend_interval = LeaseManager::clamp_interval(c.extend_interval);
+  c.ack_deadline = LeaseManager::clamp_interval(c.ack_deadline);
   c.poll = std::clamp(c.poll, kMinPoll, c.extend_interval);
   return c;
 }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/rng.hpp"
 #include "mayhem/source/payload.hpp"
 #include "mayhem/thread_name.hpp"
@@ -523,8 +524,7 @@ void NatsSource::fetch_loop() {
 
 Nanos NatsSource::extend_queued(Nanos now) {
   if (depth_.load(std::memory_order_acquire) == 0) return std::numeric_limits<Nanos>::max();
-  const Nanos interval =
-      std::clamp<Nanos>(cfg_.extend_interval, 1'000'000, 365LL * 24 * 3600 * kNanosPerSecond);
+  const Nanos interval = LeaseManager::clamp_interval(cfg_.extend_interval);  // as the lease's
   extended_.clear();
   Nanos next = std::numeric_limits<Nanos>::max();
   std::uint64_t errors = 0;

@@ -126,6 +126,11 @@ class LeaseManager {
     for (std::size_t i = 0; i < n; ++i) mark_done(*msgs[i]);
   }
   const Config& config() const { return cfg_; }
+  // The range every extend interval and ack deadline is clamped to, [1 ms, 1 year]: a pass always
+  // ends and `now + d` never overflows. Also used for the NATS prefetch ring's extensions.
+  static Nanos clamp_interval(Nanos d) {
+    return std::clamp<Nanos>(d, 1'000'000, 365LL * 24 * 3600 * kNanosPerSecond);
+  }
 
  private:
   // The schedule: a binary min-heap of lots by `due` (the key is copied into the entry, so sifting
