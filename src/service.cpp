@@ -270,14 +270,16 @@ void Service::Impl::shut_down(StopReason why) {
   log->info("Nacking outstanding messages");
   log->info("Cancelling outstanding tasks");
   log->flush();  // what follows may wait (up to --shutdown-timeout): show how far we got
-  const auto left = [&](Nanos at_least) { return std::max(give_up_at - clock.now(), at_least); };
+  // The deadline for a step that must get at least `at_least` from now (a healthy thread: 50 ms).
+  constexpr Nanos kHealthy = 50'000'000;
+  const auto until = [&](Nanos at_least) { return std::max(give_up_at, clock.now() + at_least); };
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
   // Saves not yet written complete as cancelled too; a commit being written gets until the
   // deadline (a database locked by another process gives up at once).
   if (store && !store->cancel_saves(give_up_at))
     log->error("Shutdown: the database transaction being written did not finish within {:g} s",
                opts.shutdown_timeout);
-  if (!wait_idle_for(left(0))) {
+  if (!wait_idle_for(until(0) - clock.now())) {
     // A stage is stuck (it never returned) or slow. Seal settle: from now on it counts nothing,
     // and every message not settled yet is counted nacked once, below (an in-process pub/sub
     // would redeliver them; a broker gets them back as the graph settles them, or after AckWait).
@@ -288,7 +290,7 @@ void Service::Impl::shut_down(StopReason why) {
   }
   end_ns = clock.now();  // every message is settled now (acks during the drain included)
   // Writes the last settlements; a writer that cannot finish by the deadline is left behind.
-  if (store && !store->close(std::max(give_up_at, clock.now() + 50'000'000))) {
+  if (store && !store->close(until(kHealthy))) {
     log->error("Shutdown timed out after {:g} s: the database writer did not stop; leaving it",
                opts.shutdown_timeout);
     abandoned = true;
@@ -296,7 +298,7 @@ void Service::Impl::shut_down(StopReason why) {
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
   // Frees the last lots. A lease thread stuck in a pass (--inject timer:hang) is left behind
   // within what remains of --shutdown-timeout (at least 50 ms, enough for a healthy thread).
-  if (!lease->stop_within(left(50'000'000))) {
+  if (!lease->stop_within(until(kHealthy) - clock.now())) {
     log->error("Shutdown timed out after {:g} s: the lease thread did not stop; leaving it",
                opts.shutdown_timeout);
     abandoned = true;
@@ -315,7 +317,7 @@ void Service::Impl::shut_down(StopReason why) {
     // Every ack and nack goes to the server first (a flush within what is left of the timeout):
     // only acks the server confirmed count as acked. A graph left running still uses the
     // connection: then flush without closing.
-    const Nanos flush_until = std::max(give_up_at, clock.now() + 50'000'000);
+    const Nanos flush_until = until(kHealthy);
     if (abandoned)
       nats->confirm_acks(flush_until);
     else
