@@ -92,6 +92,7 @@ struct Service::Impl {
     observer = observers.get();
   }
   StatsSnapshot stats_snapshot() const;
+  void gather(Numbers& n) const;
 
   bool abandoned = false;  // shutdown timed out: a stage never returned, the graph is left running
   std::unique_ptr<StatsServer> stats_server;  // last: stops before what its snapshots read dies
@@ -248,7 +249,7 @@ int Service::Impl::run() {
   exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
   log->info("Successfully shutdown the Mayhem service.");
   log->flush();
-  if (stats_server) stats_server->stop();
+  // The stats endpoint keeps serving the run's final numbers until the Service is destroyed.
   return exit_code;
 }
 
@@ -357,20 +358,38 @@ Service::Service(Options opts, Deps deps) {
   impl_->stats_addr = stats_addr;
 }
 
-StatsSnapshot Service::Impl::stats_snapshot() const {
-  ServiceGauges g;
-  g.threads = opts.threads;
-  g.max_in_flight = opts.max_in_flight;
-  g.queue_capacity = opts.queue_capacity;
-  g.save_limit = opts.save_concurrency;
-  g.restart_limit = opts.restart_concurrency;
+// Every number of the table (mayhem/observe/numbers.hpp), once: the summary and the stats
+// endpoint both read them here. The pipeline's counters first, then what their owners know.
+void Service::Impl::gather(Numbers& n) const {
+  read_metrics(metrics, n);
+  const bool running = stats_ready.load(std::memory_order_acquire);
+  const Source& source = nats ? static_cast<const Source&>(*nats) : pubsub;
+  source.report(n);
+  if (running) n.leased_lots = lease->tracked_lots();
+  if (store) {
+    const StoreStats st = store->stats();
+    n.store_rows = st.rows_inserted;
+    n.store_duplicates = st.duplicates;
+    n.store_write_failures = st.write_failures;
+    n.store_transactions = st.transactions;
+  }
   const auto q = log_queue_stats(log);
-  g.log = LogStats{q.async, q.depth, q.overruns};
-  if (!stats_ready.load(std::memory_order_acquire)) return make_stats_snapshot(metrics, nullptr, g);
-  g.uptime_ns = static_cast<std::uint64_t>(std::max<Nanos>(clock.now() - start_ns, 0));
-  g.backlog = pubsub.backlog();
-  g.leased_lots = lease->tracked_lots();
-  return make_stats_snapshot(metrics, collector.get(), g);
+  n.log_dropped = q.overruns;
+  n.log_queue_depth = q.depth;
+  n.max_in_flight = opts.max_in_flight;
+  n.pool_messages = messages.capacity();
+}
+
+StatsSnapshot Service::Impl::stats_snapshot() const {
+  StatsSnapshot s;
+  gather(s);
+  s.threads = opts.threads;
+  s.log_async = log_queue_stats(log).async;
+  s.latency = HistogramData::of(metrics.latency_merged());
+  if (!stats_ready.load(std::memory_order_acquire)) return s;
+  s.uptime_ns = static_cast<std::uint64_t>(std::max<Nanos>(clock.now() - start_ns, 0));
+  if (collector) add_stage_rows(s, *collector, {opts.save_concurrency, opts.restart_concurrency});
+  return s;
 }
 
 StatsSnapshot Service::stats_snapshot() const {
@@ -428,23 +447,7 @@ void Service::wait_started() {
 Summary Service::summary() const {
   const Impl& i = *impl_;
   Summary s;
-  s.published = i.metrics.published.get();
-  // Broker mode: an ack counts as acked once the server confirmed it (a flush after it).
-  const std::uint64_t unconfirmed = i.nats ? i.nats->acks_unconfirmed() : 0;
-  s.acked = i.metrics.acked.get() - unconfirmed;
-  s.ack_unconfirmed = unconfirmed;
-  s.nacked = i.metrics.nacked.get();
-  s.saved = i.metrics.saved.get();
-  s.save_failed = i.metrics.save_failed.get();
-  s.restarted = i.metrics.restarted.get();
-  s.restart_failed = i.metrics.restart_failed.get();
-  s.restart_retries = i.metrics.restart_retries.get();
-  s.extensions = i.metrics.extensions.get();
-  s.late_extensions = i.metrics.late_extensions.get();
-  s.extension_failed = i.metrics.extension_failed.get();
-  s.peak_in_flight = i.metrics.peak_in_flight.load();
-  s.peak_backlog = i.pubsub.peak_backlog();
-  s.log_dropped = log_dropped(i.log);
+  i.gather(s);
   s.log_overflow = to_string(i.opts.log_overflow);
   s.wall_s = nanos_to_seconds(i.end_ns - i.start_ns);
   s.msgs_per_s = s.wall_s > 0 ? static_cast<double>(s.acked) / s.wall_s : 0;
@@ -454,22 +457,10 @@ Summary Service::summary() const {
   s.latency_p99_ms = static_cast<double>(h.percentile(0.99)) / 1e6;
   s.latency_max_ms = static_cast<double>(h.max()) / 1e6;
   s.max_rss_kb = max_rss_kb();
-  s.pool_messages = i.messages.capacity();
   s.exit_code = i.exit_code;
   s.io_model = to_string(i.opts.io_model);
   s.threads = i.opts.threads;
-  if (i.nats) {
-    s.malformed = i.nats->malformed();
-    s.redelivered = i.nats->redelivered();
-  }
-  if (i.store) {
-    const StoreStats st = i.store->stats();
-    s.store = i.store->kind();
-    s.store_rows = st.rows_inserted;
-    s.store_duplicates = st.duplicates;
-    s.store_write_failures = st.write_failures;
-    s.store_transactions = st.transactions;
-  }
+  if (i.store) s.store = i.store->kind();
   return s;
 }
 

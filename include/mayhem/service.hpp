@@ -56,7 +56,8 @@ class Service {
 
   Summary summary() const;
   // Live numbers (thread-safe, any time; counters only until run() has started): what the stats
-  // endpoint (--stats-addr) serves and `--live` shows.
+  // endpoint (--stats-addr) serves and `--live` shows. After run() its numbers are the summary's;
+  // the endpoint keeps serving them until the Service is destroyed.
   StatsSnapshot stats_snapshot() const;
   std::uint16_t stats_port() const;  // the endpoint's bound port once run() started it; else 0
   const Metrics& metrics() const;

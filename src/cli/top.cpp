@@ -101,6 +101,13 @@ double sort_value(const Row& r, SortKey k) {
 
 }  // namespace
 
+namespace {
+// Messages in: published into the in-process pub/sub, or received from a broker.
+std::uint64_t intake(const StatsSnapshot& s) {
+  return s.scope == NumberScope::kBroker ? s.received : s.published;
+}
+}  // namespace
+
 std::string render_top(const TopView& v) {
   std::string out;
   const auto line = [&out](const std::string& s) {
@@ -136,12 +143,11 @@ std::string render_top(const TopView& v) {
                  : ""));
   const StatsSnapshot& p = v.prev ? *v.prev : now;
   line(fmt::format("msgs/s in {}  out {}  in flight {}/{}  backlog {}  leases {}  extensions/s {}",
-                   rate(now.published, p.published),
-                   rate(now.acked + now.nacked, p.acked + p.nacked), now.in_flight,
-                   now.max_in_flight, now.backlog, now.leased_lots,
+                   rate(intake(now), intake(p)), rate(now.acked + now.nacked, p.acked + p.nacked),
+                   now.in_flight, now.max_in_flight, now.backlog, now.leased_lots,
                    rate(now.extensions, p.extensions)));
   line(fmt::format("acks {}  nacks {}  retries {}  log overruns {}  end-to-end mean {} p99 {}",
-                   counted.acked, counted.nacked, counted.retries, counted.log.overruns,
+                   counted.acked, counted.nacked, counted.restart_retries, counted.log_dropped,
                    counted.latency.count ? duration(counted.latency.mean()) : "-",
                    counted.latency.count
                        ? duration(static_cast<double>(counted.latency.percentile(0.99)))
@@ -190,6 +196,21 @@ std::string render_top(const TopView& v) {
         timed ? duration(static_cast<double>(c.total.percentile(0.99))) : "-", r.own_pct,
         r.total_pct, c.errors, c.retries));
   }
+  line("");
+  // Every number of the table (mayhem/observe/numbers.hpp) the service reports: counters since
+  // the start (or the reset key), gauges as they are now.
+  line(v.baseline ? "NUMBERS (counters since reset)" : "NUMBERS");
+  std::string row;
+  int in_row = 0;
+  for_each_number(counted, [&](const NumberDef& d, std::uint64_t value) {
+    row += fmt::format("{}{:<20} {:>12}", in_row == 0 ? "" : "  ", d.name, value);
+    if (++in_row == 3) {
+      line(row);
+      row.clear();
+      in_row = 0;
+    }
+  });
+  if (in_row != 0) line(row);
   line("");
   if (!v.problem.empty())
     line(fmt::format("!! the service at {} went away: {} (last numbers shown; retrying)", v.source,

@@ -129,62 +129,38 @@ std::int64_t at_least_zero(std::uint64_t a, std::uint64_t b) {
 }
 }  // namespace
 
-StatsSnapshot make_stats_snapshot(const Metrics& m, const StageCollector* collector,
-                                  const ServiceGauges& g) {
-  StatsSnapshot s;
-  // Downstream counters first: a message counted downstream is then surely counted upstream.
-  s.acked = m.acked.get();
-  s.nacked = m.nacked.get();
-  s.saved = m.saved.get();
-  s.save_failed = m.save_failed.get();
-  s.restarted = m.restarted.get();
-  s.restart_failed = m.restart_failed.get();
-  s.retries = m.restart_retries.get();
-  s.extensions = m.extensions.get();
-  s.late_extensions = m.late_extensions.get();
-  s.in_flight = m.in_flight.load(std::memory_order_relaxed);
-  s.peak_in_flight = m.peak_in_flight.load(std::memory_order_relaxed);
-  s.consumed = m.consumed.get();
-  s.published = m.published.get();
-  s.latency = HistogramData::of(m.latency_merged());
-  s.uptime_ns = g.uptime_ns;
-  s.threads = g.threads;
-  s.max_in_flight = g.max_in_flight;
-  s.backlog = g.backlog;
-  s.queue_capacity = g.queue_capacity;
-  s.leased_lots = g.leased_lots;
-  s.log = g.log;
-  if (collector == nullptr) return s;
-
+void add_stage_rows(StatsSnapshot& s, const StageCollector& collector, StageLimits limits) {
+  const std::uint64_t backlog = s.backlog;
   // Completions first, then submissions: "submitted and not completed" never goes negative.
-  const auto entered = [&](Stage st) { return collector->items_entered(st); };
+  const auto entered = [&](Stage st) { return collector.items_entered(st); };
   const std::uint64_t settle_in = entered(Stage::kSettle),
                       restarted_in = entered(Stage::kRestarted), saved_in = entered(Stage::kSaved);
-  s.stages = collector->collect();
+  s.stages = collector.collect();
   const std::uint64_t cleanup_in = entered(Stage::kCleanup), restart_in = entered(Stage::kRestart),
                       save_in = entered(Stage::kSave);
   auto row = [&](Stage st) -> StageSnapshot& { return s.stages[static_cast<int>(st)]; };
   row(Stage::kPublish).limit = 1;
   row(Stage::kConsume).limit = 1;
   row(Stage::kLease).limit = 1;
-  row(Stage::kSave).limit = g.save_limit;
-  row(Stage::kRestart).limit = g.restart_limit;
+  row(Stage::kSave).limit = limits.save;
+  row(Stage::kRestart).limit = limits.restart;
   // Neither publish (its order count, 0 flat out) nor consume (0: unknown up front) knows its
-  // message count on entry; the pipeline counts what they made and pulled.
-  row(Stage::kPublish).items = s.published;
+  // message count on entry; the pipeline counts what they made and pulled (a broker source has
+  // no publish stage).
+  row(Stage::kPublish).items = s.scope == NumberScope::kBroker ? 0 : s.published;
   row(Stage::kConsume).items = s.consumed;
-  row(Stage::kConsume).queued = static_cast<std::int64_t>(g.backlog);
+  row(Stage::kConsume).queued = static_cast<std::int64_t>(backlog);
   row(Stage::kSave).in_flight = at_least_zero(save_in, saved_in);
   row(Stage::kSave).queued = at_least_zero(s.consumed, save_in);
   row(Stage::kRestart).in_flight = at_least_zero(restart_in, restarted_in);
   // Save hands every lot on to restart; retries come back to restart too.
-  row(Stage::kRestart).queued = at_least_zero(row(Stage::kSave).items + s.retries, restart_in);
+  row(Stage::kRestart).queued =
+      at_least_zero(row(Stage::kSave).items + s.restart_retries, restart_in);
   row(Stage::kCleanup).in_flight = at_least_zero(cleanup_in, settle_in);
   row(Stage::kSaved).errors = s.save_failed;
   row(Stage::kRestarted).errors = s.restart_failed;
-  row(Stage::kRestarted).retries = s.retries;
+  row(Stage::kRestarted).retries = s.restart_retries;
   row(Stage::kSettle).errors = s.nacked;
-  return s;
 }
 
 }  // namespace mayhem

@@ -71,18 +71,9 @@ std::uint64_t minus(std::uint64_t a, std::uint64_t b) {
 
 StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier) {
   StatsSnapshot d = now;
-  d.published = minus(now.published, earlier.published);
-  d.consumed = minus(now.consumed, earlier.consumed);
-  d.acked = minus(now.acked, earlier.acked);
-  d.nacked = minus(now.nacked, earlier.nacked);
-  d.saved = minus(now.saved, earlier.saved);
-  d.save_failed = minus(now.save_failed, earlier.save_failed);
-  d.restarted = minus(now.restarted, earlier.restarted);
-  d.restart_failed = minus(now.restart_failed, earlier.restart_failed);
-  d.retries = minus(now.retries, earlier.retries);
-  d.extensions = minus(now.extensions, earlier.extensions);
-  d.late_extensions = minus(now.late_extensions, earlier.late_extensions);
-  d.log.overruns = minus(now.log.overruns, earlier.log.overruns);
+  for (const NumberDef& def : kNumberDefs)
+    if (def.kind == NumberKind::kCounter)
+      d.*def.member = minus(now.*def.member, earlier.*def.member);
   d.latency = now.latency.since(earlier.latency);
   for (auto& row : d.stages) {
     auto it = std::find_if(earlier.stages.begin(), earlier.stages.end(),
@@ -146,30 +137,16 @@ void from_json(const nlohmann::json& j, StageSnapshot& s) {
 }
 
 void to_json(nlohmann::json& j, const StatsSnapshot& s) {
+  nlohmann::json counters = nlohmann::json::object(), gauges = nlohmann::json::object();
+  numbers_to_json(s, counters, KindFilter::kCounters);
+  numbers_to_json(s, gauges, KindFilter::kGauges);
   j = {{"uptime_s", static_cast<double>(s.uptime_ns) / 1e9},
        {"uptime_ns", s.uptime_ns},
        {"threads", s.threads},
-       {"counters",
-        {{"published", s.published},
-         {"consumed", s.consumed},
-         {"acked", s.acked},
-         {"nacked", s.nacked},
-         {"saved", s.saved},
-         {"save_failed", s.save_failed},
-         {"restarted", s.restarted},
-         {"restart_failed", s.restart_failed},
-         {"restart_retries", s.retries},
-         {"extensions", s.extensions},
-         {"late_extensions", s.late_extensions}}},
-       {"gauges",
-        {{"in_flight", s.in_flight},
-         {"peak_in_flight", s.peak_in_flight},
-         {"max_in_flight", s.max_in_flight},
-         {"backlog", s.backlog},
-         {"queue_capacity", s.queue_capacity},
-         {"leased_lots", s.leased_lots}}},
-       {"log",
-        {{"async", s.log.async}, {"queue_depth", s.log.queue_depth}, {"overruns", s.log.overruns}}},
+       {"source", to_string(s.scope)},
+       {"counters", std::move(counters)},
+       {"gauges", std::move(gauges)},
+       {"log", {{"async", s.log_async}}},
        {"latency", s.latency},
        {"stages", s.stages}};
 }
@@ -178,29 +155,12 @@ void from_json(const nlohmann::json& j, StatsSnapshot& s) {
   s = StatsSnapshot{};
   s.uptime_ns = j.at("uptime_ns").get<std::uint64_t>();
   s.threads = j.at("threads").get<std::uint32_t>();
-  const auto& c = j.at("counters");
-  s.published = c.at("published").get<std::uint64_t>();
-  s.consumed = c.at("consumed").get<std::uint64_t>();
-  s.acked = c.at("acked").get<std::uint64_t>();
-  s.nacked = c.at("nacked").get<std::uint64_t>();
-  s.saved = c.at("saved").get<std::uint64_t>();
-  s.save_failed = c.at("save_failed").get<std::uint64_t>();
-  s.restarted = c.at("restarted").get<std::uint64_t>();
-  s.restart_failed = c.at("restart_failed").get<std::uint64_t>();
-  s.retries = c.at("restart_retries").get<std::uint64_t>();
-  s.extensions = c.at("extensions").get<std::uint64_t>();
-  s.late_extensions = c.at("late_extensions").get<std::uint64_t>();
-  const auto& g = j.at("gauges");
-  s.in_flight = g.at("in_flight").get<std::uint64_t>();
-  s.peak_in_flight = g.at("peak_in_flight").get<std::uint64_t>();
-  s.max_in_flight = g.at("max_in_flight").get<std::uint64_t>();
-  s.backlog = g.at("backlog").get<std::uint64_t>();
-  s.queue_capacity = g.at("queue_capacity").get<std::uint64_t>();
-  s.leased_lots = g.at("leased_lots").get<std::uint64_t>();
-  const auto& l = j.at("log");
-  s.log.async = l.at("async").get<bool>();
-  s.log.queue_depth = l.at("queue_depth").get<std::uint64_t>();
-  s.log.overruns = l.at("overruns").get<std::uint64_t>();
+  s.scope = j.value("source", std::string()) == to_string(NumberScope::kBroker)
+                ? NumberScope::kBroker
+                : NumberScope::kInProcess;
+  numbers_from_json(j.at("counters"), s, KindFilter::kCounters);
+  numbers_from_json(j.at("gauges"), s, KindFilter::kGauges);
+  s.log_async = j.at("log").at("async").get<bool>();
   s.latency = j.at("latency").get<HistogramData>();
   s.stages = j.at("stages").get<std::vector<StageSnapshot>>();
 }
@@ -252,45 +212,27 @@ std::string stage_label(const std::string& stage) {
 
 std::string render_prometheus(const StatsSnapshot& s) {
   Writer w;
-  w.header("mayhem_messages_total", "counter",
-           "Messages per stage and outcome (publish, pull, save, restart, settle)");
-  const std::pair<const char*, std::pair<const char*, std::uint64_t>> outcomes[] = {
-      {"publish", {"published", s.published}},
-      {"consume", {"pulled", s.consumed}},
-      {"saved", {"ok", s.saved}},
-      {"saved", {"failed", s.save_failed}},
-      {"restarted", {"ok", s.restarted}},
-      {"restarted", {"failed", s.restart_failed}},
-      {"restarted", {"retried", s.retries}},
-      {"settle", {"acked", s.acked}},
-      {"settle", {"nacked", s.nacked}},
-  };
-  for (const auto& [stage, o] : outcomes)
-    w.sample("mayhem_messages_total", fmt::format("stage=\"{}\",outcome=\"{}\"", stage, o.first),
-             o.second);
-  w.header("mayhem_lease_extensions_total", "counter", "Ack-deadline extensions");
-  w.sample("mayhem_lease_extensions_total", "", s.extensions);
-  w.header("mayhem_lease_late_extensions_total", "counter",
-           "Extensions that happened after the deadline had passed");
-  w.sample("mayhem_lease_late_extensions_total", "", s.late_extensions);
+  // The numbers table, family by family (a family's samples must be written together).
+  for (std::size_t f = 0; f < static_cast<std::size_t>(NumberFamily::kCount); ++f) {
+    const FamilyDef& fam = kFamilies[f];
+    bool header = false;
+    for_each_number(s, [&](const NumberDef& d, std::uint64_t v) {
+      if (static_cast<std::size_t>(d.family) != f) return;
+      if (!header) w.header(fam.name, fam.type, fam.help);
+      header = true;
+      w.sample(fam.name, d.labels, v);
+    });
+    // The stages' own queues are depths too.
+    if (static_cast<NumberFamily>(f) == NumberFamily::kQueueDepth)
+      for (const auto& r : s.stages)
+        if (r.queued >= 0)
+          w.sample(fam.name, fmt::format("queue=\"{}\"", r.name),
+                   static_cast<std::uint64_t>(r.queued));
+  }
   w.header("mayhem_stage_calls_total", "counter", "Stage bodies run (one per batch)");
   for (const auto& r : s.stages) w.sample("mayhem_stage_calls_total", stage_label(r.name), r.calls);
   w.header("mayhem_stage_items_total", "counter", "Messages through each stage body");
   for (const auto& r : s.stages) w.sample("mayhem_stage_items_total", stage_label(r.name), r.items);
-
-  w.header("mayhem_in_flight_messages", "gauge", "Messages pulled and not yet acked or nacked");
-  w.sample("mayhem_in_flight_messages", "", s.in_flight);
-  w.header("mayhem_max_in_flight_messages", "gauge", "The --max-in-flight bound");
-  w.sample("mayhem_max_in_flight_messages", "", s.max_in_flight);
-  w.header("mayhem_queue_depth_messages", "gauge", "Messages waiting, per queue");
-  w.sample("mayhem_queue_depth_messages", "queue=\"pubsub\"", s.backlog);
-  w.sample("mayhem_queue_depth_messages", "queue=\"log\"", s.log.queue_depth);
-  for (const auto& r : s.stages)
-    if (r.queued >= 0)
-      w.sample("mayhem_queue_depth_messages", fmt::format("queue=\"{}\"", r.name),
-               static_cast<std::uint64_t>(r.queued));
-  w.header("mayhem_leased_lots", "gauge", "Lots (pulled batches) whose deadlines are extended");
-  w.sample("mayhem_leased_lots", "", s.leased_lots);
   w.header("mayhem_stage_active", "gauge", "Stage bodies running now");
   for (const auto& r : s.stages)
     w.sample("mayhem_stage_active", stage_label(r.name), static_cast<std::uint64_t>(r.active));
@@ -299,8 +241,6 @@ std::string render_prometheus(const StatsSnapshot& s) {
   for (const auto& r : s.stages)
     w.sample("mayhem_stage_in_flight_messages", stage_label(r.name),
              static_cast<std::uint64_t>(r.in_flight));
-  w.header("mayhem_log_overruns_total", "counter", "Log lines the async logger queue dropped");
-  w.sample("mayhem_log_overruns_total", "", s.log.overruns);
   w.header("mayhem_uptime_seconds", "gauge", "Seconds since the service started");
   w.sample("mayhem_uptime_seconds", "", static_cast<double>(s.uptime_ns) / 1e9);
 

@@ -30,14 +30,15 @@ inline StatsSnapshot known_snapshot() {
   s.save_failed = 1000;
   s.restarted = 3500;
   s.restart_failed = 20;
-  s.retries = 300;
+  s.restart_retries = 300;
   s.extensions = 6000;
   s.in_flight = 890;
   s.max_in_flight = 100000;
   s.backlog = 100;
   s.queue_capacity = 16384;
   s.leased_lots = 7;
-  s.log = LogStats{true, 3, 0};
+  s.log_async = true;
+  s.log_queue_depth = 3;
   s.latency = known_hist({500'000'000, 600'000'000, 700'000'000});
   const char* names[] = {"publish",   "consume", "save",   "saved", "restart",
                          "restarted", "cleanup", "settle", "lease"};

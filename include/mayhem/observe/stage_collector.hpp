@@ -81,19 +81,15 @@ class StageCollector final : public Observer {
   Slot& slot();
 };
 
-// What the service knows beyond the counters: gauges and configured stage limits.
-struct ServiceGauges {
-  std::uint64_t uptime_ns = 0;
-  std::uint32_t threads = 0;
-  std::uint64_t max_in_flight = 0, backlog = 0, queue_capacity = 0, leased_lots = 0;
-  std::uint32_t save_limit = 0, restart_limit = 0;  // 0 = unlimited
-  LogStats log;
+// The configured concurrency of the limited stages (0 = unlimited).
+struct StageLimits {
+  std::uint32_t save = 0, restart = 0;
 };
 
-// One snapshot of the whole service: counters from `metrics`, stage rows from `collector` (none
-// when null), with each stage's in-flight and queued messages derived from the flow between stages.
-StatsSnapshot make_stats_snapshot(const Metrics& metrics, const StageCollector* collector,
-                                  const ServiceGauges& gauges);
+// Adds one row per stage from `collector` to `s`, whose numbers must be read already (counters
+// before the collector's counts): each stage's in-flight and queued messages are derived from the
+// flow between stages.
+void add_stage_rows(StatsSnapshot& s, const StageCollector& collector, StageLimits limits);
 
 // Calls several observers in order (exit hooks in reverse order), e.g. the stage collector and a
 // profiler at once. Null entries are skipped when added.

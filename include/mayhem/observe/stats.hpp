@@ -1,6 +1,7 @@
 // Plain snapshot structs for watching a running service: service-wide counters and gauges, the
 // end-to-end latency histogram, and one row per pipeline stage (calls, messages, own and total
-// time). A snapshot is a value: the stats endpoint serves it (`to_json`, `render_prometheus`),
+// time). Its counters and gauges are generated from the numbers table (observe/numbers.hpp). A
+// snapshot is a value: the stats endpoint serves it (`to_json`, `render_prometheus`),
 // `mayhem top` parses it back (`from_json`) and subtracts two of them (`since`) for rates and for
 // its reset key. Other observers (e.g. a profiler) can add their own tables next to `stages`.
 // Use: `StatsSnapshot s = service.stats_snapshot(); std::string text = render_prometheus(s);`
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "mayhem/metrics.hpp"
+#include "mayhem/observe/numbers.hpp"
 
 namespace mayhem {
 
@@ -47,27 +49,18 @@ struct StageSnapshot {
   HistogramData total;         // per call: time in the body
 };
 
-struct LogStats {
-  bool async = false;
-  std::uint64_t queue_depth = 0;  // lines waiting for the writer thread
-  std::uint64_t overruns = 0;     // lines the async queue dropped (0 with the `block` policy)
-};
-
-struct StatsSnapshot {
+// A moment of a running service: its numbers (the table in mayhem/observe/numbers.hpp, as the
+// summary reports them), the end-to-end latency and one row per stage.
+struct StatsSnapshot : Numbers {
   std::uint64_t uptime_ns = 0;  // since the service started (monotonic; rates divide by it)
   std::uint32_t threads = 0;
-  std::uint64_t published = 0, consumed = 0, acked = 0, nacked = 0;
-  std::uint64_t saved = 0, save_failed = 0, restarted = 0, restart_failed = 0, retries = 0;
-  std::uint64_t extensions = 0, late_extensions = 0;
-  std::uint64_t in_flight = 0, peak_in_flight = 0, max_in_flight = 0;
-  std::uint64_t backlog = 0, queue_capacity = 0;  // in-process pub/sub depth and bound
-  std::uint64_t leased_lots = 0;                  // lots the lease thread tracks now
-  LogStats log;
-  HistogramData latency;  // end to end, published -> acked
+  bool log_async = false;  // the logger writes from a background thread (--log-async)
+  HistogramData latency;   // end to end, published -> acked
   std::vector<StageSnapshot> stages;
 };
 
-// Counters and histograms of `now` minus those of `earlier`; gauges and names stay `now`'s.
+// Counters and histograms of `now` minus those of `earlier` (every counter of the numbers table);
+// gauges and names stay `now`'s.
 StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier);
 
 void to_json(nlohmann::json& j, const HistogramData& h);
@@ -77,8 +70,9 @@ void from_json(const nlohmann::json& j, StageSnapshot& s);
 void to_json(nlohmann::json& j, const StatsSnapshot& s);
 void from_json(const nlohmann::json& j, StatsSnapshot& s);
 
-// The Prometheus text exposition format (version 0.0.4) of a snapshot: counters per stage and
-// outcome, gauges, and the stage and end-to-end latency histograms in seconds.
+// The Prometheus text exposition format (version 0.0.4) of a snapshot: every number of the table
+// (its family and labels), the per-stage counters and gauges, the uptime, and the stage and
+// end-to-end latency histograms in seconds.
 std::string render_prometheus(const StatsSnapshot& s);
 
 }  // namespace mayhem

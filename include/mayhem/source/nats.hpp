@@ -23,6 +23,7 @@
 #include <nats/nats.h>
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -38,6 +39,7 @@
 #include "mayhem/clock.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/metrics.hpp"
+#include "mayhem/observe/numbers.hpp"
 #include "mayhem/source/source.hpp"
 
 namespace mayhem {
@@ -143,6 +145,16 @@ class NatsSource final : public Source {
   void nack(Message* const* msgs, std::size_t n) override;
   void extend(Message* const* msgs, std::size_t n) override;  // in-progress acks
   std::uint64_t backlog() const override { return depth_.load(std::memory_order_acquire); }
+  // Broker scope: `received` (not `published`), prefetched messages as the backlog, and acked
+  // counted only once the server confirmed it (the rest is ack_unconfirmed).
+  void report(Numbers& n) const override {
+    n.scope = NumberScope::kBroker;
+    n.backlog = backlog();
+    n.malformed = malformed();
+    n.redelivered = redelivered();
+    n.ack_unconfirmed = acks_unconfirmed();
+    n.acked -= std::min(n.acked, n.ack_unconfirmed);
+  }
   std::size_t drain(Message** out, std::size_t max) override;  // pull(): the ring is locked
 
   std::uint64_t malformed() const { return malformed_.load(std::memory_order_relaxed); }

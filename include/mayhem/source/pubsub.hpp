@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "mayhem/observe/numbers.hpp"
 #include "mayhem/source/source.hpp"
 
 namespace mayhem {
@@ -64,6 +65,12 @@ class InProcessPubSub final : public Source {
   void set_audit(Audit audit) { audit_ = std::move(audit); }
   void extend(Message* const*, std::size_t) override {}
   std::uint64_t backlog() const override { return depth_.load(std::memory_order_acquire); }
+  void report(Numbers& n) const override {
+    n.scope = NumberScope::kInProcess;
+    n.backlog = backlog();
+    n.peak_backlog = peak_backlog();
+    n.queue_capacity = capacity_;
+  }
 
   // The most messages ever waiting at once (the publisher's view; at most capacity + one batch
   // as publish checks free_capacity() first).

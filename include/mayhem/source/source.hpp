@@ -11,6 +11,8 @@
 
 namespace mayhem {
 
+struct Numbers;
+
 class Source {
  public:
   virtual ~Source() = default;
@@ -22,6 +24,11 @@ class Source {
   virtual void extend(Message* const* msgs, std::size_t n) = 0;
   // Messages waiting to be pulled.
   virtual std::uint64_t backlog() const = 0;
+  // Its part of the service's numbers (mayhem/observe/numbers.hpp), when the service gathers
+  // them (any thread, any time): the run's scope (in-process or broker), the backlog and what only
+  // it knows (peak backlog, malformed, redelivered, unconfirmed acks). Called after the pipeline's
+  // counters are read, so it may correct them (a broker counts as acked only what it confirmed).
+  virtual void report(Numbers& n) const = 0;
   // Shutdown (main thread): as pull, but safe while a consume task that a timed-out shutdown left
   // behind may still be pulling (a source with per-consumer state uses its own for this).
   virtual std::size_t drain(Message** out, std::size_t max) { return pull(out, max); }
