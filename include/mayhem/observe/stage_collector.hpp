@@ -22,6 +22,7 @@
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
 #include "mayhem/observe/stats.hpp"
+#include "mayhem/single_writer.hpp"
 
 namespace mayhem {
 
@@ -45,9 +46,7 @@ class StageCollector final : public Observer {
  private:
   struct Counter1 {  // single writer: the owning thread
     std::atomic<std::uint64_t> v{0};
-    void bump(std::uint64_t n) {
-      v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
+    void bump(std::uint64_t n) { single_writer_add(v, n); }
     std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
   };
   struct PerStage {
