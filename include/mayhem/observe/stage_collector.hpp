@@ -4,7 +4,7 @@
 // only its own slot (single-writer relaxed atomics, no locks, no shared cache lines); `collect()`
 // sums the slots while the service runs. Installed only when someone may look (--stats-addr,
 // --live): with no observer the pipeline pays one branch per batch. Timing costs two clock reads
-// per body (~85 ns each on this VM), so bodies are timed only while someone watches: each
+// per body (their cost: docs/PROFILING.md, "Cost"), so bodies are timed only while someone watches: each
 // `collect()` arms timing for `watch_window`; calls and messages are always counted.
 // Use: `StageCollector c(clock); deps.observer = &c; ... auto rows = c.collect();`
 #pragma once
