@@ -1,8 +1,8 @@
 // A spdlog file sink for many logging threads: each thread formats its lines into a buffer of its
 // own (no shared lock per line) and writes it to the file in one `write(2)` when it holds
-// `chunk_bytes`, and on every `flush()` (the service flushes once a second and at shutdown). A
-// `--log-file` run with two TBB workers measured the shared-mutex `basic_file_sink_mt` slower with
-// two threads than with one; this sink scales instead.
+// `chunk_bytes`, and on every `flush()` (the service flushes once a second and at shutdown).
+// spdlog's `basic_file_sink_mt` takes one shared lock per line, so its logging threads wait on
+// each other; this sink's threads do not (docs/ARCHITECTURE.md, "Log files").
 // Order: lines of one thread stay in order; lines of different threads interleave by chunk, not by
 // line (every line carries its timestamp). `chunk_bytes == 0` writes every line at once (one
 // syscall per line); the service uses spdlog's basic_file_sink_mt instead for `--log-buffer 0`.

@@ -13,6 +13,8 @@
 #include <deque>
 #include <mutex>
 
+#include "mayhem/single_writer.hpp"
+
 namespace mayhem {
 
 // A counter with a single cache line of its own.
@@ -39,10 +41,9 @@ class Histogram {
   static std::uint64_t upper_bound_of(int index);  // inclusive
 
   void record(std::uint64_t v) {
-    auto& b = buckets_[index_of(v)];
-    b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    count_.store(count_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    sum_.store(sum_.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+    single_writer_add(buckets_[index_of(v)], 1);
+    single_writer_add(count_, 1);
+    single_writer_add(sum_, v);
     if (v > max_.load(std::memory_order_relaxed)) max_.store(v, std::memory_order_relaxed);
   }
   void merge_into(Histogram& dst) const;  // dst must not be written concurrently

@@ -40,10 +40,8 @@ struct Options {
   // --- flow control -------------------------------------------------------------------------
   std::uint64_t max_in_flight = 100'000;  // messages being worked on; consume waits beyond it
   // In-process pub/sub backlog; publish waits beyond it. Small on purpose: every message waiting
-  // here is one more in the pool's working set. At zero latency a 262144-message backlog (33 MB of
-  // cold messages) measured 2-2.3M msgs/s and 16384 5-6.3M; then, side by side on 20M messages,
-  // 6 runs each: 16384 11.0M msgs/s median, p99 6.2 ms, 82k pooled messages (10 MB); 2048 12.3M,
-  // p99 0.5 ms, 12k pooled (1.5 MB). Open-loop runs at a high --rate and real latency raise it.
+  // here is one more in the pool's working set (the measurements behind the default:
+  // docs/ARCHITECTURE.md, the pub/sub). Open-loop runs at a high --rate and real latency raise it.
   std::uint64_t queue_capacity = 2'048;
   std::uint32_t batch_size = 128;  // messages per hand-off between nodes (1..128)
 

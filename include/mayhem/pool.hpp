@@ -1,7 +1,8 @@
 // A grow-only object pool shared by threads: free objects sit in a moodycamel lock-free queue and
-// are taken and returned in bulk, so the hot path allocates nothing (glibc malloc/free across
-// threads measured 7x slower here). Memory grows in slabs to the peak and is kept until the pool
-// is destroyed. Use: `Pool<Message> p(1024); n = p.acquire(out, 128); ...; p.release(out, n);`.
+// are taken and returned in bulk, so the hot path allocates nothing (glibc malloc/free of objects
+// freed on another thread than the one that allocated them is slower: docs/ARCHITECTURE.md, "Why
+// pools"). Memory grows in slabs to the peak and is kept until the pool is destroyed.
+// Use: `Pool<Message> p(1024); n = p.acquire(out, 128); ...; p.release(out, n);`.
 #pragma once
 
 #include <concurrentqueue/concurrentqueue.h>

@@ -1,5 +1,6 @@
-// Fast, seedable randomness for the hot path. `std::random_device` costs ~0.8 us a call here
-// (rdseed), so the service seeds SplitMix64 once and derives everything else from it.
+// Fast, seedable randomness for the hot path. `std::random_device` is slow (a hardware random
+// instruction per call; its cost is in docs/ARCHITECTURE.md), so the service seeds SplitMix64 once
+// and derives everything else from it.
 // Use: `SplitMix64 r{seed}; r.next(); r.uniform();` or the stateless `mix(a, b)` to derive a
 // per-message, per-operation draw without shared state (so concurrent stages never race).
 #pragma once

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <thread>
+#include <utility>
 
 #include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/top.hpp"
@@ -30,6 +31,24 @@ const CLI::Validator kNotNegative(
       return !v.empty() && v[0] == '-' ? "must not be negative (got " + v + ")" : "";
     },
     "", "not negative");
+
+// A flag with two values: `--NAME other` sets `field` to other's value, `--NAME dflt` to dflt's;
+// anything else is refused. `dflt` is the default --help shows (the field's initial value).
+template <typename E>
+CLI::Option* add_choice(CLI::App& app, const std::string& name, E& field,
+                        std::pair<const char*, E> dflt, std::pair<const char*, E> other,
+                        const std::string& help) {
+  return app
+      .add_option_function<std::string>(
+          name,
+          [&field, dflt, other](const std::string& v) {
+            field = v == other.first ? other.second : dflt.second;
+          },
+          help)
+      ->check(CLI::IsMember({dflt.first, other.first}))
+      ->type_name(std::string(dflt.first) + "|" + other.first)
+      ->default_str(dflt.first);
+}
 
 void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.option_defaults()->always_capture_default();
@@ -65,16 +84,10 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--restart-backoff", o.restart_backoff,
                  "Backoff before retry k: this x 2^(k-1) x --latency-scale seconds")
       ->group(io);
-  app.add_option_function<std::string>(
-         "--io-model",
-         [&o](const std::string& v) {
-           o.io_model = v == "blocking" ? IoModel::kBlocking : IoModel::kAsync;
-         },
-         "async: I/O completed by a timer thread (async_node); blocking: a pool of --io-threads "
-         "that really block")
-      ->check(CLI::IsMember({"async", "blocking"}))
-      ->type_name("async|blocking")
-      ->default_str("async")
+  add_choice(
+      app, "--io-model", o.io_model, {"async", IoModel::kAsync}, {"blocking", IoModel::kBlocking},
+      "async: I/O completed by a timer thread (async_node); blocking: a pool of --io-threads "
+      "that really block")
       ->group(io);
   app.add_option("--io-threads", o.io_threads, "Threads of the blocking I/O pool")
       ->check(kNotNegative)
@@ -121,30 +134,19 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(logs);
   app.add_option("--log-file", o.log_file, "Write logs to this file instead of stderr")
       ->group(logs);
-  app.add_option_function<std::string>(
-         "--log-mode",
-         [&o](const std::string& v) {
-           o.log_mode = v == "async" ? LogMode::kAsync : LogMode::kSync;
-         },
-         "sync: log on the calling thread; async: spdlog's async logger (a queue and one writer "
-         "thread)")
-      ->check(CLI::IsMember({"sync", "async"}))
-      ->type_name("sync|async")
-      ->default_str("sync")
+  add_choice(
+      app, "--log-mode", o.log_mode, {"sync", LogMode::kSync}, {"async", LogMode::kAsync},
+      "sync: log on the calling thread; async: spdlog's async logger (a queue and one writer "
+      "thread)")
       ->group(logs);
   app.add_option("--log-queue", o.log_queue, "Async logger queue size, in lines")
       ->check(kNotNegative)
       ->group(logs);
-  app.add_option_function<std::string>(
-         "--log-overflow",
-         [&o](const std::string& v) {
-           o.log_overflow = v == "drop-oldest" ? LogOverflow::kDropOldest : LogOverflow::kBlock;
-         },
-         "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
-         "never wait; dropped lines are counted in the summary's log_dropped)")
-      ->check(CLI::IsMember({"block", "drop-oldest"}))
-      ->type_name("block|drop-oldest")
-      ->default_str("block")
+  add_choice(
+      app, "--log-overflow", o.log_overflow, {"block", LogOverflow::kBlock},
+      {"drop-oldest", LogOverflow::kDropOldest},
+      "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
+      "never wait; dropped lines are counted in the summary's log_dropped)")
       ->group(logs);
   app.add_option("--log-buffer", o.log_buffer,
                  "With --log-file: bytes each logging thread buffers before one write (also "
@@ -193,16 +195,10 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "Durable pull consumer (created when missing; every process binds to it and "
                  "they share the work)")
       ->group(broker);
-  app.add_option_function<std::string>(
-         "--on-failure",
-         [&o](const std::string& v) {
-           o.on_failure = v == "nack" ? OnFailure::kNack : OnFailure::kAck;
-         },
-         "A restart that failed every retry: ack (log and count it, as the reference does) or "
-         "nack (the broker redelivers it)")
-      ->check(CLI::IsMember({"ack", "nack"}))
-      ->type_name("ack|nack")
-      ->default_str("ack")
+  add_choice(app, "--on-failure", o.on_failure, {"ack", OnFailure::kAck},
+             {"nack", OnFailure::kNack},
+             "A restart that failed every retry: ack (log and count it, as the reference does) or "
+             "nack (the broker redelivers it)")
       ->group(broker);
 
   auto* watch = "Watching (mayhem top --addr HOST:PORT attaches to --stats-addr)";

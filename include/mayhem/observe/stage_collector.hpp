@@ -4,7 +4,7 @@
 // only its own slot (single-writer relaxed atomics, no locks, no shared cache lines); `collect()`
 // sums the slots while the service runs. Installed only when someone may look (--stats-addr,
 // --live): with no observer the pipeline pays one branch per batch. Timing costs two clock reads
-// per body (~85 ns each on this VM), so bodies are timed only while someone watches: each
+// per body (their cost: docs/PROFILING.md, "Cost"), so bodies are timed only while someone watches: each
 // `collect()` arms timing for `watch_window`; calls and messages are always counted.
 // Use: `StageCollector c(clock); deps.observer = &c; ... auto rows = c.collect();`
 #pragma once
@@ -22,6 +22,7 @@
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
 #include "mayhem/observe/stats.hpp"
+#include "mayhem/single_writer.hpp"
 
 namespace mayhem {
 
@@ -45,9 +46,7 @@ class StageCollector final : public Observer {
  private:
   struct Counter1 {  // single writer: the owning thread
     std::atomic<std::uint64_t> v{0};
-    void bump(std::uint64_t n) {
-      v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
+    void bump(std::uint64_t n) { single_writer_add(v, n); }
     std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
   };
   struct PerStage {

@@ -16,8 +16,8 @@
 // it succeeded; the rest are `acks_unconfirmed()` (the server may never have got them). Shutdown:
 // `stop_fetching()` first, the pipeline nacks what it holds, then `close(give_up_at)` flushes
 // every ack to the server (until the deadline) before the subscription and connection go away.
-// Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify); ...pipeline uses
-// src...; src.stop_fetching(); ...drain...; src.close(deadline);`
+// Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify, stopping); ...pipeline
+// uses src...; src.stop_fetching(); ...drain...; src.close(deadline);`
 #pragma once
 
 #include <nats/nats.h>

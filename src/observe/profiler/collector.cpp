@@ -214,9 +214,9 @@ void Profiler::account(ThreadData& t, int node, std::uint32_t items, Ticks dur) 
   const int parent =
       t.depth > 0 && t.stack[t.depth - 1].node >= 0 ? t.stack[t.depth - 1].node : kRoot;
   Cell& c = t.cells[parent][node];
-  bump(c.calls, 1);
-  bump(c.incl, static_cast<std::uint64_t>(dur));
-  bump(c.items, items);
+  single_writer_add(c.calls, 1);
+  single_writer_add(c.incl, static_cast<std::uint64_t>(dur));
+  single_writer_add(c.items, items);
 }
 
 // Trace: does a stage's batch carry a sampled message? A stage entered inside an unsampled stage
@@ -298,7 +298,7 @@ void Profiler::stage_entry(Stage stage, std::uint32_t items, Message* const* msg
   const int io = kIoSlot[node];
   if constexpr (!kProfileOnly) {
     f.nseq = 0;
-    if (count_ && io >= 0) bump(t.io_n[io], items);
+    if (count_ && io >= 0) single_writer_add(t.io_n[io], items);
     // Trace only: a body that carries messages is timed (and becomes a slice) only when one of
     // them is sampled, so the others cost the scan and no clock read. Publish, consume and the
     // lease tick (rare, and sampled differently) are always timed.
@@ -313,9 +313,9 @@ void Profiler::stage_entry(Stage stage, std::uint32_t items, Message* const* msg
   const Ticks now = ticks();
   f.start = now;
   if (io >= 0 && (kProfileOnly || cfg_.profile)) {
-    if (kProfileOnly) bump(t.io_n[io], items);  // else counted before the trace check
-    bump(t.io_t[io],
-         static_cast<std::uint64_t>(items) * static_cast<std::uint64_t>(now - start_ticks_));
+    if (kProfileOnly) single_writer_add(t.io_n[io], items);  // else counted before the trace check
+    single_writer_add(t.io_t[io], static_cast<std::uint64_t>(items) *
+                                      static_cast<std::uint64_t>(now - start_ticks_));
   }
   if constexpr (!kProfileOnly) {
     if (f.sampled) note_sampled(t, f, stage, msgs, items, now);
@@ -361,7 +361,7 @@ void Profiler::stage_exit(Stage stage, std::uint32_t items) {
   const int node = static_cast<int>(stage);
   if (f.node != node) [[unlikely]]
     return;  // unbalanced: drop the frame
-  if (stage == Stage::kPublish && (kProfileOnly || count_)) bump(t.published, items);
+  if (stage == Stage::kPublish && (kProfileOnly || count_)) single_writer_add(t.published, items);
   if (!kProfileOnly && !f.timed) return;
   const Ticks now = ticks();
   items = std::max(items, f.items);  // consume learns its count from on_pull
@@ -419,7 +419,7 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
     f->first_name[sizeof f->first_name - 1] = '\0';
   }
   if (f) f->items += n;
-  if (count_) bump(t.pulled, n);
+  if (count_) single_writer_add(t.pulled, n);
   Nanos now = 0;
   if (cfg_.profile) {
     now = this->now();
@@ -429,7 +429,7 @@ void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {
     for (std::uint32_t i = 0; i < n; ++i)
       published += static_cast<std::uint64_t>(msgs[i]->published_ns);
     const auto wait = static_cast<std::int64_t>(n * static_cast<std::uint64_t>(now) - published);
-    bump(t.pulled_wait, static_cast<std::uint64_t>(std::max<std::int64_t>(wait, 0)));
+    single_writer_add(t.pulled_wait, static_cast<std::uint64_t>(std::max<std::int64_t>(wait, 0)));
   }
   if (!cfg_.trace || !any_sampled(msgs, n)) return;
   if (!cfg_.profile) now = this->now();

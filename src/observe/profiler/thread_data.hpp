@@ -14,6 +14,7 @@
 
 #include "mayhem/message.hpp"
 #include "mayhem/observe/profiler.hpp"
+#include "mayhem/single_writer.hpp"
 
 namespace mayhem::profiler_detail {
 
@@ -31,11 +32,9 @@ inline constexpr std::uint64_t kSampleSalt = 0x7ACE5A3B1EULL;
 inline constexpr int kSlotShift = std::bit_width(sizeof(Message)) - 1;
 inline constexpr std::uint32_t kWindow = 1024;
 
-// Single-writer counters: the owning thread loads and stores (no RMW), readers load.
+// Single-writer counters: the owning thread bumps them with single_writer_add (no RMW), readers
+// load.
 using U64 = std::atomic<std::uint64_t>;
-inline void bump(U64& a, std::uint64_t v) {
-  a.store(a.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
-}
 
 // Per stage: which I/O op it submits (0 save, 1 restart, 2 cleanup) or completes (3 + op); -1
 // neither.

@@ -1,0 +1,299 @@
+// The NATS connection and JetStream setup: throw_nats, NatsClient (the connection, its callbacks,
+// the stream), and NatsSource's setup and teardown (the durable pull consumer, the bind, the
+// destructor). The fetcher, the prefetch ring and the acks are in nats_source.cpp.
+#include "mayhem/source/nats.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include "mayhem/thread_name.hpp"
+
+namespace mayhem {
+
+namespace {
+constexpr std::int64_t kApiWaitMs = 5000;
+constexpr std::int64_t kDuplicateWindowNs = 120LL * kNanosPerSecond;
+constexpr Nanos kCloseWaitNs = 5 * kNanosPerSecond;  // without a deadline (the destructor)
+
+// Callback states whose closed callback never came (see NatsClient::Callbacks): kept reachable.
+std::mutex g_orphans_mutex;
+std::vector<void*>* g_orphans = new std::vector<void*>;
+}  // namespace
+
+void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
+  natsStatus last = NATS_OK;
+  std::string_view detail = nats_GetLastError(&last) ? nats_GetLastError(&last) : "";
+  // nats.c prefixes its detail with "(file.c:line): ": keep only the text.
+  if (!detail.empty() && detail.front() == '(') {
+    const std::size_t end = detail.find("): ");
+    if (end != std::string_view::npos) detail.remove_prefix(end + 3);
+  }
+  const std::string_view status = natsStatus_GetText(s);
+  std::string msg = fmt::format("{}: {}", what, status);
+  if (!detail.empty() && detail != status) msg += fmt::format(" ({})", detail);
+  if (jerr != 0) msg += fmt::format(" (JetStream error {})", static_cast<int>(jerr));
+  throw NatsError(msg);
+}
+
+// ---- NatsClient ---------------------------------------------------------------------------------
+
+NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
+                       jsOptions* js_opts)
+    : url_(url), log_(std::move(log)), callbacks_(new Callbacks) {
+  callbacks_->url = url_;
+  callbacks_->log = log_;
+  // One URL or a comma-separated list (a cluster's nodes): each becomes a server of the pool.
+  std::vector<std::string> urls;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = url_.find(',', start);
+    std::string one = url_.substr(start, comma == std::string::npos ? comma : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    if (!one.empty()) urls.push_back(std::move(one));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  std::vector<const char*> servers;
+  for (const auto& u : urls) servers.push_back(u.c_str());
+  natsStatus s = natsOptions_Create(&opts_);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);  // forever
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
+  if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 32 * 1024 * 1024);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, on_disconnected, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts_, on_reconnected, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, on_closed, callbacks_);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts_, on_error, callbacks_);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts_);
+    delete callbacks_;
+    throw_nats("NATS options", s);
+  }
+  s = natsConnection_Connect(&conn_, opts_);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts_);
+    delete callbacks_;  // no connection: no callback can come
+    throw_nats(fmt::format("cannot connect to {}", url_), s);
+  }
+  s = natsConnection_JetStream(&js_, conn_, js_opts);
+  if (s != NATS_OK) {
+    close_connection(std::chrono::nanoseconds(kCloseWaitNs));
+    throw_nats("JetStream context", s);
+  }
+  log_->info("NATS: connected to {}", url_);
+}
+
+NatsClient::~NatsClient() {
+  close(std::chrono::nanoseconds(kCloseWaitNs));
+}
+
+void NatsClient::close(std::chrono::nanoseconds wait) {
+  if (connection_closed_) return;
+  jsCtx_Destroy(js_);
+  js_ = nullptr;
+  close_connection(wait);
+}
+
+void NatsClient::close_connection(std::chrono::nanoseconds wait) {
+  connection_closed_ = true;
+  Callbacks* cb = callbacks_;
+  cb->closing.store(true);
+  natsConnection_Close(conn_);
+  bool came;
+  {
+    std::unique_lock lock(cb->closed_mutex);
+    came = cb->closed_cv.wait_for(lock, wait, [&] { return cb->closed; });
+  }
+  natsConnection_Destroy(conn_);
+  natsOptions_Destroy(opts_);
+  if (came) {
+    delete cb;  // the closed callback is the last one
+  } else {
+    // A late callback would touch `cb`: leave it allocated (and reachable, for leak checkers).
+    log_->warn("NATS: the connection's closed callback did not run within {:g} s; not waiting",
+               std::chrono::duration<double>(wait).count());
+    std::lock_guard lock(g_orphans_mutex);
+    g_orphans->push_back(cb);
+  }
+  callbacks_ = nullptr;
+}
+
+void NatsClient::on_disconnected(natsConnection*, void* self) {
+  auto* c = static_cast<Callbacks*>(self);
+  if (c->closing.load()) return;  // our own close
+  c->log->warn(
+      "NATS: disconnected from {}; reconnecting every 250 ms (work in flight continues; acks "
+      "are buffered and sent on reconnect)",
+      c->url);
+}
+void NatsClient::on_reconnected(natsConnection*, void* self) {
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->warn("NATS: reconnected to {}", c->url);
+}
+void NatsClient::on_closed(natsConnection*, void* self) {
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->debug("NATS: connection to {} closed", c->url);
+  // Notify under the lock: once it is released, close_connection may proceed and free `c`.
+  std::lock_guard lock(c->closed_mutex);
+  c->closed = true;
+  c->closed_cv.notify_all();
+}
+void NatsClient::on_error(natsConnection*, natsSubscription*, natsStatus err, void* self) {
+  auto* c = static_cast<Callbacks*>(self);
+  c->log->error("NATS: asynchronous error: {}", natsStatus_GetText(err));
+}
+
+void NatsClient::ensure_stream(const std::string& stream, const std::string& subject) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kApiWaitMs;
+  natsStatus s = js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) throw_nats(fmt::format("stream {}: info", stream), s, jerr);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {subject.c_str()};
+  cfg.Name = stream.c_str();
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Retention = js_WorkQueuePolicy;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = kDuplicateWindowNs;
+  jerr = jsErrCode(0);
+  s = js_AddStream(&si, js_, &cfg, &o, &jerr);
+  if (s != NATS_OK) {
+    // Another process may have created it at the same moment.
+    jsErrCode jerr2 = jsErrCode(0);
+    if (js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr2) == NATS_OK) {
+      jsStreamInfo_Destroy(si);
+      return;
+    }
+    throw_nats(fmt::format("stream {}: create", stream), s, jerr);
+  }
+  jsStreamInfo_Destroy(si);
+  log_->info(
+      "NATS: created stream {} (subject {}, file storage, work-queue retention, 2 min "
+      "de-duplication window)",
+      stream, subject);
+}
+
+// ---- NatsSource ---------------------------------------------------------------------------------
+
+NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
+                       std::shared_ptr<spdlog::logger> log, Metrics& metrics)
+    : cfg_(std::move(cfg)),
+      messages_(messages),
+      clock_(clock),
+      log_(std::move(log)),
+      metrics_(metrics),
+      ring_(std::max<std::uint64_t>(cfg_.max_queued, 1)) {
+  client_ = std::make_unique<NatsClient>(cfg_.url, log_);
+  client_->ensure_stream(cfg_.stream, cfg_.subject);
+  ensure_consumer();
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = cfg_.stream.c_str();
+  so.Consumer = cfg_.durable.c_str();  // bind: never create (nor delete) a consumer implicitly
+  jsErrCode jerr = jsErrCode(0);
+  const natsStatus s = js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(),
+                                        cfg_.durable.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) throw_nats(fmt::format("bind to consumer {}", cfg_.durable), s, jerr);
+  checkpoint_ = std::thread([this] {
+    name_this_thread("mayhem-natsack");
+    checkpoint_loop();
+  });
+}
+
+NatsSource::~NatsSource() {
+  stop_fetching();
+  // Normally close() ran after the pipeline settled everything. If not (construction of a later
+  // piece failed), whatever is still queued goes back to the server.
+  if (!closed_) {
+    Message* buf[kBatchCapacity];
+    for (std::size_t n; (n = drain(buf, kBatchCapacity)) != 0;) {
+      nack(buf, n);
+      messages_.release(buf, n);
+    }
+    close(clock_.now() + kCloseWaitNs);
+  }
+}
+
+void NatsSource::ensure_consumer() {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kApiWaitMs;
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  natsStatus s =
+      js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o, &jerr);
+  if (s == NATS_OK) {
+    const jsConsumerConfig* c = ci->Config;
+    if (c->DeliverSubject != nullptr && *c->DeliverSubject != '\0') {
+      jsConsumerInfo_Destroy(ci);
+      throw NatsError(fmt::format(
+          "consumer {} on stream {} is a push consumer; Mayhem needs a pull consumer (pick "
+          "another --durable)",
+          cfg_.durable, cfg_.stream));
+    }
+    const bool same = c->AckWait == cfg_.ack_wait && c->MaxAckPending == cfg_.max_ack_pending;
+    if (same) {
+      jsConsumerInfo_Destroy(ci);
+      log_->info("NATS: bound to durable pull consumer {} on stream {}", cfg_.durable, cfg_.stream);
+      return;
+    }
+    // The lease thread's extension interval is chosen against AckWait: keep them in step.
+    jsConsumerConfig upd = *c;
+    upd.AckWait = cfg_.ack_wait;
+    upd.MaxAckPending = cfg_.max_ack_pending;
+    jsConsumerInfo* ci2 = nullptr;
+    jerr = jsErrCode(0);
+    s = js_UpdateConsumer(&ci2, client_->js(), cfg_.stream.c_str(), &upd, &o, &jerr);
+    log_->info("NATS: consumer {} had AckWait {:g} s, MaxAckPending {}; updated to {:g} s, {}",
+               cfg_.durable, nanos_to_seconds(c->AckWait), c->MaxAckPending,
+               nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) throw_nats(fmt::format("consumer {}: update", cfg_.durable), s, jerr);
+    jsConsumerInfo_Destroy(ci2);
+    return;
+  }
+  if (s != NATS_NOT_FOUND) throw_nats(fmt::format("consumer {}: info", cfg_.durable), s, jerr);
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = cfg_.durable.c_str();
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.AckPolicy = js_AckExplicit;
+  cc.AckWait = cfg_.ack_wait;
+  cc.MaxDeliver = -1;  // at-least-once: never drop a message for having been redelivered often
+  cc.MaxAckPending = cfg_.max_ack_pending;
+  cc.FilterSubject = cfg_.subject.c_str();
+  jerr = jsErrCode(0);
+  s = js_AddConsumer(&ci, client_->js(), cfg_.stream.c_str(), &cc, &o, &jerr);
+  if (s != NATS_OK) {
+    // Another process may have created it at the same moment.
+    jsErrCode jerr2 = jsErrCode(0);
+    if (js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o,
+                           &jerr2) == NATS_OK) {
+      jsConsumerInfo_Destroy(ci);
+      return;
+    }
+    throw_nats(fmt::format("consumer {}: create", cfg_.durable), s, jerr);
+  }
+  jsConsumerInfo_Destroy(ci);
+  log_->info(
+      "NATS: created durable pull consumer {} on stream {} (AckWait {:g} s, MaxAckPending {}, "
+      "explicit acks, unlimited deliveries)",
+      cfg_.durable, cfg_.stream, nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
+}
+
+}  // namespace mayhem
