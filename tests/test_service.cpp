@@ -550,13 +550,32 @@ TEST_CASE("A shutdown that times out while the graph is still draining counts ev
 
 // ---- on a manual clock (Service::Deps::clock): time moves only when the test moves it ---------
 
+namespace {
+
+// Counts the lease thread's passes (through Service::Deps::observer). Pass k + 2 began after pass
+// k + 1 ended: when the count has grown by 2 since a clock step, a whole pass saw the new time.
+class LeasePasses final : public Observer {
+ public:
+  void on_entry(Stage stage, std::uint32_t, Message* const*) override {
+    if (stage == Stage::kLease) passes_.fetch_add(1);
+  }
+  void on_exit(Stage, std::uint32_t) override {}
+  std::uint64_t count() const { return passes_.load(); }
+
+ private:
+  std::atomic<std::uint64_t> passes_{0};
+};
+
+}  // namespace
+
 TEST_CASE("On a manual clock each interval extends every message in flight exactly once",
           "[pipeline][lease][shutdown][time]") {
   // The I/O takes up to 1000 s of a clock that moves only when the test says, so the 100 messages
   // stay in flight: each --extend-interval the clock passes, the lease thread extends every one of
-  // them exactly once (never late), and the signal then finds exactly those 100 in flight and
-  // nacks each of them once.
+  // them exactly once (never late, never a nanosecond early), and the signal then finds exactly
+  // those 100 in flight and nacks each of them once.
   ManualClock clock(kNanosPerSecond);
+  LeasePasses lease_passes;
   Options o = quick(100, 1000);
   o.rate = 4000;
   o.fail_rate = 0;
@@ -564,7 +583,7 @@ TEST_CASE("On a manual clock each interval extends every message in flight exact
   o.ack_deadline = 0.5;
   auto [log, sink] = test::make_test_logger();
   auto ledger = std::make_shared<Ledger>();
-  Service::Deps deps{log, nullptr, false, {}};
+  Service::Deps deps{log, &lease_passes, false, {}};
   deps.audit = [ledger](bool ack, Message* const* m, std::size_t n) { ledger->record(ack, m, n); };
   deps.clock = &clock;
   Service svc(o, std::move(deps));
@@ -578,7 +597,12 @@ TEST_CASE("On a manual clock each interval extends every message in flight exact
   CHECK(m.extensions.get() == 100);
   for (std::uint64_t round = 1; round <= 5; ++round) {
     INFO("round " << round);
-    clock.advance(50'000'000);  // one --extend-interval
+    // A nanosecond short of one --extend-interval: a whole lease pass sees it, extends nothing.
+    clock.advance(50'000'000 - 1);
+    const std::uint64_t passes = lease_passes.count();
+    REQUIRE(test::eventually([&] { return lease_passes.count() >= passes + 2; }, 20s));
+    CHECK(m.extensions.get() == 100 * round);
+    clock.advance(1);
     REQUIRE(test::eventually([&] { return m.extensions.get() >= 100 * (round + 1); }, 20s));
     CHECK(m.extensions.get() == 100 * (round + 1));
     CHECK(m.in_flight.load() == 100);
@@ -592,6 +616,8 @@ TEST_CASE("On a manual clock each interval extends every message in flight exact
   CHECK(s.nacked == 100);
   CHECK(s.extensions == 600);
   CHECK(s.late_extensions == 0);
+  // The run's wall time is the service's clock's: 25 ms + 5 intervals, and not a nanosecond more.
+  CHECK(s.wall_s == nanos_to_seconds(275'000'000));
   CHECK(sink->count("Extended deadline by 0.5 seconds for") == 600);
   CHECK(svc.pubsub().acks() == 0);
   CHECK(svc.pubsub().nacks() == 100);
@@ -693,6 +719,7 @@ TEST_CASE("On a manual clock a shutdown times out when the clock passes the time
   CHECK(rc == 1);
   CHECK(svc.abandoned());
   CHECK(sink->count("Shutdown timed out after 30 s") == 1);
+  CHECK(s.wall_s == 30.0);  // on the service's clock: from the start to the timeout
   CHECK(s.published == 500);
   CHECK(s.acked == 0);
   CHECK(s.published == s.acked + s.nacked);
