@@ -44,7 +44,9 @@ struct Service::Impl {
   Options opts;
   Deps deps;
   std::shared_ptr<spdlog::logger> log;
-  const Clock& clock = SteadyClock::instance();
+  // Deps::clock (a test's ManualClock) or the steady clock: every timed part below takes this one
+  // (the blocking I/O model alone really blocks, in real time).
+  const Clock& clock = deps.clock ? *deps.clock : SteadyClock::instance();
   // Watching (--stats-addr, --live): the stage collector joins any observer from Deps. Declared
   // before what calls it (lease, pipeline), so it outlives them.
   std::unique_ptr<StageCollector> collector;
@@ -100,7 +102,8 @@ struct Service::Impl {
   int run();
   bool start_broker();
   void shut_down(StopReason why);
-  // Waits until the graph is idle; false after `timeout` (the waiter is then left behind).
+  // Waits until the graph is idle; false once `timeout` has passed on `clock` (the waiter is then
+  // left behind).
   bool wait_idle_for(Nanos timeout);
 };
 
@@ -120,8 +123,16 @@ bool Service::Impl::wait_idle_for(Nanos timeout) {
     }
     w->cv.notify_all();
   }).detach();
+  // The deadline is on the service's clock, waited for in real slices of at most 10 ms: on a test's
+  // ManualClock the drain gives up only once the test moves the clock past it, never by itself.
+  const Nanos give_up_at = clock.now() + timeout;
   std::unique_lock lock(w->mutex);
-  return w->cv.wait_for(lock, std::chrono::nanoseconds(timeout), [&] { return w->idle; });
+  while (!w->idle) {
+    const Nanos left = give_up_at - clock.now();
+    if (left <= 0) return false;
+    w->cv.wait_for(lock, std::chrono::nanoseconds(std::min<Nanos>(left, 10'000'000)));
+  }
+  return true;
 }
 
 bool Service::Impl::start_broker() {

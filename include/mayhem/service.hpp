@@ -2,8 +2,20 @@
 // runs the whole life of one run: start, wait for a stop reason, then the reference's shutdown
 // sequence (stop intake, nack outstanding messages, cancel work in flight, stop the timer, flush
 // logs and metrics). `run()` returns the exit status; `summary()` gives the numbers.
-// Use: `Service svc(opts); int rc = svc.run();` — tests inject a clock-free logger and call
-// `request_stop(SIGINT)` from another thread instead of sending a real signal.
+// Time: every timed part (the pacer, the async I/O wheel, the lease thread, the shutdown's
+// deadline, the store, the NATS source's leases, the stage collector, the summary's wall time)
+// reads the one Clock in `Deps::clock` (default: the steady clock). Tests inject a ManualClock:
+// with the async I/O model and --latency-scale > 0 no I/O completes, no extension falls due and
+// the pacer orders nothing until the test advances the clock (each thread re-reads it within a few
+// ms of real time), and a shutdown gives up (--shutdown-timeout) only once the clock passes its
+// deadline. Real time remains in the blocking I/O model (its threads really block for the drawn
+// delays, so its tests run on real time) and in waits that are safety nets, not behaviour: the
+// log flush once a second, the bounded waits for the lease thread to stop and for a settle in
+// progress when the shutdown seals (Pipeline::seal_settle, 100 ms), the NATS client's and the
+// stats endpoint's own timers.
+// Use: `Service svc(opts); int rc = svc.run();` — tests inject a clock-free logger (and a
+// ManualClock: `deps.clock = &clock`) and call `request_stop(SIGINT)` from another thread instead
+// of sending a real signal.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -11,6 +23,7 @@
 #include <functional>
 #include <memory>
 
+#include "mayhem/clock.hpp"
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
@@ -34,6 +47,9 @@ class Service {
     std::function<bool(const Message&, std::uint32_t attempt)> timer_fault = {};
     // Tests: every ack and nack of the in-process pub/sub (see InProcessPubSub::set_audit).
     std::function<void(bool ack, Message* const* msgs, std::size_t n)> audit = {};
+    // The service's time (null: SteadyClock::instance()); it must outlive the Service. Tests pass
+    // a ManualClock (see the top comment).
+    const Clock* clock = nullptr;
   };
 
   explicit Service(Options opts);

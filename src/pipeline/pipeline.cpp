@@ -599,7 +599,8 @@ void Pipeline::seal_settle() {
   settle_gate_.fetch_or(kSealed);
   // A settle body that entered the gate before the seal counts first, then acks: wait for it to
   // leave (normally microseconds), but no more than 100 ms: a broker's ack can block on a full
-  // socket to a server that stopped reading, and the shutdown must not wait for that.
+  // socket to a server that stopped reading, and the shutdown must not wait for that. Real time,
+  // not clock_: a bound on a spin, which must end even on a test's ManualClock that stands still.
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
   while ((settle_gate_.load() & ~kSealed) != 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::yield();
