@@ -15,16 +15,6 @@ std::size_t concurrency(std::uint32_t n) {
   if (n == 0) return tbb::flow::unlimited;
   return static_cast<std::size_t>(n);
 }
-Stage submit_stage(Op op) {
-  switch (op) {
-    case Op::kSave:
-      return Stage::kSave;
-    case Op::kRestart:
-      return Stage::kRestart;
-    default:
-      return Stage::kCleanup;
-  }
-}
 }  // namespace
 
 Pipeline::Pipeline(Deps d)
@@ -94,7 +84,8 @@ void Pipeline::start_flat_out() {
 Nanos Pipeline::io_delay(const Message& m, Op op) const {
   if (scale_ == 0) return 0;  // before touching the message: at zero latency it may be cold
   const std::uint32_t attempt = op == Op::kRestart ? m.restart_attempts : 0;
-  const auto key = static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2;
+  const auto key =
+      static_cast<std::uint64_t>(op_index(op)) * 64 + static_cast<std::uint64_t>(attempt) * 2;
   double s = to_unit(mix(m.seed, key)) * scale_;
   // backoff x 2^(attempt-1) x scale, without a shift (UB from 32 attempts on): ldexp scales
   // exactly and saturates to inf, which seconds_to_nanos turns into kForever.
@@ -107,7 +98,7 @@ Nanos Pipeline::io_delay(const Message& m, Op op) const {
 bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
   if (op == Op::kCleanup) return false;
   const auto key =
-      static_cast<std::uint64_t>(op) * 64 + static_cast<std::uint64_t>(attempt) * 2 + 1;
+      static_cast<std::uint64_t>(op_index(op)) * 64 + static_cast<std::uint64_t>(attempt) * 2 + 1;
   return to_unit(mix(m.seed, key)) < opts_.fail_rate;
 }
 
@@ -151,6 +142,8 @@ void Pipeline::io_complete(Op op, Batch* batch) {
       break;
     case Op::kCleanup:
       cleanup_.gateway().try_put(batch);
+      break;
+    default:  // not an I/O operation
       break;
   }
 }
@@ -296,7 +289,7 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
 // ---- save / restart / cleanup: hand the simulated I/O to the IoService ------------------------
 
 void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
-  ObserveScope scope(observer_, submit_stage(op), in->size, in->msgs);
+  ObserveScope scope(observer_, op, in->size, in->msgs);  // an Op is its submit stage
   const std::uint32_t n = in->size;
   Batch* now_batch = nullptr;
   if (shutdown_.stopping()) {
@@ -363,6 +356,8 @@ void Pipeline::complete_inline(Op op, Batch* done) {
       if (handle_settle(done)) consume_.try_put(continue_msg());
       break;
     }
+    default:  // not an I/O operation
+      break;
   }
 }
 
