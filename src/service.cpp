@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mayhem/io/io_service.hpp"
+#include "mayhem/io/simulated_io.hpp"
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/observe/stage_collector.hpp"
@@ -62,7 +63,8 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
-  std::unique_ptr<Store> store;  // null: --store memory (the simulated save)
+  std::unique_ptr<SimulatedIo> sim;  // the simulated I/O draws, over `io`
+  std::unique_ptr<Store> store;      // --store: memory (the null store) or sqlite
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;
@@ -85,11 +87,22 @@ struct Service::Impl {
     std::string err;
     const auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
-    store = open_store(*spec, batches, clock, log);  // a database we cannot use fails here
     if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
     observers.add(deps.observer);
     observers.add(collector.get());
     observer = observers.get();
+    // The I/O models start their threads in start() (run()); the memory store needs them now.
+    // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
+    const double max_backoff =
+        opts.restart_retries == 0
+            ? 0
+            : std::ldexp(opts.restart_backoff,
+                         static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
+    const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
+    io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
+                                          : make_blocking_io(batches, opts.io_threads);
+    sim = std::make_unique<SimulatedIo>(opts, *io, batches, observer);
+    store = open_store(*spec, batches, clock, log, *sim);  // a database we cannot use fails here
   }
   StatsSnapshot stats_snapshot() const;
 
@@ -189,15 +202,6 @@ int Service::Impl::run() {
                                                       threads + 1);
   arena = std::make_unique<tbb::task_arena>(static_cast<int>(threads), 0);
 
-  // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
-  const double max_backoff =
-      opts.restart_retries == 0
-          ? 0
-          : std::ldexp(opts.restart_backoff,
-                       static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
-  const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
-  io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
-                                        : make_blocking_io(batches, opts.io_threads);
   LeaseManager::Config lease_cfg{
       seconds_to_nanos(opts.extend_interval), seconds_to_nanos(opts.ack_deadline),
       std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
@@ -208,11 +212,11 @@ int Service::Impl::run() {
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
     pipeline = std::make_unique<Pipeline>(
-        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *io,
-                       *lease, shutdown, observer, opts.seed, deps.fault, store.get()});
+        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *sim,
+                       *lease, shutdown, observer, opts.seed, deps.fault, *store});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
-  if (store) store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
+  store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
   lease->start();
 
   log->info(
@@ -276,7 +280,7 @@ void Service::Impl::shut_down(StopReason why) {
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
   // Saves not yet written complete as cancelled too; a commit being written gets until the
   // deadline (a database locked by another process gives up at once).
-  if (store && !store->cancel_saves(give_up_at))
+  if (!store->cancel_saves(give_up_at))
     log->error("Shutdown: the database transaction being written did not finish within {:g} s",
                opts.shutdown_timeout);
   if (!wait_idle_for(until(0) - clock.now())) {
@@ -290,7 +294,7 @@ void Service::Impl::shut_down(StopReason why) {
   }
   end_ns = clock.now();  // every message is settled now (acks during the drain included)
   // Writes the last settlements; a writer that cannot finish by the deadline is left behind.
-  if (store && !store->close(until(kHealthy))) {
+  if (!store->close(until(kHealthy))) {
     log->error("Shutdown timed out after {:g} s: the database writer did not stop; leaving it",
                opts.shutdown_timeout);
     abandoned = true;

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <thread>
 
 namespace mayhem {
@@ -36,9 +35,7 @@ Pipeline::Pipeline(Deps d)
       batch_(std::clamp<std::uint32_t>(d.opts.batch_size, 1, kBatchCapacity)),
       ack_deadline_(seconds_to_nanos(d.opts.ack_deadline)),
       deadline_text_(fmt::format("{:g}", d.opts.ack_deadline)),
-      scale_(d.opts.latency_scale),
       flat_out_(d.pubsub != nullptr && d.opts.rate == 0 && d.opts.publish_interval == 0),
-      inline_zero_(d.io.zero_delay_inline()),
       factory_(d.seed),
       publish_(
           graph_, tbb::flow::serial,
@@ -77,29 +74,6 @@ Pipeline::~Pipeline() {
 
 void Pipeline::start_flat_out() {
   if (flat_out_) publish_.try_put(0);
-}
-
-// ---- simulated I/O -------------------------------------------------------------------------
-
-Nanos Pipeline::io_delay(const Message& m, Op op) const {
-  if (scale_ == 0) return 0;  // before touching the message: at zero latency it may be cold
-  const std::uint32_t attempt = op == Op::kRestart ? m.restart_attempts : 0;
-  const auto key =
-      static_cast<std::uint64_t>(op_index(op)) * 64 + static_cast<std::uint64_t>(attempt) * 2;
-  double s = to_unit(mix(m.seed, key)) * scale_;
-  // backoff x 2^(attempt-1) x scale, without a shift (UB from 32 attempts on): ldexp scales
-  // exactly and saturates to inf, which seconds_to_nanos turns into kForever.
-  if (op == Op::kRestart && attempt > 0)
-    s += std::ldexp(opts_.restart_backoff * scale_,
-                    static_cast<int>(std::min<std::uint32_t>(attempt - 1, 4096)));
-  return seconds_to_nanos(s);
-}
-
-bool Pipeline::io_fails(const Message& m, Op op, std::uint32_t attempt) const {
-  if (op == Op::kCleanup) return false;
-  const auto key =
-      static_cast<std::uint64_t>(op_index(op)) * 64 + static_cast<std::uint64_t>(attempt) * 2 + 1;
-  return to_unit(mix(m.seed, key)) < opts_.fail_rate;
 }
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -301,27 +275,12 @@ void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
     gw.try_put(now_batch);
     return;
   }
-  if (op == Op::kSave && store_) {
-    MAYHEM_ZONED(observer_,
-                 store_->save(in->msgs, n));  // a real database: its writer completes every save
-    pass_on(op, in);
-    return;
-  }
-  Message* later[kBatchCapacity];
-  Nanos delays[kBatchCapacity];
-  std::uint32_t nl = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    Message* m = in->msgs[i];
-    const Nanos d = io_delay(*m, op);
-    if (d == 0 && inline_zero_) {
-      if (!now_batch) now_batch = new_batch();
-      now_batch->push(m);
-    } else {
-      later[nl] = m;
-      delays[nl++] = d;
-    }
-  }
-  if (nl != 0) MAYHEM_ZONED(observer_, io_.submit(op, later, delays, nl));  // n = 0: a no-op
+  // The store's saves (the memory store's go to the simulated I/O too), the simulated I/O's
+  // restarts and cleanups; what completed at once (zero delay) is handled here.
+  if (op == Op::kSave)
+    MAYHEM_ZONED(observer_, now_batch = store_.save(in->msgs, n));
+  else
+    now_batch = io_.submit(op, in->msgs, n);
   if (now_batch) complete_inline(op, now_batch);
   pass_on(op, in);
 }
@@ -408,8 +367,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
     try {
       if (in->cancelled) {
         m.save_cancelled = true;
-      } else if (m.save_failed || injected_failure(Op::kSave, m) ||
-                 (!store_ && io_fails(m, Op::kSave, 0))) {  // a real store sets save_failed
+      } else if (m.save_failed || injected_failure(Op::kSave, m) || store_.simulated_failure(m)) {
         m.save_failed = true;
         ++failed;
       } else {
@@ -447,7 +405,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       if (in->cancelled) {
         m.restart_cancelled = true;
       } else if (injected_failure(Op::kRestart, m) ||
-                 io_fails(m, Op::kRestart, m.restart_attempts)) {
+                 io_.fails(m, Op::kRestart, m.restart_attempts)) {
         if (m.restart_attempts < opts_.restart_retries && !stopping) {
           log_->error("Retrying for failure to restart: {}", Host{m});
           ++m.restart_attempts;
@@ -551,7 +509,7 @@ bool Pipeline::handle_settle(Batch* in) {
     }
     source_.return_unsettled(in->msgs, n);  // acks included: they were counted nacked
   }
-  if (store_) store_->settled(in->msgs, n);  // the outcome, group-committed with later saves
+  store_.settled(in->msgs, n);  // the outcome (a database group-commits it with later saves)
   metrics_.in_flight.fetch_sub(n);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&

@@ -31,6 +31,7 @@
 
 #include "mayhem/clock.hpp"
 #include "mayhem/io/io_service.hpp"
+#include "mayhem/io/simulated_io.hpp"
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/metrics.hpp"
@@ -55,7 +56,8 @@ class Pipeline {
     BatchPool& batches;
     Source& source;
     InProcessPubSub* pubsub;  // the publish stage's queue; null when a broker is the source
-    IoService& io;
+    // The simulated I/O of restart and cleanup (and of the memory store's saves).
+    SimulatedIo& io;
     LeaseManager& lease;
     ShutdownManager& shutdown;
     Observer* observer = nullptr;
@@ -64,9 +66,9 @@ class Pipeline {
     // and tests). A throw there is an unexpected exception: the message is nacked, the service
     // shuts down gracefully with a failing status.
     std::function<void(Op, const Message&)> fault;
-    // A real database for the save stage (--store sqlite:PATH); null: the simulated save through
-    // the IoService (--store memory). Its completions come back through io_complete(kSave, ...).
-    Store* store = nullptr;
+    // The save stage's database (--store): memory (simulated) or sqlite. Its completions come
+    // back through io_complete(kSave, ...).
+    Store& store;
   };
 
   // Builds the graph; call inside the task_arena the graph should run in.
@@ -99,11 +101,6 @@ class Pipeline {
   // its counts come first, so only its acks to the source can be later).
   void seal_settle();
   bool settle_sealed() const { return (settle_gate_.load() & kSealed) != 0; }
-
-  // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt); the
-  // delay of a restart includes the backoff for the message's current attempt.
-  Nanos io_delay(const Message& m, Op op) const;
-  bool io_fails(const Message& m, Op op, std::uint32_t attempt) const;
 
  private:
   using continue_msg = tbb::flow::continue_msg;
@@ -160,20 +157,18 @@ class Pipeline {
   BatchPool& batches_;
   Source& source_;
   InProcessPubSub* pubsub_;
-  IoService& io_;
+  SimulatedIo& io_;
   LeaseManager& lease_;
   ShutdownManager& shutdown_;
   Observer* observer_;
   std::function<void(Op, const Message&)> fault_;
-  Store* store_;
+  Store& store_;
 
   const std::uint32_t batch_;
   const Nanos ack_deadline_;
   const std::string
       deadline_text_;  // "{:g}" of the deadline, formatted once (Dragon4 per line cost 9%)
-  const double scale_;
   const bool flat_out_;
-  const bool inline_zero_;
 
   // publish stage state (serial node)
   MessageFactory factory_;
