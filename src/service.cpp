@@ -110,6 +110,8 @@ struct Service::Impl {
   std::unique_ptr<StatsServer> stats_server;  // last: stops before what its snapshots read dies
 
   int run();
+  // Where messages come from: the broker when --source names one, else the in-process pub/sub.
+  Source& source() { return nats ? static_cast<Source&>(*nats) : pubsub; }
   bool start_broker();
   void shut_down(StopReason why);
   // Waits until the graph is idle; false after `timeout` (the waiter is then left behind).
@@ -194,8 +196,7 @@ int Service::Impl::run() {
   }
   // The broker source connects now: after the signal mask is set (nats.c starts threads).
   if (!opts.source.empty() && !start_broker()) return exit_code;
-  Source& source = nats ? static_cast<Source&>(*nats) : pubsub;
-  InProcessPubSub* const publisher = nats ? nullptr : &pubsub;
+  Source& source = this->source();
   if (opts.seed == 0) opts.seed = std::random_device{}() | 1ULL;
   const std::uint32_t threads = opts.threads;
   parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
@@ -211,9 +212,9 @@ int Service::Impl::run() {
   lease->set_fault_hook(deps.timer_fault);
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
-    pipeline = std::make_unique<Pipeline>(
-        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *sim,
-                       *lease, shutdown, observer, opts.seed, deps.fault, *store});
+    pipeline = std::make_unique<Pipeline>(Pipeline::Deps{opts, clock, log, metrics, messages, lots,
+                                                         batches, source, *sim, *lease, shutdown,
+                                                         observer, opts.seed, deps.fault, *store});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
   store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
@@ -315,7 +316,7 @@ void Service::Impl::shut_down(StopReason why) {
     const std::uint64_t published = metrics.published.get(), settled = metrics.settled();
     const std::uint64_t unsettled = published > settled ? published - settled : 0;
     metrics.nacked.add(unsettled);
-    if (!nats) pubsub.nack(nullptr, unsettled);
+    source().unsettled_at_timeout(unsettled);
   }
   if (nats) {
     // Every ack and nack goes to the server first (a flush within what is left of the timeout):

@@ -25,7 +25,6 @@ Pipeline::Pipeline(Deps d)
       lots_(d.lots),
       batches_(d.batches),
       source_(d.source),
-      pubsub_(d.pubsub),
       io_(d.io),
       lease_(d.lease),
       shutdown_(d.shutdown),
@@ -35,7 +34,8 @@ Pipeline::Pipeline(Deps d)
       batch_(std::clamp<std::uint32_t>(d.opts.batch_size, 1, kBatchCapacity)),
       ack_deadline_(seconds_to_nanos(d.opts.ack_deadline)),
       deadline_text_(fmt::format("{:g}", d.opts.ack_deadline)),
-      flat_out_(d.pubsub != nullptr && d.opts.rate == 0 && d.opts.publish_interval == 0),
+      publishable_(d.source.publishable()),
+      flat_out_(publishable_ && d.opts.rate == 0 && d.opts.publish_interval == 0),
       factory_(d.seed),
       publish_(
           graph_, tbb::flow::serial,
@@ -122,7 +122,7 @@ void Pipeline::io_complete(Op op, Batch* batch) {
   }
 }
 
-// ---- publish: the reference's publish(), into the in-process pub/sub -------------------------
+// ---- publish: the reference's publish(), into a publishable source (the in-process pub/sub) ---
 
 namespace {
 std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
@@ -142,7 +142,7 @@ void Pipeline::order_publish(std::uint64_t n) {
 
 void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kPublish, n);
-  if (pubsub_ == nullptr || shutdown_.stopping()) return;
+  if (!publishable_ || shutdown_.stopping()) return;
   const std::uint64_t target = opts_.messages;
   std::uint64_t want = batch_;
   if (!flat_out_) {
@@ -151,7 +151,7 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
     want = saturating_add(publish_debt_, saturating_add(n, ordered));
   }
   if (target != 0) want = std::min(want, target - publish_seq_);
-  const std::uint64_t make = std::min(want, pubsub_->free_capacity());
+  const std::uint64_t make = std::min(want, source_.free_capacity());
   scope.set_items(static_cast<std::uint32_t>(std::min<std::uint64_t>(make, UINT32_MAX)));
   if (!flat_out_) publish_debt_ = want - make;
 
@@ -174,7 +174,7 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
       messages_.release(buf, k);
       return;
     }
-    pubsub_->publish(buf, k);
+    source_.publish(buf, k);
     metrics_.published.add(k);
     settle_gate_.fetch_sub(1);
     left -= k;
@@ -183,12 +183,12 @@ void Pipeline::publish_body(std::uint32_t n, PublishNode::output_ports_type& out
 
   const bool more = flat_out_ ? (target == 0 || publish_seq_ < target) : publish_debt_ > 0;
   if (!more) return;
-  if (pubsub_->free_capacity() > 0) {
+  if (source_.free_capacity() > 0) {
     publish_.try_put(0);  // flat out: order the next batch ourselves
   } else {
     // Full pub/sub: park; consume wakes us after pulling. Re-check to close the race with it.
     publish_parked_.store(true);
-    if (pubsub_->free_capacity() > 0 && publish_parked_.exchange(false)) publish_.try_put(0);
+    if (source_.free_capacity() > 0 && publish_parked_.exchange(false)) publish_.try_put(0);
   }
 }
 

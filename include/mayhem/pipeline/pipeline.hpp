@@ -38,7 +38,6 @@
 #include "mayhem/observe/observer.hpp"
 #include "mayhem/options.hpp"
 #include "mayhem/shutdown.hpp"
-#include "mayhem/source/pubsub.hpp"
 #include "mayhem/source/source.hpp"
 #include "mayhem/store/store.hpp"
 
@@ -55,7 +54,6 @@ class Pipeline {
     LotPool& lots;
     BatchPool& batches;
     Source& source;
-    InProcessPubSub* pubsub;  // the publish stage's queue; null when a broker is the source
     // The simulated I/O of restart and cleanup (and of the memory store's saves).
     SimulatedIo& io;
     LeaseManager& lease;
@@ -156,7 +154,6 @@ class Pipeline {
   LotPool& lots_;
   BatchPool& batches_;
   Source& source_;
-  InProcessPubSub* pubsub_;
   SimulatedIo& io_;
   LeaseManager& lease_;
   ShutdownManager& shutdown_;
@@ -168,6 +165,8 @@ class Pipeline {
   const Nanos ack_deadline_;
   const std::string
       deadline_text_;  // "{:g}" of the deadline, formatted once (Dragon4 per line cost 9%)
+  // The source takes publishing (Source::publishable): the publish stage runs.
+  const bool publishable_;
   const bool flat_out_;
 
   // publish stage state (serial node)
