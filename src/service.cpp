@@ -212,9 +212,10 @@ int Service::Impl::run() {
   lease->set_fault_hook(deps.timer_fault);
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
-    pipeline = std::make_unique<Pipeline>(Pipeline::Deps{opts, clock, log, metrics, messages, lots,
-                                                         batches, source, *sim, *lease, shutdown,
-                                                         observer, opts.seed, deps.fault, *store});
+    pipeline = std::make_unique<Pipeline>(Pipeline::Deps{
+        opts, clock, log, metrics, opts.seed, Pipeline::Pools{messages, lots, batches},
+        Pipeline::Ports{source, *sim, *store, *lease},
+        Pipeline::Control{shutdown, observer, deps.fault}});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
   store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });

@@ -53,14 +53,14 @@ struct StageInfo {
 };
 
 inline constexpr StageInfo kStageInfo[static_cast<int>(Stage::kCount)] = {
-    {"publish", "src/pipeline/pipeline.cpp", -1, -1, nullptr},
-    {"consume", "src/pipeline/pipeline.cpp", -1, -1, nullptr},
-    {"save", "src/pipeline/pipeline.cpp", 0, -1, "save"},
-    {"saved", "src/pipeline/pipeline.cpp", -1, 0, nullptr},
-    {"restart", "src/pipeline/pipeline.cpp", 1, -1, "restart"},
-    {"restarted", "src/pipeline/pipeline.cpp", -1, 1, nullptr},
-    {"cleanup", "src/pipeline/pipeline.cpp", 2, -1, "cleanup"},
-    {"settle", "src/pipeline/pipeline.cpp", -1, 2, nullptr},
+    {"publish", "src/pipeline/intake.cpp", -1, -1, nullptr},
+    {"consume", "src/pipeline/intake.cpp", -1, -1, nullptr},
+    {"save", "src/pipeline/completion.cpp", 0, -1, "save"},
+    {"saved", "src/pipeline/completion.cpp", -1, 0, nullptr},
+    {"restart", "src/pipeline/completion.cpp", 1, -1, "restart"},
+    {"restarted", "src/pipeline/completion.cpp", -1, 1, nullptr},
+    {"cleanup", "src/pipeline/completion.cpp", 2, -1, "cleanup"},
+    {"settle", "src/pipeline/completion.cpp", -1, 2, nullptr},
     {"lease", "src/lease/lease_manager.cpp", 3, -1, "timer"},
 };
 

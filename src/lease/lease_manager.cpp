@@ -23,7 +23,8 @@ LeaseManager::Config clamped(LeaseManager::Config c) {
 LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
                            Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook,
                            Observer* observer)
-    : cfg_(clamped(cfg)),
+    : Leases(log, fmt::format("{:g}", nanos_to_seconds(cfg.ack_deadline))),
+      cfg_(clamped(cfg)),
       deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg_.ack_deadline))),
       clock_(clock),
       log_(std::move(log)),
@@ -41,6 +42,10 @@ LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlo
 
 LeaseManager::~LeaseManager() {
   stop();
+}
+
+void Leases::done(Message& m) {
+  LeaseManager::mark_done(m);
 }
 
 void LeaseManager::mark_done(Message& m) {
