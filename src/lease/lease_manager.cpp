@@ -44,20 +44,6 @@ LeaseManager::~LeaseManager() {
   stop();
 }
 
-void Leases::done(Message& m) {
-  LeaseManager::mark_done(m);
-}
-
-void LeaseManager::mark_done(Message& m) {
-  // The lease thread holds kExtending only while it extends one lot (and runs the broker hook, in
-  // bulk): wait it out.
-  LeaseState expected = LeaseState::kActive;
-  while (!m.lease.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
-    if (expected == LeaseState::kDone) return;
-    expected = LeaseState::kActive;
-  }
-}
-
 // ---- the schedule: a min-heap of (due, lot) -------------------------------------------------
 
 void LeaseManager::heap_place(std::size_t i, Entry e) {

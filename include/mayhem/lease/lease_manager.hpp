@@ -130,7 +130,7 @@ class LeaseManager final : public Leases {
   // `event.set()`, moved from handle_results to settle so the lease covers cleanup). Waits out an
   // extension in progress (the lease thread holds kExtending while it uses the broker handle),
   // so the caller owns the handle afterwards. Idempotent.
-  static void mark_done(Message& m);
+  static void mark_done(Message& m) { Leases::done(m); }
   static void mark_done(Message* const* msgs, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) mark_done(*msgs[i]);
   }

@@ -43,8 +43,16 @@ class Leases {
   // pool, here or on the lease thread). Lock-free.
   virtual void release(Lot* lot) = 0;
   // Settle, before it acks or nacks: the message needs no more extensions; waits out an
-  // extension in progress, so the caller owns the message's broker handle afterwards.
-  static void done(Message& m);
+  // extension in progress, so the caller owns the message's broker handle afterwards. The lease
+  // thread holds kExtending only while it extends one lot (and runs the broker hook, in bulk).
+  // Idempotent.
+  static void done(Message& m) {
+    LeaseState expected = LeaseState::kActive;
+    while (!m.lease.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
+      if (expected == LeaseState::kDone) return;
+      expected = LeaseState::kActive;
+    }
+  }
 
  protected:
   // `first_text`: the extension amount as the log line prints it (e.g. "3").
