@@ -63,8 +63,10 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
-  std::unique_ptr<SimulatedIo> sim;  // the simulated I/O draws, over `io`
-  std::unique_ptr<Store> store;      // --store: memory (the null store) or sqlite
+  // The simulated I/O draws, over `io`.
+  std::unique_ptr<SimulatedIo> sim;
+  // --store: memory (the null store) or sqlite.
+  std::unique_ptr<Store> store;
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;

@@ -10,10 +10,11 @@
 
 namespace mayhem {
 
-// ---- save / restart / cleanup: hand the simulated I/O to the IoService ------------------------
+// ---- save / restart / cleanup: hand the I/O to the store or the simulated I/O ------------------
 
 void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
-  ObserveScope scope(observer_, op, in->size, in->msgs);  // an Op is its submit stage
+  // An Op is its submit stage.
+  ObserveScope scope(observer_, op, in->size, in->msgs);
   const std::uint32_t n = in->size;
   Batch* now_batch = nullptr;
   if (shutdown_.stopping()) {
