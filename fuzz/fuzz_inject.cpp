@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   if (!(spec->probability >= 0 && spec->probability <= 1)) std::abort();
-  const std::string canonical = fmt::format("{}:{}:{}", mayhem::to_string(spec->stage),
+  const std::string canonical = fmt::format("{}:{}:{}", mayhem::stage_info(spec->stage).inject,
                                             mayhem::to_string(spec->kind), spec->probability);
   std::string error2;
   const auto again = mayhem::parse_fault(canonical, error2);

@@ -11,20 +11,6 @@
 
 namespace mayhem {
 
-const char* to_string(FaultStage s) {
-  switch (s) {
-    case FaultStage::kSave:
-      return "save";
-    case FaultStage::kRestart:
-      return "restart";
-    case FaultStage::kCleanup:
-      return "cleanup";
-    case FaultStage::kTimer:
-      return "timer";
-  }
-  return "?";
-}
-
 const char* to_string(FaultKind k) {
   switch (k) {
     case FaultKind::kError:
@@ -47,17 +33,24 @@ std::string shown(std::string_view s) {
   return out;
 }
 
-template <typename Enum, std::size_t N>
-std::optional<Enum> lookup(std::string_view name, const Enum (&all)[N]) {
-  for (Enum e : all)
+template <std::size_t N>
+std::optional<FaultKind> lookup(std::string_view name, const FaultKind (&all)[N]) {
+  for (FaultKind e : all)
     if (name == to_string(e)) return e;
+  return std::nullopt;
+}
+
+// The stage `--inject` calls `name` (StageInfo::inject).
+std::optional<Stage> inject_stage(std::string_view name) {
+  for (int i = 0; i < static_cast<int>(Stage::kCount); ++i)
+    if (kStageInfo[i].inject && name == kStageInfo[i].inject) return static_cast<Stage>(i);
   return std::nullopt;
 }
 
 // Where fault `kind` of `stage` hits message `seed`, attempt `attempt`.
 bool hits(const FaultSpec& f, std::uint64_t seed, std::uint32_t attempt) {
-  const auto key =
-      0xFA170000ULL + static_cast<std::uint64_t>(f.stage) * 8 + static_cast<std::uint64_t>(f.kind);
+  const auto key = 0xFA170000ULL + static_cast<std::uint64_t>(op_index(f.stage)) * 8 +
+                   static_cast<std::uint64_t>(f.kind);
   const std::uint64_t h = attempt == 0 ? mix(seed, key) : mix(mix(seed, key), attempt);
   return to_unit(h) < f.probability;
 }
@@ -78,10 +71,8 @@ std::optional<FaultSpec> parse_fault(std::string_view text, std::string& error) 
   const std::string_view stage = text.substr(0, a), fault = text.substr(a + 1, b - a - 1),
                          prob = text.substr(b + 1);
   FaultSpec spec{};
-  static constexpr FaultStage kStages[] = {FaultStage::kSave, FaultStage::kRestart,
-                                           FaultStage::kCleanup, FaultStage::kTimer};
   static constexpr FaultKind kKinds[] = {FaultKind::kError, FaultKind::kCrash, FaultKind::kHang};
-  if (auto s = lookup(stage, kStages)) {
+  if (auto s = inject_stage(stage)) {
     spec.stage = *s;
   } else {
     error =
@@ -109,11 +100,11 @@ std::optional<FaultSpec> parse_fault(std::string_view text, std::string& error) 
 
 std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> specs,
                                                         std::shared_ptr<spdlog::logger> log) {
-  std::erase_if(specs, [](const FaultSpec& f) { return f.stage == FaultStage::kTimer; });
+  std::erase_if(specs, [](const FaultSpec& f) { return f.stage == Stage::kLease; });
   if (specs.empty()) return {};
   return [specs = std::move(specs), log = std::move(log)](Op op, const Message& m) {
     for (const FaultSpec& f : specs) {
-      if (static_cast<int>(f.stage) != static_cast<int>(op) || !hits(f, m.seed, 0)) continue;
+      if (f.stage != op || !hits(f, m.seed, 0)) continue;
       switch (f.kind) {
         case FaultKind::kError:
           throw InjectedIoError(fmt::format("injected {} error for {}", to_string(op), m));
@@ -129,7 +120,7 @@ std::function<void(Op, const Message&)> make_fault_hook(std::vector<FaultSpec> s
 
 TimerFaultHook make_timer_fault_hook(std::vector<FaultSpec> specs,
                                      std::shared_ptr<spdlog::logger> log) {
-  std::erase_if(specs, [](const FaultSpec& f) { return f.stage != FaultStage::kTimer; });
+  std::erase_if(specs, [](const FaultSpec& f) { return f.stage != Stage::kLease; });
   if (specs.empty()) return {};
   return [specs = std::move(specs), log = std::move(log)](const Message& m, std::uint32_t attempt) {
     bool failed = false;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mayhem/io/io_service.hpp"
+#include "mayhem/io/simulated_io.hpp"
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/observe/stage_collector.hpp"
@@ -64,7 +65,10 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
-  std::unique_ptr<Store> store;  // null: --store memory (the simulated save)
+  // The simulated I/O draws, over `io`.
+  std::unique_ptr<SimulatedIo> sim;
+  // --store: memory (the null store) or sqlite.
+  std::unique_ptr<Store> store;
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;
@@ -87,11 +91,22 @@ struct Service::Impl {
     std::string err;
     const auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
-    store = open_store(*spec, batches, clock, log);  // a database we cannot use fails here
     if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
     observers.add(deps.observer);
     observers.add(collector.get());
     observer = observers.get();
+    // The I/O models start their threads in start() (run()); the memory store needs them now.
+    // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
+    const double max_backoff =
+        opts.restart_retries == 0
+            ? 0
+            : std::ldexp(opts.restart_backoff,
+                         static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
+    const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
+    io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
+                                          : make_blocking_io(batches, opts.io_threads);
+    sim = std::make_unique<SimulatedIo>(opts, *io, batches, observer);
+    store = open_store(*spec, batches, clock, log, *sim);  // a database we cannot use fails here
   }
   StatsSnapshot stats_snapshot() const;
   void gather(Numbers& n) const;
@@ -100,6 +115,8 @@ struct Service::Impl {
   std::unique_ptr<StatsServer> stats_server;  // last: stops before what its snapshots read dies
 
   int run();
+  // Where messages come from: the broker when --source names one, else the in-process pub/sub.
+  Source& source() { return nats ? static_cast<Source&>(*nats) : pubsub; }
   bool start_broker();
   void shut_down(StopReason why);
   // Waits until the graph is idle; false once `timeout` has passed on `clock` (the waiter is then
@@ -193,23 +210,13 @@ int Service::Impl::run() {
   }
   // The broker source connects now: after the signal mask is set (nats.c starts threads).
   if (!opts.source.empty() && !start_broker()) return exit_code;
-  Source& source = nats ? static_cast<Source&>(*nats) : pubsub;
-  InProcessPubSub* const publisher = nats ? nullptr : &pubsub;
+  Source& source = this->source();
   if (opts.seed == 0) opts.seed = std::random_device{}() | 1ULL;
   const std::uint32_t threads = opts.threads;
   parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                       threads + 1);
   arena = std::make_unique<tbb::task_arena>(static_cast<int>(threads), 0);
 
-  // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
-  const double max_backoff =
-      opts.restart_retries == 0
-          ? 0
-          : std::ldexp(opts.restart_backoff,
-                       static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
-  const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
-  io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
-                                        : make_blocking_io(batches, opts.io_threads);
   LeaseManager::Config lease_cfg{
       seconds_to_nanos(opts.extend_interval), seconds_to_nanos(opts.ack_deadline),
       std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
@@ -219,12 +226,13 @@ int Service::Impl::run() {
   lease->set_fault_hook(deps.timer_fault);
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });
   arena->execute([&] {
-    pipeline = std::make_unique<Pipeline>(
-        Pipeline::Deps{opts, clock, log, metrics, messages, lots, batches, source, publisher, *io,
-                       *lease, shutdown, observer, opts.seed, deps.fault, store.get()});
+    pipeline = std::make_unique<Pipeline>(Pipeline::Deps{
+        opts, clock, log, metrics, opts.seed, Pipeline::Pools{messages, lots, batches},
+        Pipeline::Ports{source, *sim, *store, *lease},
+        Pipeline::Control{shutdown, observer, deps.fault}});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
-  if (store) store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
+  store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
   lease->start();
 
   log->info(
@@ -288,7 +296,7 @@ void Service::Impl::shut_down(StopReason why) {
   io->cancel_all();  // pending I/O completes now as cancelled; its messages get nacked
   // Saves not yet written complete as cancelled too; a commit being written gets until the
   // deadline (a database locked by another process gives up at once).
-  if (store && !store->cancel_saves(give_up_at))
+  if (!store->cancel_saves(give_up_at))
     log->error("Shutdown: the database transaction being written did not finish within {:g} s",
                opts.shutdown_timeout);
   if (!wait_idle_for(until(0) - clock.now())) {
@@ -302,7 +310,7 @@ void Service::Impl::shut_down(StopReason why) {
   }
   end_ns = clock.now();  // every message is settled now (acks during the drain included)
   // Writes the last settlements; a writer that cannot finish by the deadline is left behind.
-  if (store && !store->close(until(kHealthy))) {
+  if (!store->close(until(kHealthy))) {
     log->error("Shutdown timed out after {:g} s: the database writer did not stop; leaving it",
                opts.shutdown_timeout);
     abandoned = true;
@@ -323,7 +331,7 @@ void Service::Impl::shut_down(StopReason why) {
     const std::uint64_t published = metrics.published.get(), settled = metrics.settled();
     const std::uint64_t unsettled = published > settled ? published - settled : 0;
     metrics.nacked.add(unsettled);
-    if (!nats) pubsub.nack(nullptr, unsettled);
+    source().unsettled_at_timeout(unsettled);
   }
   if (nats) {
     // Every ack and nack goes to the server first (a flush within what is left of the timeout):

@@ -25,17 +25,17 @@
 
 #include "mayhem/io/io_service.hpp"
 #include "mayhem/message.hpp"
+#include "mayhem/stage.hpp"
 
 namespace mayhem {
 
-enum class FaultStage : std::uint8_t { kSave = 0, kRestart = 1, kCleanup = 2, kTimer = 3 };
 enum class FaultKind : std::uint8_t { kError, kCrash, kHang };
 
-const char* to_string(FaultStage s);
 const char* to_string(FaultKind k);
 
 struct FaultSpec {
-  FaultStage stage;
+  // Stage::kSave, kRestart, kCleanup or kLease (`timer` on the command line: StageInfo::inject).
+  Stage stage;
   FaultKind kind;
   double probability;
 };

@@ -41,7 +41,7 @@ class Service {
     std::shared_ptr<spdlog::logger> log;  // null: built from the options
     Observer* observer = nullptr;
     bool handle_signals = false;  // the binary: true (blocks signals, starts sigwait thread)
-    // Fault hook run inside each message's exception guard (see Pipeline::Deps::fault).
+    // Fault hook run inside each message's exception guard (see Pipeline::Control::fault).
     std::function<void(Op, const Message&)> fault;
     // Fault hook of the lease thread (see LeaseManager::FaultHook, make_timer_fault_hook).
     std::function<bool(const Message&, std::uint32_t attempt)> timer_fault = {};

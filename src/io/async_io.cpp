@@ -22,25 +22,13 @@
 
 namespace mayhem {
 
-const char* to_string(Op op) {
-  switch (op) {
-    case Op::kSave:
-      return "save";
-    case Op::kRestart:
-      return "restart";
-    case Op::kCleanup:
-      return "cleanup";
-  }
-  return "?";
-}
-
 namespace {
 
 struct Entry {
   Message* msg;
-  std::uint64_t tick_op;  // due tick << 2 | op
+  std::uint64_t tick_op;  // due tick << 2 | op_index(op)
   std::uint64_t tick() const { return tick_op >> 2; }
-  Op op() const { return static_cast<Op>(tick_op & 3); }
+  Op op() const { return kOps[tick_op & 3]; }
 };
 
 struct Chunk {
@@ -95,7 +83,7 @@ class AsyncIo final : public IoService {
         const std::size_t k = std::min<std::size_t>(n - i, buf.size());
         for (std::size_t j = 0; j < k; ++j) {
           const auto due = static_cast<std::uint64_t>((now + delays[i + j] + tick_ - 1) / tick_);
-          buf[j] = Entry{msgs[i + j], due << 2 | static_cast<std::uint64_t>(op)};
+          buf[j] = Entry{msgs[i + j], due << 2 | static_cast<std::uint64_t>(op_index(op))};
         }
         queue_.enqueue_bulk(buf.data(), k);
         i += k;
@@ -130,15 +118,15 @@ class AsyncIo final : public IoService {
     for (int op = 0; op < kOpCount; ++op) {
       Batch* b = nullptr;
       for (const Entry& e : rest) {
-        if (static_cast<int>(e.op()) != op) continue;
+        if (e.op() != kOps[op]) continue;
         if (!b) b = new_batch(true);
         b->push(e.msg);
         if (b->full()) {
-          sink_(static_cast<Op>(op), b);
+          sink_(kOps[op], b);
           b = nullptr;
         }
       }
-      if (b) sink_(static_cast<Op>(op), b);
+      if (b) sink_(kOps[op], b);
     }
     pending_.store(0, std::memory_order_relaxed);
   }
@@ -231,13 +219,13 @@ class AsyncIo final : public IoService {
   }
 
   void emit(const Entry& e) {
-    Batch*& b = out_[static_cast<int>(e.op())];
+    Batch*& b = out_[op_index(e.op())];
     if (!b) b = new_batch(false);
     b->push(e.msg);
     if (b->full()) flush(e.op());
   }
   void flush(Op op) {
-    Batch*& b = out_[static_cast<int>(op)];
+    Batch*& b = out_[op_index(op)];
     if (!b) return;
     pending_.fetch_sub(b->size, std::memory_order_relaxed);
     sink_(op, b);
@@ -291,7 +279,7 @@ class AsyncIo final : public IoService {
       // Deliver what is due first, so entries are filed against the current tick.
       advance(static_cast<std::uint64_t>(clock_.now() / tick_));
       const bool drained = drain_queue([&](const Entry& e) { file(e); }, kDrainRound);
-      for (int op = 0; op < kOpCount; ++op) flush(static_cast<Op>(op));
+      for (int op = 0; op < kOpCount; ++op) flush(kOps[op]);
       if (cancelled_.load()) return;  // cancel_all takes what is left
       if (!drained) continue;         // more queued: no sleep
       std::unique_lock lock(mutex_);

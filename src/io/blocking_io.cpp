@@ -139,13 +139,13 @@ class BlockingIo final : public IoService {
   void hand_over(const Completion* c, std::size_t n) {
     Batch* out[kOpCount][2] = {};
     for (std::size_t i = 0; i < n; ++i) {
-      Batch*& b = out[static_cast<int>(c[i].op)][c[i].cancelled ? 1 : 0];
+      Batch*& b = out[op_index(c[i].op)][c[i].cancelled ? 1 : 0];
       if (!b) b = acquire_batch(batches_, c[i].cancelled);
       b->push(c[i].msg);
     }
     for (int op = 0; op < kOpCount; ++op)
       for (Batch* b : out[op])
-        if (b) sink_(static_cast<Op>(op), b);
+        if (b) sink_(kOps[op], b);
   }
 
   // Blocks for `delay` ns; false when woken early by cancel_all.

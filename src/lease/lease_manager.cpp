@@ -23,7 +23,8 @@ LeaseManager::Config clamped(LeaseManager::Config c) {
 LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
                            Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook,
                            Observer* observer)
-    : cfg_(clamped(cfg)),
+    : Leases(log, fmt::format("{:g}", nanos_to_seconds(cfg.ack_deadline))),
+      cfg_(clamped(cfg)),
       deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg_.ack_deadline))),
       clock_(clock),
       log_(std::move(log)),
@@ -41,16 +42,6 @@ LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlo
 
 LeaseManager::~LeaseManager() {
   stop();
-}
-
-void LeaseManager::mark_done(Message& m) {
-  // The lease thread holds kExtending only while it extends one lot (and runs the broker hook, in
-  // bulk): wait it out.
-  LeaseState expected = LeaseState::kActive;
-  while (!m.lease.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
-    if (expected == LeaseState::kDone) return;
-    expected = LeaseState::kActive;
-  }
 }
 
 // ---- the schedule: a min-heap of (due, lot) -------------------------------------------------

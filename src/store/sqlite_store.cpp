@@ -371,8 +371,8 @@ void SqliteStore::start(SaveSink sink) {
   });
 }
 
-void SqliteStore::save(Message* const* msgs, std::size_t n) {
-  if (n == 0) return;
+Batch* SqliteStore::save(Message* const* msgs, std::size_t n) {
+  if (n == 0) return nullptr;
   Impl& s = *impl_;
   bool notify = false;
   {
@@ -386,6 +386,7 @@ void SqliteStore::save(Message* const* msgs, std::size_t n) {
   }
   if (notify) s.work_cv.notify_one();
   if (n != 0) s.deliver(std::vector<Message*>(msgs, msgs + n), true);  // shutting down
+  return nullptr;  // every save completes through the sink
 }
 
 void SqliteStore::settled(Message* const* msgs, std::size_t n) {

@@ -1,5 +1,6 @@
 #include "mayhem/store/store.hpp"
 
+#include "mayhem/store/memory_store.hpp"
 #include "mayhem/store/sqlite_store.hpp"
 
 namespace mayhem {
@@ -14,8 +15,8 @@ std::optional<StoreSpec> parse_store_spec(std::string_view text, std::string& er
 }
 
 std::unique_ptr<Store> open_store(const StoreSpec& spec, BatchPool& batches, const Clock& clock,
-                                  std::shared_ptr<spdlog::logger> log) {
-  if (spec.kind == StoreSpec::Kind::kMemory) return nullptr;
+                                  std::shared_ptr<spdlog::logger> log, SimulatedIo& sim) {
+  if (spec.kind == StoreSpec::Kind::kMemory) return std::make_unique<MemoryStore>(sim);
   return std::make_unique<SqliteStore>(spec.path, batches, clock, std::move(log));
 }
 

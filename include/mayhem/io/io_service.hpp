@@ -2,6 +2,7 @@
 // `AsyncIo` completes operations from one timing-wheel thread (no thread held per call);
 // `BlockingIo` runs each call on a pool thread that really blocks. Completions come back in
 // batches through the sink given to `start`, which the pipeline wires to its async_node gateways.
+// Operations are stages (`Op`, mayhem/stage.hpp): kSave, kRestart, kCleanup.
 // Use: `io.start(sink); io.submit(Op::kSave, msgs, delays, n); ... io.cancel_all();`.
 #pragma once
 
@@ -13,12 +14,9 @@
 #include "mayhem/clock.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/options.hpp"
+#include "mayhem/stage.hpp"
 
 namespace mayhem {
-
-enum class Op : std::uint8_t { kSave = 0, kRestart = 1, kCleanup = 2 };
-inline constexpr int kOpCount = 3;
-const char* to_string(Op op);
 
 // Receives a batch of completed operations (batch->cancelled says whether they were cancelled).
 // The sink takes ownership of the batch. Called from I/O threads, or inline from `submit`.

@@ -1,9 +1,10 @@
 // The lease thread: one timer thread that keeps every in-flight message's ack deadline alive, the
-// threaded form of the reference's per-message `extend()` task. It tracks lots (the batches
-// consume pulled), not messages: consume registers a lot and the pipeline releases it when all of
-// its messages are settled, both through lock-free queues, so the hot path never takes a lock or
-// wakes this thread. A lease runs from delivery to settle: a lot's first extension is due one
-// `extend_interval` after its earliest message deadline minus `ack_deadline` (the time a broker
+// threaded form of the reference's per-message `extend()` task; the pipeline reaches it through
+// `Leases` (leases.hpp). It tracks lots (the batches consume pulled), not messages: consume
+// registers a lot (`hold`) and the pipeline releases it when all of its messages are settled,
+// both through lock-free queues, so the hot path never takes a lock or wakes this thread. A lease
+// runs from delivery to settle: a lot's first extension is due one `extend_interval` after its
+// earliest message deadline minus `ack_deadline` (the time a broker
 // source delivered or last extended it, or consume's time for the in-process pub/sub), and a
 // message is extended until settle takes it (`mark_done`), cleanup included. Each due lot is
 // extended in bulk; released lots are freed here (their messages go back to the pool).
@@ -39,13 +40,14 @@
 #include <vector>
 
 #include "mayhem/clock.hpp"
+#include "mayhem/lease/leases.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
 
 namespace mayhem {
 
-class LeaseManager {
+class LeaseManager final : public Leases {
  public:
   struct Config {
     Nanos extend_interval = 2 * kNanosPerSecond;
@@ -83,6 +85,13 @@ class LeaseManager {
       earliest = std::min(earliest, lot->batch.msgs[i]->deadline_ns);
     register_lot(lot, earliest);
   }
+  // Leases: counts the lot's first extensions (Metrics::extensions), then register_lot.
+  void hold(Lot* lot, Nanos earliest, std::uint32_t n) override {
+    metrics_.extensions.add(n);
+    register_lot(lot, earliest);
+  }
+  void release(Lot* lot) override { release_lot(lot); }
+
   // Any thread, lock-free: the pipeline is done with the lot (every message settled). A lot the
   // lease thread has not taken yet gives its messages back right here (the common case at high
   // rates and low latency); otherwise the lease thread unlinks and frees it on its next pass.
@@ -121,7 +130,7 @@ class LeaseManager {
   // `event.set()`, moved from handle_results to settle so the lease covers cleanup). Waits out an
   // extension in progress (the lease thread holds kExtending while it uses the broker handle),
   // so the caller owns the handle afterwards. Idempotent.
-  static void mark_done(Message& m);
+  static void mark_done(Message& m) { Leases::done(m); }
   static void mark_done(Message* const* msgs, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) mark_done(*msgs[i]);
   }

@@ -1,33 +1,20 @@
 // The one hook profilers plug into (in the spirit of Taskflow's observers): the pipeline calls
-// `on_entry`/`on_exit` around every stage body with the batch it works on (message pointers when
-// the stage has them, else null), consume reports each pull with `on_pull`, and `MAYHEM_ZONE`
-// (mayhem/observe/zone.hpp) marks named zones inside stage bodies. With no observer installed the
-// pipeline pays one predictable branch per batch (and per zone).
+// `on_entry`/`on_exit` around every stage body (the stages: mayhem/stage.hpp) with the batch it
+// works on (message pointers when the stage has them, else null), consume reports each pull with
+// `on_pull`, and `MAYHEM_ZONE` (mayhem/observe/zone.hpp) marks named zones inside stage bodies.
+// With no observer installed the pipeline pays one predictable branch per batch (and per zone).
 // Use: derive from `Observer` (e.g. `Profiler`, mayhem/observe/profiler.hpp), pass it in
 // `Service::Deps::observer`.
 #pragma once
 
 #include <cstdint>
 
+#include "mayhem/stage.hpp"
+
 namespace mayhem {
 
 struct Message;
 struct ZoneSite;
-
-enum class Stage : std::uint8_t {
-  kPublish,
-  kConsume,
-  kSave,       // submit saves
-  kSaved,      // handle save completions
-  kRestart,    // submit restarts
-  kRestarted,  // handle restart completions (and retries)
-  kCleanup,    // submit cleanups
-  kSettle,     // ack / nack
-  kLease,      // one tick of the lease thread
-  kCount
-};
-
-const char* to_string(Stage s);
 
 class Observer {
  public:

@@ -7,17 +7,25 @@
 //                                                  ▲ (async)    │ retry
 //                                                  └────────────┘
 //
-// Nodes pass batches of message pointers (up to `batch_size`), so a graph hop costs ~1 ns per
-// message. save, restart and cleanup are `async_node`s: their bodies hand each message's simulated
-// I/O to the IoService and return at once; completions come back through the gateways into
-// saved / restarted / settle. save submits a lot's operations then hands the lot to restart, so
-// both waits overlap for every message (the reference's gather: its coroutines also run one after
-// the other on one thread until they await); a per-message completion count replaces a join: the
-// branch that finishes second handles the results (the reference's handle_results) and passes the
-// message on to cleanup. Flow control: consume takes no more than `max_in_flight - in_flight`
-// messages and parks; settle wakes it. publish parks on a full pub/sub; consume wakes it. Use:
-// built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the pacer,
-// `io_complete` as the IoService sink, `wait_idle()` at shutdown.
+// (A broker source has no publish stage: consume pulls from it.)
+//
+// Every edge is listed in one place, Pipeline::wire() (pipeline.cpp): the make_edge ones and those
+// a body sends on by itself (send_to_*). Nodes pass batches of message pointers (up to
+// `batch_size`), so a graph hop costs ~1 ns per message. save, restart and cleanup are
+// `async_node`s: their bodies hand each message's I/O to the store (save) or the simulated I/O
+// (restart, cleanup; io/simulated_io.hpp) and return at once; completions come back through the
+// gateways into saved / restarted / settle, and zero-delay ones are handled inline. save submits a
+// lot's operations then hands the lot to restart, so both waits overlap for every message (the
+// reference's gather: its coroutines also run one after the other on one thread until they
+// await); a per-message completion count replaces a join: the branch that finishes second handles
+// the results (the reference's handle_results) and passes the message on to cleanup. Flow
+// control: consume takes no more than `max_in_flight - in_flight` messages and parks; settle wakes
+// it. publish runs only for a publishable source (the in-process pub/sub), parks when it is full;
+// consume wakes it. The lease is reached through `Leases` only (consume holds a lot, settle ends
+// each message's lease, the last reference releases the lot). Bodies: intake.cpp (publish,
+// consume), completion.cpp (save, saved, restart, restarted, cleanup, settle).
+// Use: built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the
+// pacer, `io_complete` as the IoService and store sink, `wait_idle()` at shutdown.
 #pragma once
 
 #include <oneapi/tbb/flow_graph.h>
@@ -31,13 +39,13 @@
 
 #include "mayhem/clock.hpp"
 #include "mayhem/io/io_service.hpp"
-#include "mayhem/lease/lease_manager.hpp"
+#include "mayhem/io/simulated_io.hpp"
+#include "mayhem/lease/leases.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
 #include "mayhem/options.hpp"
 #include "mayhem/shutdown.hpp"
-#include "mayhem/source/pubsub.hpp"
 #include "mayhem/source/source.hpp"
 #include "mayhem/store/store.hpp"
 
@@ -45,28 +53,45 @@ namespace mayhem {
 
 class Pipeline {
  public:
+  // What the pipeline works with, by concern. Every reference must outlive the Pipeline.
+  // The object pools: messages, lots (consume's batches, which the lease tracks) and batches.
+  struct Pools {
+    MessagePool& messages;
+    LotPool& lots;
+    BatchPool& batches;
+  };
+  // The outside world the stages talk to.
+  struct Ports {
+    // Where messages come from and their fate goes (and, when publishable, where publish
+    // publishes into).
+    Source& source;
+    // The simulated I/O of restart and cleanup (and of the memory store's saves).
+    SimulatedIo& io;
+    // The save stage's database (--store): memory (simulated) or sqlite. Its completions come
+    // back through io_complete(kSave, ...).
+    Store& store;
+    // The lease thread, through its pipeline-side interface.
+    Leases& leases;
+  };
+  // Stopping, watching and breaking on purpose.
+  struct Control {
+    ShutdownManager& shutdown;
+    Observer* observer = nullptr;
+    // Called inside each message's exception guard when an operation completes (fault injection
+    // and tests). A throw there is an unexpected exception: the message is nacked, the service
+    // shuts down gracefully with a failing status.
+    std::function<void(Op, const Message&)> fault;
+  };
   struct Deps {
     const Options& opts;
     const Clock& clock;
     std::shared_ptr<spdlog::logger> log;
     Metrics& metrics;
-    MessagePool& messages;
-    LotPool& lots;
-    BatchPool& batches;
-    Source& source;
-    InProcessPubSub* pubsub;  // the publish stage's queue; null when a broker is the source
-    IoService& io;
-    LeaseManager& lease;
-    ShutdownManager& shutdown;
-    Observer* observer = nullptr;
-    std::uint64_t seed = 1;
-    // Called inside each message's exception guard when an operation completes (fault injection
-    // and tests). A throw there is an unexpected exception: the message is nacked, the service
-    // shuts down gracefully with a failing status.
-    std::function<void(Op, const Message&)> fault;
-    // A real database for the save stage (--store sqlite:PATH); null: the simulated save through
-    // the IoService (--store memory). Its completions come back through io_complete(kSave, ...).
-    Store* store = nullptr;
+    // The publish stage's message factory seed (--seed).
+    std::uint64_t seed;
+    Pools pools;
+    Ports ports;
+    Control control;
   };
 
   // Builds the graph; call inside the task_arena the graph should run in.
@@ -100,11 +125,6 @@ class Pipeline {
   void seal_settle();
   bool settle_sealed() const { return (settle_gate_.load() & kSealed) != 0; }
 
-  // Simulated I/O of the reference's mocks, a pure function of (message, op, attempt); the
-  // delay of a restart includes the backoff for the message's current attempt.
-  Nanos io_delay(const Message& m, Op op) const;
-  bool io_fails(const Message& m, Op op, std::uint32_t attempt) const;
-
  private:
   using continue_msg = tbb::flow::continue_msg;
   using PublishNode = tbb::flow::multifunction_node<std::uint32_t, std::tuple<continue_msg>>;
@@ -114,6 +134,20 @@ class Pipeline {
   using RestartedNode = tbb::flow::multifunction_node<Batch*, std::tuple<Batch*, Batch*>>;
   using SettleNode = tbb::flow::multifunction_node<Batch*, std::tuple<continue_msg>>;
 
+  // The graph's shape, in one place: every edge, the make_edge ones and those a body sends on
+  // by itself (the send_to_* helpers below). Called once, by the constructor.
+  void wire();
+  // The edges a body takes by itself (try_put), named after where they go.
+  // publish orders its own next batch (flat out), or is woken from parking.
+  void send_to_publish() { publish_.try_put(0); }
+  // Wakes consume: settle freed permits (from an inline completion), or more may be waiting.
+  void send_to_consume() { consume_.try_put(continue_msg()); }
+  // save hands its lot on to restart; restarted's inline retries.
+  void send_to_restart(Batch* b) { restart_.try_put(b); }
+  // Inline save/restart completions whose gather is complete.
+  void send_to_cleanup(Batch* b) { cleanup_.try_put(b); }
+
+  // Stage bodies: intake.cpp (publish, consume), completion.cpp (the rest).
   void publish_body(std::uint32_t n, PublishNode::output_ports_type& out);
   void consume_body(ConsumeNode::output_ports_type& out);
   void submit_body(Op op, Batch* in, IoNode::gateway_type& gw);
@@ -124,12 +158,15 @@ class Pipeline {
   // Completion handlers, run by the completion nodes and inline for zero-delay operations. Each
   // consumes its input batch and returns what goes on.
   struct RestartResults {
-    Batch* ready;  // save and restart both settled: on to cleanup
-    Batch* retry;  // failed attempts with retries left: back to restart
+    // save and restart both settled: on to cleanup
+    Batch* ready;
+    // failed attempts with retries left: back to restart
+    Batch* retry;
   };
   Batch* handle_saves(Batch* in);
   RestartResults handle_restarts(Batch* in);
-  bool handle_settle(Batch* in);  // true: a parked consume should be woken
+  // True: a parked consume should be woken.
+  bool handle_settle(Batch* in);
   void complete_inline(Op op, Batch* done);
 
   // The reference's handle_results, for a message whose save and restart are both settled.
@@ -140,16 +177,16 @@ class Pipeline {
   void schedule_consume();
   void wake_publish_if_parked();
   std::uint64_t permits() const;
+  // Releases an input batch (its lot reference, or the pool object).
   void done_with(Batch* b);
-  void pass_on(Op op,
-               Batch* in);  // after a submit: save hands its lot to restart, else release  //
-                            // releases an input batch (its lot reference, or the pool object)
+  // After a submit: save hands its lot to restart, else release.
+  void pass_on(Op op, Batch* in);
   void unref_lot(Lot* lot, std::uint32_t n);
   Batch* new_batch();
+  // An unexpected exception hit `m` inside a stage.
   void guard_failed(Message& m, Op op);
-  bool injected_failure(Op op,
-                        const Message& m) const;  // an --inject `error` hit this operation  // an
-                                                  // unexpected exception hit `m` inside a stage
+  // An --inject `error` hit this operation.
+  bool injected_failure(Op op, const Message& m) const;
 
   const Options& opts_;
   const Clock& clock_;
@@ -159,21 +196,18 @@ class Pipeline {
   LotPool& lots_;
   BatchPool& batches_;
   Source& source_;
-  InProcessPubSub* pubsub_;
-  IoService& io_;
-  LeaseManager& lease_;
+  SimulatedIo& io_;
+  Store& store_;
+  Leases& leases_;
   ShutdownManager& shutdown_;
   Observer* observer_;
   std::function<void(Op, const Message&)> fault_;
-  Store* store_;
 
   const std::uint32_t batch_;
   const Nanos ack_deadline_;
-  const std::string
-      deadline_text_;  // "{:g}" of the deadline, formatted once (Dragon4 per line cost 9%)
-  const double scale_;
+  // The source takes publishing (Source::publishable): the publish stage runs.
+  const bool publishable_;
   const bool flat_out_;
-  const bool inline_zero_;
 
   // publish stage state (serial node)
   MessageFactory factory_;

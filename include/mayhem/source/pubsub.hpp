@@ -26,11 +26,12 @@ class InProcessPubSub final : public Source {
         consumer_(queue_),
         drain_consumer_(queue_) {}
 
-  std::uint64_t free_capacity() const {
+  bool publishable() const override { return true; }
+  std::uint64_t free_capacity() const override {
     std::uint64_t d = depth_.load();  // seq_cst: the publisher's park re-check relies on it
     return d >= capacity_ ? 0 : capacity_ - d;
   }
-  void publish(Message* const* msgs, std::size_t n) {
+  void publish(Message* const* msgs, std::size_t n) override {
     queue_.enqueue_bulk(producer_, msgs, n);
     const std::uint64_t depth = depth_.fetch_add(n) + n;
     // One publishing thread: a plain max, no read-modify-write (read by the summary).
@@ -51,6 +52,8 @@ class InProcessPubSub final : public Source {
   }
   // Counted, and told, at the timeout: nothing to do (see Source::return_unsettled).
   void return_unsettled(Message* const*, std::size_t) override {}
+  // Anonymous nacks: the pub/sub would redeliver them.
+  void unsettled_at_timeout(std::uint64_t n) override { nack(nullptr, n); }
   void ack(Message* const* msgs, std::size_t n) override {
     acks_.fetch_add(n, std::memory_order_relaxed);
     if (audit_) audit_(true, msgs, n);

@@ -1,7 +1,10 @@
 // Where messages come from and where their fate is reported: the pub/sub. Consume pulls from a
 // Source; settle acks or nacks back to it; the lease thread extends through it. The embedded
-// default is `InProcessPubSub` (a moodycamel queue fed by the publish stage).
-// Use: the pipeline holds a `Source&`; a broker source implements the same four calls.
+// default is `InProcessPubSub` (a moodycamel queue fed by the publish stage): the only source
+// with a publish side; a broker source (NatsSource) keeps the defaults, so the pipeline runs no
+// publish stage over it.
+// Use: the pipeline holds a `Source&` and nothing else of the source; a broker source implements
+// pull, ack, nack, extend and backlog.
 #pragma once
 
 #include <cstddef>
@@ -36,6 +39,17 @@ class Source {
   // from the backlog): a broker gets them back as nacks; the in-process pub/sub was told at the
   // timeout (anonymous nacks) and is told nothing more.
   virtual void return_unsettled(Message* const* msgs, std::size_t n) { nack(msgs, n); }
+  // Shutdown, when it timed out: `n` messages published and not settled were counted as nacked
+  // (their pointers may still be in use). The in-process pub/sub counts them as nacks with no
+  // messages (Audit: msgs null); a broker gets them back through return_unsettled or AckWait.
+  virtual void unsettled_at_timeout(std::uint64_t /*n*/) {}
+
+  // The publish side (the publish stage, one thread at a time), for a source the service itself
+  // publishes into. A source that cannot be published into (a broker) keeps these defaults.
+  virtual bool publishable() const { return false; }
+  // How many messages publish may add now.
+  virtual std::uint64_t free_capacity() const { return 0; }
+  virtual void publish(Message* const* /*msgs*/, std::size_t /*n*/) {}
 };
 
 }  // namespace mayhem

@@ -28,7 +28,7 @@ class SqliteStore final : public Store {
   SqliteStore& operator=(const SqliteStore&) = delete;
 
   void start(SaveSink sink) override;
-  void save(Message* const* msgs, std::size_t n) override;
+  Batch* save(Message* const* msgs, std::size_t n) override;
   void settled(Message* const* msgs, std::size_t n) override;
   bool cancel_saves(Nanos give_up_at) override;
   bool close(Nanos give_up_at) override;

@@ -1,10 +1,11 @@
 // The store: where the save stage writes each message (the reference's `save()` into a database).
-// `--store memory` has no Store object: the save is the reference's mocked database call, simulated
-// by the IoService like restart and cleanup (random latency, --fail-rate). `--store sqlite:PATH`
-// opens a real SQLite database (sqlite_store.hpp): one writer thread, group commit, idempotent on
-// message_id. Completed saves come back in batches through a sink, exactly as the IoService
-// delivers them, so the graph keeps its shape.
-// Use: `auto store = open_store(spec, batches, clock, log);` (null for memory; throws StoreError
+// `--store memory` is the null object (as spdlog's null_sink), `MemoryStore` (memory_store.hpp):
+// its save is the reference's mocked database call, simulated like restart and cleanup
+// (io/simulated_io.hpp: random latency, --fail-rate); it writes nothing and counts nothing.
+// `--store sqlite:PATH` opens a real SQLite database (sqlite_store.hpp): one writer thread, group
+// commit, idempotent on message_id. Completed saves come back in batches through a sink, exactly
+// as the IoService delivers them, so the graph keeps its shape.
+// Use: `auto store = open_store(spec, batches, clock, log, sim);` (never null; throws StoreError
 // with a one-line reason when the database cannot be used), then `store->start(sink)`,
 // `store->save(msgs, n)` from the save stage, `store->settled(msgs, n)` from settle; at shutdown
 // `cancel_saves(give_up_at)` before waiting for the graph, `close(give_up_at)` after (both bounded
@@ -23,6 +24,7 @@
 #include <string_view>
 
 #include "mayhem/clock.hpp"
+#include "mayhem/io/simulated_io.hpp"
 #include "mayhem/message.hpp"
 
 namespace mayhem {
@@ -61,8 +63,16 @@ class Store {
   virtual ~Store() = default;
   // Starts the writer. Saves submitted before are queued, and written by its first transaction.
   virtual void start(SaveSink sink) = 0;
-  // Saves `n` in-flight messages; each completes later through the sink. Thread-safe.
-  virtual void save(Message* const* msgs, std::size_t n) = 0;
+  // Saves `n` (at most kBatchCapacity) in-flight messages; each completes later through the sink,
+  // or at once: those come back in a batch (the caller owns it and completes them inline, as
+  // the sink would); null when none did. Thread-safe.
+  virtual Batch* save(Message* const* msgs, std::size_t n) = 0;
+  // At completion, after fault injection: whether the save of `m` failed in the simulated
+  // database (the memory store's --fail-rate draw, raised by the reference's mock at the same
+  // point). A real database reports a failed write with `save_failed` instead, never here.
+  bool simulated_failure(const Message& m) const {
+    return simulated_ && simulated_->fails(m, Op::kSave, 0);
+  }
   // Records how `n` messages settled (acked or nacked, restarted or not). Copies what it needs:
   // the messages may be reused as soon as it returns. Thread-safe.
   virtual void settled(Message* const* msgs, std::size_t n) = 0;
@@ -80,10 +90,17 @@ class Store {
   bool close() { return close(kNoDeadline); }
   virtual StoreStats stats() const = 0;
   virtual const char* kind() const = 0;
+
+ protected:
+  // The memory store's simulated database; null for a real one.
+  explicit Store(const SimulatedIo* simulated = nullptr) : simulated_(simulated) {}
+
+ private:
+  const SimulatedIo* simulated_;
 };
 
-// Null for memory (the simulated save); throws StoreError when the database cannot be used.
+// A MemoryStore over `sim` for memory; throws StoreError when the database cannot be used.
 std::unique_ptr<Store> open_store(const StoreSpec& spec, BatchPool& batches, const Clock& clock,
-                                  std::shared_ptr<spdlog::logger> log);
+                                  std::shared_ptr<spdlog::logger> log, SimulatedIo& sim);
 
 }  // namespace mayhem

@@ -13,15 +13,6 @@ namespace mayhem {
 
 using namespace profiler_detail;
 
-namespace {
-
-const char* stage_file(int node) {
-  return node == static_cast<int>(Stage::kLease) ? "src/lease/lease_manager.cpp"
-                                                 : "src/pipeline/pipeline.cpp";
-}
-
-}  // namespace
-
 ProfileSnapshot Profiler::snapshot() const {
   ProfileSnapshot s;
   const double r = report_ns_per_tick();
@@ -79,7 +70,7 @@ ProfileSnapshot Profiler::snapshot() const {
     if (n < kStages) {
       r.kind = ProfileRow::Kind::kStage;
       r.name = to_string(static_cast<Stage>(n));
-      r.file = stage_file(n);
+      r.file = stage_file(static_cast<Stage>(n));
     } else {
       const ZoneSite* z = zone_site(n - kStages);
       r.kind = ProfileRow::Kind::kZone;

@@ -5,6 +5,7 @@
 // Use: `const Profiler::ThreadData& t = ...; t.cells[parent][node].calls.load(...)`.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cstdint>
@@ -37,18 +38,18 @@ inline constexpr std::uint32_t kWindow = 1024;
 using U64 = std::atomic<std::uint64_t>;
 
 // Per stage: which I/O op it submits (0 save, 1 restart, 2 cleanup) or completes (3 + op); -1
-// neither.
-inline constexpr std::int8_t kIoSlot[kStages] = {
-    -1,  // publish
-    -1,  // consume
-    0,   // save
-    3,   // saved
-    1,   // restart
-    4,   // restarted
-    2,   // cleanup
-    5,   // settle
-    -1,  // lease
-};
+// neither (from the stage table, mayhem/stage.hpp).
+inline constexpr auto kIoSlot = [] {
+  std::array<std::int8_t, kStages> slot{};
+  for (int s = 0; s < kStages; ++s) {
+    const StageInfo& i = kStageInfo[s];
+    const bool io = i.op >= 0 && i.op < kOpCount;
+    slot[s] = static_cast<std::int8_t>(io ? i.op : i.completes >= 0 ? kOpCount + i.completes : -1);
+  }
+  return slot;
+}();
+static_assert(kIoSlot[static_cast<int>(Stage::kSaved)] == 3 &&
+              kIoSlot[static_cast<int>(Stage::kLease)] == -1);
 
 struct TraceEvent {
   // Slices, I/O and counters are timed in ticks; queue spans (from a message's publish time) in

@@ -1,0 +1,281 @@
+// The pipeline's I/O stages and completions (see pipeline.hpp): save, restart and cleanup submit
+// each lot's operations (to the store and the simulated I/O); saved and restarted are the
+// reference's gather and handle_results; settle acks or nacks (the end of the reference's
+// cleanup()). Zero-delay completions run inline in the submitting task.
+#include <algorithm>
+
+#include "mayhem/faults.hpp"
+#include "mayhem/observe/zone.hpp"
+#include "mayhem/pipeline/pipeline.hpp"
+
+namespace mayhem {
+
+// ---- save / restart / cleanup: hand the I/O to the store or the simulated I/O ------------------
+
+void Pipeline::submit_body(Op op, Batch* in, IoNode::gateway_type& gw) {
+  // An Op is its submit stage.
+  ObserveScope scope(observer_, op, in->size, in->msgs);
+  const std::uint32_t n = in->size;
+  Batch* now_batch = nullptr;
+  if (shutdown_.stopping()) {
+    // Shutting down: nothing new starts; the operations complete at once as cancelled.
+    now_batch = new_batch();
+    now_batch->cancelled = true;
+    for (std::uint32_t i = 0; i < n; ++i) now_batch->push(in->msgs[i]);
+    pass_on(op, in);
+    gw.try_put(now_batch);
+    return;
+  }
+  // The store's saves (the memory store's go to the simulated I/O too), the simulated I/O's
+  // restarts and cleanups; what completed at once (zero delay) is handled here.
+  if (op == Op::kSave)
+    MAYHEM_ZONED(observer_, now_batch = store_.save(in->msgs, n));
+  else
+    now_batch = io_.submit(op, in->msgs, n);
+  if (now_batch) complete_inline(op, now_batch);
+  pass_on(op, in);
+}
+
+// The reference's gather(save, restart): save's part is submitted (and, at zero delay, done);
+// restart's follows in the next task, usually on this same core, while save's I/O is pending.
+void Pipeline::pass_on(Op op, Batch* in) {
+  if (op == Op::kSave && in->owner)
+    send_to_restart(in);
+  else
+    done_with(in);
+}
+
+// Zero-delay completions, handled in the task that submitted them: the same handlers the
+// completion nodes run, without a task hop or another pass over cold cache lines.
+void Pipeline::complete_inline(Op op, Batch* done) {
+  switch (op) {
+    case Op::kSave: {
+      ObserveScope scope(observer_, Stage::kSaved, done->size, done->msgs);
+      if (Batch* ready = handle_saves(done)) send_to_cleanup(ready);
+      break;
+    }
+    case Op::kRestart: {
+      ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
+      const RestartResults r = handle_restarts(done);
+      if (r.ready) send_to_cleanup(r.ready);
+      if (r.retry) send_to_restart(r.retry);
+      break;
+    }
+    case Op::kCleanup: {
+      ObserveScope scope(observer_, Stage::kSettle, done->size, done->msgs);
+      if (handle_settle(done)) send_to_consume();
+      break;
+    }
+    default:  // not an I/O operation
+      break;
+  }
+}
+
+// ---- saved / restarted: the gather's two branches, and handle_results -------------------------
+
+void Pipeline::handle_results(Message& m) {
+  if (m.save_failed) log_->error("Handling general error: Could not save {}", m);
+  if (m.restart_failed) log_->error("Handling general error: Could not restart {}", Host{m});
+  // The reference's event.set() stopped extensions here; the lease now holds until settle
+  // (Leases::done there): cleanup may wait for a pool thread, and a broker redelivers
+  // a message whose lease lapsed meanwhile.
+}
+
+bool Pipeline::injected_failure(Op op, const Message& m) const {
+  if (!fault_) return false;
+  try {
+    fault_(op, m);
+  } catch (const InjectedIoError&) {
+    return true;  // an expected I/O failure; anything else propagates to the message's guard
+  }
+  return false;
+}
+
+void Pipeline::finish_branch(Message& m, Batch*& ready) {
+  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
+    return;  // the other branch is pending
+  handle_results(m);
+  if (!ready) ready = new_batch();
+  ready->push(&m);
+}
+
+void Pipeline::guard_failed(Message& m, Op op) {
+  shutdown_.fatal(std::current_exception());
+  if (op == Op::kSave)
+    m.save_cancelled = true;
+  else
+    m.restart_cancelled = true;
+}
+
+Batch* Pipeline::handle_saves(Batch* in) {
+  const bool info = log_->should_log(spdlog::level::info);
+  std::uint64_t ok = 0, failed = 0;
+  Batch* ready = nullptr;
+  prefetch_ahead(in->msgs, in->size);
+  for (std::uint32_t i = 0; i < in->size; ++i) {
+    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
+    Message& m = *in->msgs[i];
+    try {
+      if (in->cancelled) {
+        m.save_cancelled = true;
+      } else if (m.save_failed || injected_failure(Op::kSave, m) || store_.simulated_failure(m)) {
+        m.save_failed = true;
+        ++failed;
+      } else {
+        m.saved = true;
+        ++ok;
+        if (info) MAYHEM_ZONED(observer_, log_->info("Saved {} into database", m));
+      }
+    } catch (...) {
+      guard_failed(m, Op::kSave);
+    }
+    finish_branch(m, ready);
+  }
+  metrics_.saved.add(ok);
+  metrics_.save_failed.add(failed);
+  done_with(in);
+  return ready;
+}
+
+void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSaved, in->size, in->msgs);
+  if (Batch* ready = handle_saves(in)) std::get<0>(out).try_put(ready);
+}
+
+Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
+  const bool info = log_->should_log(spdlog::level::info);
+  const bool stopping = shutdown_.stopping();
+  std::uint64_t ok = 0, failed = 0, retried = 0;
+  Batch* ready = nullptr;
+  Batch* retry = nullptr;
+  prefetch_ahead(in->msgs, in->size);
+  for (std::uint32_t i = 0; i < in->size; ++i) {
+    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
+    Message& m = *in->msgs[i];
+    try {
+      if (in->cancelled) {
+        m.restart_cancelled = true;
+      } else if (injected_failure(Op::kRestart, m) ||
+                 io_.fails(m, Op::kRestart, m.restart_attempts)) {
+        if (m.restart_attempts < opts_.restart_retries && !stopping) {
+          log_->error("Retrying for failure to restart: {}", Host{m});
+          ++m.restart_attempts;
+          ++retried;
+          if (!retry) retry = new_batch();
+          retry->push(&m);
+          continue;
+        }
+        m.restart_failed = true;
+        ++failed;
+      } else {
+        m.restarted = true;
+        ++ok;
+        if (info) MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
+      }
+    } catch (...) {
+      guard_failed(m, Op::kRestart);
+    }
+    finish_branch(m, ready);
+  }
+  metrics_.restarted.add(ok);
+  metrics_.restart_failed.add(failed);
+  metrics_.restart_retries.add(retried);
+  done_with(in);
+  return {ready, retry};
+}
+
+void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kRestarted, in->size, in->msgs);
+  const RestartResults r = handle_restarts(in);
+  if (r.ready) std::get<0>(out).try_put(r.ready);
+  if (r.retry) std::get<1>(out).try_put(r.retry);
+}
+
+// ---- settle: the end of the reference's cleanup(): ack (or nack when cancelled) -----------------
+
+bool Pipeline::handle_settle(Batch* in) {
+  const std::uint32_t n = in->size;
+  const Nanos now = clock_.now();
+  const bool info = log_->should_log(spdlog::level::info);
+  const bool debug = log_->should_log(spdlog::level::debug);
+  Histogram& latency = metrics_.latency.local();
+  Message* acks[kBatchCapacity];
+  Message* nacks[kBatchCapacity];
+  std::uint32_t na = 0, nn = 0;
+  // Group consecutive messages of one lot, so a lot's count drops once per run, not per message.
+  Lot* lots[kBatchCapacity];
+  std::uint32_t counts[kBatchCapacity];
+  std::uint32_t runs = 0;
+  prefetch_ahead(in->msgs, n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (i + kPrefetchAhead < n) prefetch_state(in->msgs[i + kPrefetchAhead]);
+    Message& m = *in->msgs[i];
+    Leases::done(m);  // the lease ends here: settle owns the message and its handle
+    bool ack = !in->cancelled;
+    if (ack && fault_) {
+      try {
+        fault_(Op::kCleanup, m);
+      } catch (const InjectedIoError& e) {
+        log_->error("Handling general error: {}; nacking", e.what());  // cleanup could not ack
+        ack = false;
+      } catch (...) {
+        shutdown_.fatal(std::current_exception());
+        ack = false;
+      }
+    }
+    // --on-failure nack: a restart that failed every retry goes back to the broker.
+    if (ack && m.restart_failed && opts_.on_failure == OnFailure::kNack) ack = false;
+    if (ack) {
+      m.acked = true;
+      acks[na++] = &m;
+      latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
+      if (info) MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
+    } else {
+      m.nacked = true;
+      nacks[nn++] = &m;
+      if (debug) log_->debug("Nacked {}", m);
+    }
+    if (runs != 0 && lots[runs - 1] == m.lot) {
+      ++counts[runs - 1];
+    } else {
+      lots[runs] = m.lot;
+      counts[runs++] = 1;
+    }
+  }
+  // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
+  // messages nacked already). The gate makes count-or-not and the seal one decision, and
+  // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
+  const bool sealed = (settle_gate_.fetch_add(1) & kSealed) != 0;
+  if (!sealed) {
+    metrics_.acked.add(na);
+    metrics_.nacked.add(nn);
+    if (na != 0) source_.ack(acks, na);
+    if (nn != 0) source_.nack(nacks, nn);
+  }
+  settle_gate_.fetch_sub(1);
+  if (sealed) {
+    for (std::uint32_t i = 0; i < na; ++i) {
+      acks[i]->acked = false;
+      acks[i]->nacked = true;
+    }
+    source_.return_unsettled(in->msgs, n);  // acks included: they were counted nacked
+  }
+  store_.settled(in->msgs, n);  // the outcome (a database group-commits it with later saves)
+  metrics_.in_flight.fetch_sub(n);
+  // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
+  const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
+                    !consume_scheduled_.exchange(true);
+  if (opts_.messages != 0 && metrics_.settled() >= opts_.messages)
+    shutdown_.request(StopReason::kCompleted);
+  done_with(in);
+  // Last: once a lot's count reaches zero the lease thread may free its messages.
+  for (std::uint32_t r = 0; r < runs; ++r) unref_lot(lots[r], counts[r]);
+  return wake;
+}
+
+void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
+  ObserveScope scope(observer_, Stage::kSettle, in->size, in->msgs);
+  if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
+}
+
+}  // namespace mayhem
