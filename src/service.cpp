@@ -344,25 +344,25 @@ void Service::Impl::shut_down(StopReason why) {
       nats->close(flush_until);
   }
   log->info("Flushing metrics");
-  const auto published = metrics.published.get();
-  const auto settled = metrics.settled();
-  const std::uint64_t unconfirmed = nats ? nats->acks_unconfirmed() : 0;
-  if (published != settled) {
-    log->error("Accounting mismatch: published {} != acked {} + nacked {}{}", published,
-               metrics.acked.get() - unconfirmed, metrics.nacked.get(),
-               nats ? fmt::format(" + ack_unconfirmed {}", unconfirmed) : std::string());
+  Numbers n;  // the numbers the summary reports, from the one table
+  gather(n);
+  const bool broker = n.scope == NumberScope::kBroker;
+  const std::uint64_t intake = broker ? n.received : n.published;
+  const char* in_word = broker ? "received" : "published";
+  if (intake != n.acked + n.nacked + n.ack_unconfirmed) {
+    log->error("Accounting mismatch: {} {} != acked {} + nacked {}{}", in_word, intake, n.acked,
+               n.nacked, broker ? fmt::format(" + ack_unconfirmed {}", n.ack_unconfirmed) : "");
   }
-  log->info("Published {}, acked {}, nacked {} ({} never pulled); peak in flight {}", published,
-            metrics.acked.get() - unconfirmed, metrics.nacked.get(), backlog,
-            metrics.peak_in_flight.load());
-  if (nats) {
-    log->info("NATS: received {}, malformed {} (terminated), redelivered {}", published,
-              nats->malformed(), nats->redelivered());
-    if (unconfirmed != 0)
+  log->info("{} {}, acked {}, nacked {} ({} never pulled); peak in flight {}",
+            broker ? "Received" : "Published", intake, n.acked, n.nacked, backlog,
+            n.peak_in_flight);
+  if (broker) {
+    log->info("NATS: malformed {} (terminated), redelivered {}", n.malformed, n.redelivered);
+    if (n.ack_unconfirmed != 0)
       log->warn(
           "NATS: {} acks were sent but the server never confirmed them (ack_unconfirmed); it "
           "redelivers those it did not get",
-          unconfirmed);
+          n.ack_unconfirmed);
   }
 }
 

@@ -152,6 +152,27 @@ std::map<std::string, std::uint64_t> numbers_agree(NumberScope scope, const json
   return values;
 }
 
+// Runs `svc` to completion, then reads its numbers at exit from the summary, /stats and /metrics
+// (the endpoint keeps serving the run's final numbers after run()) and checks they agree.
+struct NumbersAtExit {
+  std::uint16_t port;
+  json summary_numbers;
+  std::string metrics;
+  std::map<std::string, std::uint64_t> values;
+};
+NumbersAtExit numbers_run_to_exit(Service& svc, NumberScope scope) {
+  REQUIRE(svc.run() == 0);
+  NumbersAtExit r;
+  r.port = svc.stats_port();
+  REQUIRE(r.port != 0);
+  const Summary first = svc.summary();
+  r.summary_numbers = numbers_json_of(first);
+  auto [stats, metrics] = numbers_fetch(r.port);
+  r.values = numbers_agree(scope, to_json(first), stats, metrics);
+  r.metrics = std::move(metrics);
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("Numbers: one line per number, each series and JSON path once, typed by its kind",
@@ -222,15 +243,8 @@ TEST_CASE("Numbers: an in-process run's summary, /stats, /metrics and top agree 
   o.latency_scale = 0.01;
   o.stats_addr = "127.0.0.1:0";
   Service svc(o, Service::Deps{log, nullptr, false, {}});
-  REQUIRE(svc.run() == 0);
-  const std::uint16_t port = svc.stats_port();
-  REQUIRE(port != 0);
-  // After run() the endpoint keeps serving the run's final numbers.
-  const Summary first = svc.summary();
-  const json summary = to_json(first);
-  const json summary_numbers = numbers_json_of(first);
-  const auto [stats, metrics] = numbers_fetch(port);
-  const auto v = numbers_agree(NumberScope::kInProcess, summary, stats, metrics);
+  const NumbersAtExit r = numbers_run_to_exit(svc, NumberScope::kInProcess);
+  const auto& v = r.values;
   // Not all zeros: the run's own numbers.
   CHECK(v.at("published") == 20000);
   CHECK(v.at("consumed") == 20000);
@@ -247,8 +261,8 @@ TEST_CASE("Numbers: an in-process run's summary, /stats, /metrics and top agree 
   CHECK(v.at("pool_messages") > 0);
   // A second look at exit sees the same numbers (the summary's other keys, such as the process's
   // peak memory, may move).
-  CHECK(numbers_json_of(svc.summary()) == summary_numbers);
-  CHECK(numbers_fetch(port).second == metrics);
+  CHECK(numbers_json_of(svc.summary()) == r.summary_numbers);
+  CHECK(numbers_fetch(r.port).second == r.metrics);
 }
 
 TEST_CASE(
@@ -272,14 +286,8 @@ TEST_CASE(
   o.latency_scale = 0.001;
   o.stats_addr = "127.0.0.1:0";
   Service svc(o, Service::Deps{log, nullptr, false, {}});
-  REQUIRE(svc.run() == 0);
-  const std::uint16_t port = svc.stats_port();
-  REQUIRE(port != 0);
-  const Summary first = svc.summary();
-  const json summary = to_json(first);
-  const json summary_numbers = numbers_json_of(first);
-  const auto [stats, metrics] = numbers_fetch(port);
-  const auto v = numbers_agree(NumberScope::kBroker, summary, stats, metrics);
+  const NumbersAtExit r = numbers_run_to_exit(svc, NumberScope::kBroker);
+  const auto& v = r.values;
   CHECK(v.at("received") == kMessages);
   CHECK(v.at("consumed") == kMessages);
   CHECK(v.at("acked") + v.at("ack_unconfirmed") + v.at("nacked") == kMessages);
@@ -288,6 +296,6 @@ TEST_CASE(
   CHECK(v.count("published") == 0);
   CHECK(v.count("peak_backlog") == 0);
   CHECK(v.count("queue_capacity") == 0);
-  CHECK(numbers_json_of(svc.summary()) == summary_numbers);
-  CHECK(numbers_fetch(port).second == metrics);
+  CHECK(numbers_json_of(svc.summary()) == r.summary_numbers);
+  CHECK(numbers_fetch(r.port).second == r.metrics);
 }

@@ -109,6 +109,16 @@ inline constexpr std::uint32_t kPrefetchAhead = 8;
 inline void prefetch_ahead(Message* const* msgs, std::uint32_t n) {
   for (std::uint32_t i = 0; i < n && i < kPrefetchAhead; ++i) prefetch_state(msgs[i]);
 }
+// Calls f(message) for msgs[0, n) in order, each stage's loop over its batch: the state lines
+// are asked for kPrefetchAhead messages ahead.
+template <class F>
+inline void for_each_prefetched(Message* const* msgs, std::uint32_t n, F&& f) {
+  prefetch_ahead(msgs, n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (i + kPrefetchAhead < n) prefetch_state(msgs[i + kPrefetchAhead]);
+    f(*msgs[i]);
+  }
+}
 
 inline constexpr std::uint32_t kBatchCapacity = 128;
 

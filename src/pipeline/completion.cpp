@@ -111,10 +111,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
   const bool info = log_->should_log(spdlog::level::info);
   std::uint64_t ok = 0, failed = 0;
   Batch* ready = nullptr;
-  prefetch_ahead(in->msgs, in->size);
-  for (std::uint32_t i = 0; i < in->size; ++i) {
-    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
-    Message& m = *in->msgs[i];
+  for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
       if (in->cancelled) {
         m.save_cancelled = true;
@@ -130,7 +127,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
       guard_failed(m, Op::kSave);
     }
     finish_branch(m, ready);
-  }
+  });
   metrics_.saved.add(ok);
   metrics_.save_failed.add(failed);
   done_with(in);
@@ -148,10 +145,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
   std::uint64_t ok = 0, failed = 0, retried = 0;
   Batch* ready = nullptr;
   Batch* retry = nullptr;
-  prefetch_ahead(in->msgs, in->size);
-  for (std::uint32_t i = 0; i < in->size; ++i) {
-    if (i + kPrefetchAhead < in->size) prefetch_state(in->msgs[i + kPrefetchAhead]);
-    Message& m = *in->msgs[i];
+  for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
       if (in->cancelled) {
         m.restart_cancelled = true;
@@ -163,7 +157,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
           ++retried;
           if (!retry) retry = new_batch();
           retry->push(&m);
-          continue;
+          return;  // the next message
         }
         m.restart_failed = true;
         ++failed;
@@ -176,7 +170,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       guard_failed(m, Op::kRestart);
     }
     finish_branch(m, ready);
-  }
+  });
   metrics_.restarted.add(ok);
   metrics_.restart_failed.add(failed);
   metrics_.restart_retries.add(retried);
@@ -206,10 +200,7 @@ bool Pipeline::handle_settle(Batch* in) {
   Lot* lots[kBatchCapacity];
   std::uint32_t counts[kBatchCapacity];
   std::uint32_t runs = 0;
-  prefetch_ahead(in->msgs, n);
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (i + kPrefetchAhead < n) prefetch_state(in->msgs[i + kPrefetchAhead]);
-    Message& m = *in->msgs[i];
+  for_each_prefetched(in->msgs, n, [&](Message& m) {
     Leases::done(m);  // the lease ends here: settle owns the message and its handle
     bool ack = !in->cancelled;
     if (ack && fault_) {
@@ -241,7 +232,7 @@ bool Pipeline::handle_settle(Batch* in) {
       lots[runs] = m.lot;
       counts[runs++] = 1;
     }
-  }
+  });
   // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
   // messages nacked already). The gate makes count-or-not and the seal one decision, and
   // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.

@@ -116,20 +116,17 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     const Nanos deadline = clock_.now() + ack_deadline_;
     Nanos earliest = deadline;  // the lot's earliest deadline: its lease is scheduled from there
     const bool info = log_->should_log(spdlog::level::info);
-    prefetch_ahead(lot->batch.msgs, got);
-    for (std::uint32_t i = 0; i < got; ++i) {
-      Message* m = lot->batch.msgs[i];
-      if (i + kPrefetchAhead < got) prefetch_state(lot->batch.msgs[i + kPrefetchAhead]);
-      m->lot = lot;
-      m->pending.store(2, std::memory_order_relaxed);
-      m->lease.store(LeaseState::kActive, std::memory_order_relaxed);
-      Leases::extend_first(*m, deadline);  // the reference's extend(), first iteration
-      earliest = std::min(earliest, m->deadline_ns);
+    for_each_prefetched(lot->batch.msgs, got, [&](Message& m) {
+      m.lot = lot;
+      m.pending.store(2, std::memory_order_relaxed);
+      m.lease.store(LeaseState::kActive, std::memory_order_relaxed);
+      Leases::extend_first(m, deadline);  // the reference's extend(), first iteration
+      earliest = std::min(earliest, m.deadline_ns);
       if (info) {
-        MAYHEM_ZONED(observer_, log_->info("Pulled {}", *m));
-        MAYHEM_ZONED(observer_, leases_.log_first_extension(*m));
+        MAYHEM_ZONED(observer_, log_->info("Pulled {}", m));
+        MAYHEM_ZONED(observer_, leases_.log_first_extension(m));
       }
-    }
+    });
     metrics_.consumed.add(got);
     const std::uint64_t in_flight = metrics_.in_flight.fetch_add(got) + got;
     if (in_flight > metrics_.peak_in_flight.load(std::memory_order_relaxed))

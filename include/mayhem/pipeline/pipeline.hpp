@@ -11,7 +11,7 @@
 //
 // Every edge is listed in one place, Pipeline::wire() (pipeline.cpp): the make_edge ones and those
 // a body sends on by itself (send_to_*). Nodes pass batches of message pointers (up to
-// `batch_size`), so a graph hop costs ~1 ns per message. save, restart and cleanup are
+// `batch_size`), so a graph hop's cost is shared by the batch (docs/ARCHITECTURE.md). save, restart and cleanup are
 // `async_node`s: their bodies hand each message's I/O to the store (save) or the simulated I/O
 // (restart, cleanup; io/simulated_io.hpp) and return at once; completions come back through the
 // gateways into saved / restarted / settle, and zero-delay ones are handled inline. save submits a

@@ -4,7 +4,8 @@
 // with a publish side; a broker source (NatsSource) keeps the defaults, so the pipeline runs no
 // publish stage over it.
 // Use: the pipeline holds a `Source&` and nothing else of the source; a broker source implements
-// pull, ack, nack, extend and backlog.
+// pull, ack, nack, extend, backlog and report, and may override drain / return_unsettled /
+// unsettled_at_timeout.
 #pragma once
 
 #include <cstddef>
