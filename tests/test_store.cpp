@@ -222,7 +222,8 @@ TEST_CASE("SQLite store: the writer group-commits everything queued in one trans
   CHECK(Db(db).count("SELECT count(*) FROM saves") == 1500);
 }
 
-TEST_CASE("SQLite store: a failed write is a save failure through the pipeline's path", "[store]") {
+TEST_CASE("SQLite store: a failed write is a save failure through the pipeline's path, nacked",
+          "[store]") {
   TempDir dir;
   const std::string db = dir.file("fail.db");
   Options o = quick(1000, "sqlite:" + db);
@@ -248,11 +249,16 @@ TEST_CASE("SQLite store: a failed write is a save failure through the pipeline's
   const Summary s = svc.summary();
   CHECK(s.save_failed == refused);
   CHECK(s.saved == o.messages - refused);
-  CHECK(s.acked == o.messages);  // as in the reference: a failed save is logged, then acked
+  // No ack without its row (a real database): a failed save is logged, then nacked. (The
+  // reference, and --store memory, ack it.)
+  CHECK(s.acked == o.messages - refused);
+  CHECK(s.nacked == refused);
   CHECK(s.store_write_failures == refused);
   CHECK(sink->count("Could not save") == refused);
   CHECK(sink->count("refused by test trigger") >= 1);
   CHECK(q.count("SELECT count(*) FROM saves") == static_cast<std::int64_t>(o.messages - refused));
+  CHECK(q.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") ==
+        static_cast<std::int64_t>(s.acked));
   CHECK(q.count("SELECT count(*) FROM saves WHERE instance_name GLOB 'cattle-[a-f]*'") == 0);
 }
 
@@ -304,9 +310,13 @@ TEST_CASE("SQLite store: a database that cannot be used is refused at start", "[
   }
   SECTION("a malformed --store") {
     Options o = quick(1, "sqlite:");
-    CHECK(validate(o).value_or("").find("--store must be memory or sqlite:PATH") == 0);
-    o.store = "postgres://x";
+    CHECK(validate(o).value_or("").find("--store must be memory, sqlite:PATH or postgres://") == 0);
+    o.store = "mysql://x";
     CHECK(validate(o).has_value());
+    o.store = "postgres://x";
+    CHECK_FALSE(validate(o).has_value());
+    o.store_retry_for = -1;
+    CHECK(validate(o).value_or("").find("--store-retry-for must be within") == 0);
   }
   SECTION("the binary: one line on stderr, exit 2") {
     test::Subprocess p({"--messages", "1", "--store", "sqlite:" + dir.file("missing/x.db")});
