@@ -262,6 +262,43 @@ TEST_CASE("SQLite store: a failed write is a save failure through the pipeline's
   CHECK(q.count("SELECT count(*) FROM saves WHERE instance_name GLOB 'cattle-[a-f]*'") == 0);
 }
 
+TEST_CASE("SQLite store: a lock held past the busy wait is retried or fails the saves", "[store]") {
+  // Another connection holds the write lock for longer than the busy handler waits (5 s): the
+  // failure is transient. With retries the saves are written once the lock goes; without, they
+  // fail (and the pipeline nacks them: "a failed write ... nacked" above).
+  TempDir dir;
+  const std::string db = dir.file("busy.db");
+  const bool retry = GENERATE(true, false);
+  BatchPool batches{64};
+  auto [log, sink] = test::make_test_logger(spdlog::level::info);
+  SqliteStore store(db, batches, SteadyClock::instance(), log, retry ? 30'000'000'000 : 0);
+  Completions c(batches);
+  store.start(c.sink());
+  Db locker(db);
+  locker.exec("BEGIN IMMEDIATE");
+  Messages m(200);
+  m.save(store);
+  // The busy handler gives up after 5 s; the lock goes 0.5 s later.
+  REQUIRE(test::eventually([&] { return sink->count("database is locked") >= 1; }, 10s));
+  std::this_thread::sleep_for(500ms);  // holding the lock past the give-up, on purpose
+  locker.exec("ROLLBACK");
+  REQUIRE(c.wait_for(200));
+  store.close();
+  if (retry) {
+    CHECK(c.failed == 0);
+    CHECK(store.stats().rows_inserted == 200);
+    CHECK(sink->count("retrying with backoff") >= 1);
+    CHECK(sink->count("written after") >= 1);
+    CHECK(Db(db).count("SELECT count(*) FROM saves") == 200);
+  } else {
+    CHECK(c.failed == 200);
+    CHECK(store.stats().write_failures == 200);
+    CHECK(sink->count("gave up after 0 retries") >= 1);
+    CHECK(Db(db).count("SELECT count(*) FROM saves") == 0);
+  }
+  CHECK(c.cancelled == 0);
+}
+
 TEST_CASE("SQLite store: a shutdown mid-run leaves every row settled and nothing lost", "[store]") {
   TempDir dir;
   const std::string db = dir.file("stop.db");
