@@ -115,7 +115,7 @@ struct AckedIds {
 
 }  // namespace
 
-TEST_CASE("PostgreSQL store: one row per message_id, duplicates counted, group commit",
+TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and group commit",
           "[postgres]") {
   PostgresServer pg;
   BatchPool batches{64};
@@ -185,7 +185,7 @@ TEST_CASE("PostgreSQL store: processes racing to create the table all start", "[
   CHECK(pg.count("SELECT count(*) FROM saves") == 0);
 }
 
-TEST_CASE("PostgreSQL store: a run acks everything with one row each, settlement recorded",
+TEST_CASE("PostgreSQL store: a run acks everything with one row each and its settlement",
           "[postgres]") {
   PostgresServer pg;
   SECTION("in-process service") {
@@ -229,7 +229,7 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each, settlement
   }
 }
 
-TEST_CASE("PostgreSQL store: restarted in the middle of a run, nothing is acked without its row",
+TEST_CASE("PostgreSQL store: restarted in the middle of a run and nothing is acked without its row",
           "[postgres]") {
   PostgresServer pg;
   Options o = pg_options(8000, pg.url());
@@ -265,7 +265,7 @@ TEST_CASE("PostgreSQL store: restarted in the middle of a run, nothing is acked 
         static_cast<long long>(s.acked));
 }
 
-TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks, never acks",
+TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and never acks",
           "[postgres]") {
   PostgresServer pg;
   Options o = pg_options(6000, pg.url());
@@ -301,7 +301,7 @@ TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks, neve
         static_cast<long long>(s.acked));
 }
 
-TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start, exit 2",
+TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start with exit 2",
           "[postgres][cli]") {
   PostgresServer pg;
   const auto refused = [&](const std::string& url, const std::string& reason) {
@@ -343,7 +343,7 @@ TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start,
                  "postgres") == 0);
 }
 
-TEST_CASE("PostgreSQL store: URLs are parsed, validated and redacted", "[postgres]") {
+TEST_CASE("PostgreSQL store: URLs are parsed and validated and redacted", "[postgres]") {
   std::string err;
   auto spec = parse_store_spec("postgresql://u@h/db", err);
   REQUIRE(spec);
