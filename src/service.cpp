@@ -92,6 +92,7 @@ struct Service::Impl {
     auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
     spec->retry_for = seconds_to_nanos(opts.store_retry_for);
+    spec->group_commit = opts.store_group_commit;
     if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
     observers.add(deps.observer);
     observers.add(collector.get());

@@ -227,6 +227,19 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each and its set
     CHECK(s["acked"] == 400);
     CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 400);
   }
+  SECTION("the binary, one transaction per save (--store-group-commit 0)") {
+    test::Subprocess p({"--messages", "300", "--publish-interval", "0", "--latency-scale", "0.002",
+                        "--store", pg.url(), "--store-group-commit", "0", "--summary-json",
+                        "--log-level", "warning"});
+    const test::Result r = p.wait(60s);
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const auto s = nlohmann::json::parse(r.out);
+    CHECK(s["store"]["rows_inserted"] == 300);
+    CHECK(s["store"]["transactions"] >= 300);  // one per save, and the settlements'
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 300);
+  }
 }
 
 TEST_CASE("PostgreSQL store: restarted in the middle of a run and nothing is acked without its row",

@@ -80,6 +80,9 @@ struct Options {
   // A real database's transient failures (lost connection, server restarting, lock timeout,
   // deadlock) are retried this long, with backoff and reconnects; then those saves fail (nacked).
   double store_retry_for = 30.0;
+  // A real database writes everything queued in one transaction (group commit); false: one
+  // transaction per save, to measure group commit against (bench).
+  bool store_group_commit = true;
 
   // --- profiling (include/mayhem/observe/profiler.hpp; all off = no observer, no cost) --------
   bool profile = false;                  // print the cProfile-style table + line timings at exit

@@ -105,6 +105,12 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "lock timeout, deadlock) are retried, with backoff and reconnects, before those "
                  "saves fail and their messages are nacked")
       ->group(io);
+  app.add_option("--store-group-commit", o.store_group_commit,
+                 "1: a database writes everything queued in one transaction (group commit); 0: "
+                 "one transaction per save (slow: to measure group commit against)")
+      ->type_name("0|1")
+      ->check(CLI::IsMember({"0", "1"}))
+      ->group(io);
 
   auto* lease = "Leases";
   app.add_option("--extend-interval", o.extend_interval,

@@ -26,6 +26,7 @@ struct GroupCommitStore::Impl {
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log;
   const Nanos retry_for;
+  const bool group_commit;
   SaveSink sink;  // set by start(), before the writer exists
 
   std::mutex mutex;
@@ -46,8 +47,8 @@ struct GroupCommitStore::Impl {
   std::atomic<std::uint64_t> rows{0}, duplicates{0}, failures{0}, transactions{0}, outcomes{0};
 
   Impl(std::unique_ptr<StoreBackend> d, BatchPool& b, const Clock& c,
-       std::shared_ptr<spdlog::logger> l, Nanos r)
-      : db(std::move(d)), batches(b), clock(c), log(std::move(l)), retry_for(r) {}
+       std::shared_ptr<spdlog::logger> l, Nanos r, bool g)
+      : db(std::move(d)), batches(b), clock(c), log(std::move(l)), retry_for(r), group_commit(g) {}
 
   // Waits on `cv` for `pred` until `give_up_at` (the store's clock); false if it still fails.
   template <typename Pred>
@@ -65,13 +66,34 @@ struct GroupCommitStore::Impl {
     return true;
   }
 
-  void deliver(const std::vector<Message*>& msgs, bool cancel) {
+  void deliver(Message* const* msgs, std::size_t n, bool cancel) {
     std::size_t i = 0;
-    while (i < msgs.size()) {
+    while (i < n) {
       Batch* b = acquire_batch(batches, cancel);
-      while (i < msgs.size() && !b->full()) b->push(msgs[i++]);
+      while (i < n && !b->full()) b->push(msgs[i++]);
       sink(b);
     }
+  }
+  void deliver(const std::vector<Message*>& msgs, bool cancel) {
+    deliver(msgs.data(), msgs.size(), cancel);
+  }
+
+  // One transaction per save (--store-group-commit 0, for measuring group commit against it):
+  // the settlements go with the first. Completes the saves written; the rest, once the shutdown
+  // stopped it, as cancelled.
+  void write_each(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
+    std::vector<Message*> one(1);
+    const std::vector<Settlement> none;
+    std::size_t i = 0;
+    bool written = true;
+    for (; i < batch.size() && written; ++i) {
+      one[0] = batch[i];
+      written = write(one, i == 0 ? done : none);
+    }
+    if (batch.empty()) written = write(batch, done);
+    const std::size_t ok = written ? batch.size() : i - 1;
+    deliver(batch.data(), ok, false);
+    deliver(batch.data() + ok, batch.size() - ok, true);
   }
 
   bool shutdown_gives_up() const {
@@ -157,8 +179,12 @@ struct GroupCommitStore::Impl {
         done.swap(settlements);
         writing_saves = !batch.empty();
       }
-      const bool written = write(batch, done);
-      deliver(batch, !written);
+      if (group_commit) {
+        const bool written = write(batch, done);
+        deliver(batch, !written);
+      } else {
+        write_each(batch, done);
+      }
       batch.clear();
       done.clear();
       bool notify;
@@ -174,9 +200,9 @@ struct GroupCommitStore::Impl {
 
 GroupCommitStore::GroupCommitStore(std::unique_ptr<StoreBackend> backend, BatchPool& batches,
                                    const Clock& clock, std::shared_ptr<spdlog::logger> log,
-                                   Nanos retry_for)
+                                   Nanos retry_for, bool group_commit)
     : impl_(std::make_unique<Impl>(std::move(backend), batches, clock, std::move(log),
-                                   std::max<Nanos>(retry_for, 0))) {}
+                                   std::max<Nanos>(retry_for, 0), group_commit)) {}
 
 GroupCommitStore::~GroupCommitStore() {
   close();
@@ -186,7 +212,8 @@ GroupCommitStore::~GroupCommitStore() {
 void GroupCommitStore::start(SaveSink sink) {
   Impl& s = *impl_;
   s.sink = std::move(sink);
-  s.log->info("{}: {}", s.db->label(), s.db->describe());
+  s.log->info("{}: {}{}", s.db->label(), s.db->describe(),
+              s.group_commit ? "" : "; one transaction per save (--store-group-commit 0)");
   s.writer = std::thread([&s] {
     name_this_thread(s.db->thread_name());
     s.writer_loop();

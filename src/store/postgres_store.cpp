@@ -376,8 +376,10 @@ std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock&
 }  // namespace
 
 PostgresStore::PostgresStore(const std::string& url, BatchPool& batches, const Clock& clock,
-                             std::shared_ptr<spdlog::logger> log, Nanos retry_for)
-    : GroupCommitStore(open_postgres(url, clock, log), batches, clock, log, retry_for) {}
+                             std::shared_ptr<spdlog::logger> log, Nanos retry_for,
+                             bool group_commit)
+    : GroupCommitStore(open_postgres(url, clock, log), batches, clock, log, retry_for,
+                       group_commit) {}
 
 const char* PostgresStore::schema() {
   return kSchema;

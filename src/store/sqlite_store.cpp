@@ -263,8 +263,9 @@ std::unique_ptr<StoreBackend> open_sqlite(std::string path, const Clock& clock,
 }  // namespace
 
 SqliteStore::SqliteStore(std::string path, BatchPool& batches, const Clock& clock,
-                         std::shared_ptr<spdlog::logger> log, Nanos retry_for)
-    : GroupCommitStore(open_sqlite(std::move(path), clock, log), batches, clock, log, retry_for) {}
+                         std::shared_ptr<spdlog::logger> log, Nanos retry_for, bool group_commit)
+    : GroupCommitStore(open_sqlite(std::move(path), clock, log), batches, clock, log, retry_for,
+                       group_commit) {}
 
 const char* SqliteStore::schema() {
   return kSchema;

@@ -27,11 +27,12 @@ std::unique_ptr<Store> open_store(const StoreSpec& spec, BatchPool& batches, con
       return std::make_unique<MemoryStore>(sim);
     case StoreSpec::Kind::kSqlite:
       return std::make_unique<SqliteStore>(spec.path, batches, clock, std::move(log),
-                                           spec.retry_for);
+                                           spec.retry_for, spec.group_commit);
     case StoreSpec::Kind::kPostgres:
       break;
   }
-  return std::make_unique<PostgresStore>(spec.path, batches, clock, std::move(log), spec.retry_for);
+  return std::make_unique<PostgresStore>(spec.path, batches, clock, std::move(log), spec.retry_for,
+                                         spec.group_commit);
 }
 
 }  // namespace mayhem

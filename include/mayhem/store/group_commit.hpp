@@ -87,8 +87,9 @@ class GroupCommitStore : public Store {
 
  protected:
   // `retry_for`: how long transient failures are retried before the saves fail (0: never).
+  // `group_commit` false: one transaction per save (to measure group commit against).
   GroupCommitStore(std::unique_ptr<StoreBackend> backend, BatchPool& batches, const Clock& clock,
-                   std::shared_ptr<spdlog::logger> log, Nanos retry_for);
+                   std::shared_ptr<spdlog::logger> log, Nanos retry_for, bool group_commit);
 
  private:
   struct Impl;

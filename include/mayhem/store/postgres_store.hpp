@@ -25,7 +25,8 @@ class PostgresStore final : public GroupCommitStore {
  public:
   // `url`: a libpq connection URI (postgres://USER:PASSWORD@HOST:PORT/DB?PARAM=...).
   PostgresStore(const std::string& url, BatchPool& batches, const Clock& clock,
-                std::shared_ptr<spdlog::logger> log, Nanos retry_for = kDefaultStoreRetryFor);
+                std::shared_ptr<spdlog::logger> log, Nanos retry_for = kDefaultStoreRetryFor,
+                bool group_commit = true);
   const char* kind() const override { return "postgres"; }
 
   // The schema (PostgreSQL's types; the SQLite store's columns): one row per message_id.

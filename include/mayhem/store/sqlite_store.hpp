@@ -21,7 +21,8 @@ class SqliteStore final : public GroupCommitStore {
   // Opens (creating when missing) the database and its schema, checks it is writable; throws
   // StoreError with a one-line reason otherwise. Transient failures are retried for `retry_for`.
   SqliteStore(std::string path, BatchPool& batches, const Clock& clock,
-              std::shared_ptr<spdlog::logger> log, Nanos retry_for = kDefaultStoreRetryFor);
+              std::shared_ptr<spdlog::logger> log, Nanos retry_for = kDefaultStoreRetryFor,
+              bool group_commit = true);
   const char* kind() const override { return "sqlite"; }
 
   // The schema (also in README.md): one row per message_id.

@@ -39,7 +39,9 @@ struct StoreSpec {
   enum class Kind { kMemory, kSqlite, kPostgres };
   Kind kind = Kind::kMemory;
   std::string path;  // kSqlite: the database file; kPostgres: the whole postgres://... URL
-  Nanos retry_for = kDefaultStoreRetryFor;  // not parsed: the service sets it
+  // Not parsed: the service sets them (--store-retry-for, --store-group-commit).
+  Nanos retry_for = kDefaultStoreRetryFor;
+  bool group_commit = true;  // false: one transaction per save
 };
 
 // "memory", "sqlite:PATH", "postgres://..." or "postgresql://..."; nullopt (and `err` set to one
