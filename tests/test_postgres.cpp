@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
-#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -276,6 +278,7 @@ TEST_CASE("PostgreSQL store: restarted in the middle of a run and nothing is ack
   CHECK(pg.count("SELECT count(*) FROM saves") == static_cast<long long>(s.acked));
   CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") ==
         static_cast<long long>(s.acked));
+  CHECK(sink->count("Accounting mismatch") == 0);
 }
 
 TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and never acks",
@@ -312,6 +315,7 @@ TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and n
   // may be missing, so the rows' outcome is not checked here).
   CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
         static_cast<long long>(s.acked));
+  CHECK(sink->count("Accounting mismatch") == 0);
 }
 
 TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start with exit 2",

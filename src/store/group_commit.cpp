@@ -134,6 +134,9 @@ struct GroupCommitStore::Impl {
       }
       const Nanos elapsed = (std::chrono::steady_clock::now() - first).count();
       const bool shutting_down = r == StoreBackend::Result::kGaveUp || db->gave_up.exchange(false);
+      if (retries == 0 && !shutting_down && elapsed < retry_for)
+        log->warn("{}: {}; retrying with backoff and reconnects for up to {:g} s", db->label(),
+                  db->error(), static_cast<double>(retry_for) / 1e9);
       if (shutting_down ||
           (elapsed < retry_for && !pause(std::min(backoff, retry_for - elapsed)))) {
         log->warn("{}: {}; shutting down, {} saves cancelled and {} settlements not recorded",
@@ -150,9 +153,6 @@ struct GroupCommitStore::Impl {
             done.size());
         return true;
       }
-      if (retries == 0)
-        log->warn("{}: {}; retrying with backoff and reconnects for up to {:g} s", db->label(),
-                  db->error(), static_cast<double>(retry_for) / 1e9);
       backoff = std::min<Nanos>(backoff * 2, 1'000'000'000);
       db->reconnect();
     }
