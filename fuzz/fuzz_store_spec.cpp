@@ -1,6 +1,8 @@
-// libFuzzer target for the --store decoder, mayhem::parse_store_spec ("memory" | "sqlite:PATH").
+// libFuzzer target for the --store decoder, mayhem::parse_store_spec ("memory" | "sqlite:PATH" |
+// "postgres://..." | "postgresql://...").
 // Properties: it never crashes or throws; "memory" is the memory store; an accepted sqlite spec
-// keeps exactly the text after "sqlite:" as its path (never empty); a rejected one explains itself.
+// keeps exactly the text after "sqlite:" as its path (never empty); an accepted postgres spec keeps
+// the whole URL, which starts with one of the two schemes; a rejected one explains itself.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (spec->kind == mayhem::StoreSpec::Kind::kMemory) {
     if (text != "memory") std::abort();
+  } else if (spec->kind == mayhem::StoreSpec::Kind::kPostgres) {
+    if (text != spec->path ||
+        (text.rfind("postgres://", 0) != 0 && text.rfind("postgresql://", 0) != 0))
+      std::abort();
   } else if (spec->path.empty() || text != "sqlite:" + spec->path) {
     std::abort();
   }

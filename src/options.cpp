@@ -5,6 +5,8 @@
 #include <cmath>
 #include <thread>
 
+#include "mayhem/store/store.hpp"
+
 namespace mayhem {
 
 std::uint32_t default_threads() {
@@ -76,8 +78,10 @@ std::optional<std::string> validate(const Options& o) {
                        o.durable);
   if (!valid_subject(o.subject))
     return fmt::format("--subject must be a NATS subject like a.b.c (got '{}')", o.subject);
-  if (o.store != "memory" && !(o.store.rfind("sqlite:", 0) == 0 && o.store.size() > 7))
-    return fmt::format("--store must be memory or sqlite:PATH (got '{}')", o.store);
+  if (std::string err; !parse_store_spec(o.store, err)) return err;
+  if (!finite_non_negative(o.store_retry_for) || o.store_retry_for > 86400)
+    return fmt::format("--store-retry-for must be within [0, 86400] seconds (got {})",
+                       o.store_retry_for);
   if (o.profile_sort != "tottime" && o.profile_sort != "cumtime" && o.profile_sort != "ncalls" &&
       o.profile_sort != "name")
     return fmt::format("--profile-sort must be tottime, cumtime, ncalls or name (got '{}')",

@@ -67,7 +67,7 @@ struct Service::Impl {
   std::unique_ptr<IoService> io;
   // The simulated I/O draws, over `io`.
   std::unique_ptr<SimulatedIo> sim;
-  // --store: memory (the null store) or sqlite.
+  // --store: memory (the null store), sqlite or postgres.
   std::unique_ptr<Store> store;
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
@@ -89,8 +89,10 @@ struct Service::Impl {
         shutdown(log) {
     pubsub.set_audit(deps.audit);
     std::string err;
-    const auto spec = parse_store_spec(opts.store, err);
+    auto spec = parse_store_spec(opts.store, err);
     if (!spec) throw std::invalid_argument(err);
+    spec->retry_for = seconds_to_nanos(opts.store_retry_for);
+    spec->group_commit = opts.store_group_commit;
     if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
     observers.add(deps.observer);
     observers.add(collector.get());

@@ -17,6 +17,8 @@ packages=(
   # the soak's optional live stats (tools/soak.sh)
   curl
   nats-server libnats-dev
+  # the PostgreSQL store (libpq) and the server its tests and tools/cluster.sh start
+  libpq-dev postgresql
   valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )
 missing=()

@@ -74,8 +74,15 @@ struct Options {
   // is logged and counted) or nack (redelivered for another try).
   OnFailure on_failure = OnFailure::kAck;
   // --- store ------------------------------------------------------------------------------------
-  // memory: the reference's simulated save; sqlite:PATH: a real SQLite database (store/store.hpp)
+  // memory: the reference's simulated save; sqlite:PATH, postgres://...: a real database
+  // (store/store.hpp)
   std::string store = "memory";
+  // A real database's transient failures (lost connection, server restarting, lock timeout,
+  // deadlock) are retried this long, with backoff and reconnects; then those saves fail (nacked).
+  double store_retry_for = 30.0;
+  // A real database writes everything queued in one transaction (group commit); false: one
+  // transaction per save, to measure group commit against (bench).
+  bool store_group_commit = true;
 
   // --- profiling (include/mayhem/observe/profiler.hpp; all off = no observer, no cost) --------
   bool profile = false;                  // print the cProfile-style table + line timings at exit

@@ -93,9 +93,23 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->check(kNotNegative)
       ->group(io);
   app.add_option("--store", o.store,
-                 "Where save writes: memory (the reference's simulated save) or sqlite:PATH (a "
-                 "real SQLite database: WAL, one writer, group commit, one row per message_id)")
-      ->type_name("memory|sqlite:PATH")
+                 "Where save writes: memory (the reference's simulated save), sqlite:PATH (a "
+                 "real SQLite database: WAL, one writer, group commit, one row per message_id) or "
+                 "postgres://USER:PASSWORD@HOST:PORT/DB (alias postgresql://; a shared "
+                 "PostgreSQL database: one connection, group commit, one row per message_id). "
+                 "With a database, a message is acked only once its row is committed")
+      ->type_name("memory|sqlite:PATH|postgres://...")
+      ->group(io);
+  app.add_option("--store-retry-for", o.store_retry_for,
+                 "Seconds a database's transient failures (lost connection, server restarting, "
+                 "lock timeout, deadlock) are retried, with backoff and reconnects, before those "
+                 "saves fail and their messages are nacked")
+      ->group(io);
+  app.add_option("--store-group-commit", o.store_group_commit,
+                 "1: a database writes everything queued in one transaction (group commit); 0: "
+                 "one transaction per save (slow: to measure group commit against)")
+      ->type_name("0|1")
+      ->check(CLI::IsMember({"0", "1"}))
       ->group(io);
 
   auto* lease = "Leases";

@@ -185,7 +185,7 @@ void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) 
   if (r.retry) std::get<1>(out).try_put(r.retry);
 }
 
-// ---- settle: the end of the reference's cleanup(): ack (or nack when cancelled) -----------------
+// ---- settle: the end of the reference's cleanup(): ack (or nack: cancelled, no row) -------------
 
 bool Pipeline::handle_settle(Batch* in) {
   const std::uint32_t n = in->size;
@@ -216,6 +216,10 @@ bool Pipeline::handle_settle(Batch* in) {
     }
     // --on-failure nack: a restart that failed every retry goes back to the broker.
     if (ack && m.restart_failed && opts_.on_failure == OnFailure::kNack) ack = false;
+    // No ack without its row: with a real database, a message whose save failed or was
+    // cancelled goes back to the source, to be saved when it comes again. (The memory store
+    // keeps the reference's rule: a failed save is logged, then acked.)
+    if (ack && !m.saved && store_.ack_needs_row()) ack = false;
     if (ack) {
       m.acked = true;
       acks[na++] = &m;

@@ -2,9 +2,12 @@
 // `--store memory` is the null object (as spdlog's null_sink), `MemoryStore` (memory_store.hpp):
 // its save is the reference's mocked database call, simulated like restart and cleanup
 // (io/simulated_io.hpp: random latency, --fail-rate); it writes nothing and counts nothing.
-// `--store sqlite:PATH` opens a real SQLite database (sqlite_store.hpp): one writer thread, group
-// commit, idempotent on message_id. Completed saves come back in batches through a sink, exactly
-// as the IoService delivers them, so the graph keeps its shape.
+// `--store sqlite:PATH` opens a real SQLite database (sqlite_store.hpp), `--store
+// postgres://...` a real PostgreSQL one (postgres_store.hpp): one writer thread, group commit,
+// idempotent on message_id, transient failures retried (group_commit.hpp). Completed saves come
+// back in batches through a sink, exactly as the IoService delivers them, so the graph keeps its
+// shape. With a real database a message is acked only once its row is committed
+// (`ack_needs_row`): settle nacks a message whose save failed or was cancelled.
 // Use: `auto store = open_store(spec, batches, clock, log, sim);` (never null; throws StoreError
 // with a one-line reason when the database cannot be used), then `store->start(sink)`,
 // `store->save(msgs, n)` from the save stage, `store->settled(msgs, n)` from settle; at shutdown
@@ -29,16 +32,24 @@
 
 namespace mayhem {
 
+// How long a real store retries a transient failure before the saves fail (--store-retry-for).
+inline constexpr Nanos kDefaultStoreRetryFor = 30'000'000'000;
+
 struct StoreSpec {
-  enum class Kind { kMemory, kSqlite };
+  enum class Kind { kMemory, kSqlite, kPostgres };
   Kind kind = Kind::kMemory;
-  std::string path;  // kSqlite: the database file
+  std::string path;  // kSqlite: the database file; kPostgres: the whole postgres://... URL
+  // Not parsed: the service sets them (--store-retry-for, --store-group-commit).
+  Nanos retry_for = kDefaultStoreRetryFor;
+  bool group_commit = true;  // false: one transaction per save
 };
 
-// "memory" or "sqlite:PATH"; nullopt (and `err` set to one line) for anything else.
+// "memory", "sqlite:PATH", "postgres://..." or "postgresql://..."; nullopt (and `err` set to one
+// line) for anything else.
 std::optional<StoreSpec> parse_store_spec(std::string_view text, std::string& err);
 
-// The database cannot be used (cannot open or create it, read-only, not a database, no WAL).
+// The database cannot be used (cannot open or create it, read-only, not a database, no WAL;
+// cannot connect, authenticate, create the table or write to it).
 struct StoreError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -73,6 +84,10 @@ class Store {
   bool simulated_failure(const Message& m) const {
     return simulated_ && simulated_->fails(m, Op::kSave, 0);
   }
+  // Whether an ack needs the message's row: true for a real database, where a message whose save
+  // failed (or was cancelled) is nacked, so that it comes back and is saved later; false for the
+  // memory store, where a failed save is logged and acked, as in the reference.
+  bool ack_needs_row() const { return simulated_ == nullptr; }
   // Records how `n` messages settled (acked or nacked, restarted or not). Copies what it needs:
   // the messages may be reused as soon as it returns. Thread-safe.
   virtual void settled(Message* const* msgs, std::size_t n) = 0;

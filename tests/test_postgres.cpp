@@ -1,0 +1,382 @@
+// The PostgreSQL store (--store postgres://...) against a throwaway cluster that each test starts
+// (support/postgres_server.hpp): one row per message_id and duplicates counted, group commit,
+// processes racing to create the table, a service run acking everything with one row each and
+// its settlement recorded, PostgreSQL restarted in the middle of a run (no ack without its row),
+// an outage longer than --store-retry-for (those messages nacked, never acked), and bad URLs and
+// roles refused at start by the binary with one line and exit 2.
+#include <signal.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mayhem/service.hpp"
+#include "mayhem/store/postgres_store.hpp"
+#include "support/postgres_server.hpp"
+#include "support/subprocess.hpp"
+#include "support/test_sink.hpp"
+
+using namespace mayhem;
+using namespace std::chrono_literals;
+
+namespace {
+
+using mayhem::test::PostgresServer;
+
+Options pg_options(std::uint64_t messages, const std::string& url) {
+  Options o;
+  o.messages = messages;
+  o.publish_interval = 0;
+  o.latency_scale = 0.002;
+  o.seed = 5151;
+  o.store = url;
+  return o;
+}
+
+// The saves a store completes, counted; waits for a number of them.
+struct PgCompletions {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t done = 0, failed = 0, cancelled = 0;
+  BatchPool& batches;
+  explicit PgCompletions(BatchPool& b) : batches(b) {}
+
+  SaveSink sink() {
+    return [this](Batch* b) {
+      {
+        std::lock_guard lock(mutex);
+        for (std::uint32_t i = 0; i < b->size; ++i) {
+          ++done;
+          if (b->cancelled) ++cancelled;
+          if (b->msgs[i]->save_failed) ++failed;
+        }
+      }
+      batches.release_one(b);
+      cv.notify_all();
+    };
+  }
+  bool wait_for(std::size_t n) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, 30s, [&] { return done >= n; });
+  }
+};
+
+struct PgMessages {
+  std::vector<Message> msgs;
+  std::vector<Message*> ptrs;
+  explicit PgMessages(std::size_t n, std::uint64_t seed = 11) : msgs(n), ptrs(n) {
+    MessageFactory f(seed);
+    for (std::size_t i = 0; i < n; ++i) {
+      f.fill(msgs[i], i, 0);
+      ptrs[i] = &msgs[i];
+    }
+  }
+  void save(Store& store) {
+    for (std::size_t i = 0; i < ptrs.size(); i += kBatchCapacity)
+      store.save(ptrs.data() + i, std::min<std::size_t>(kBatchCapacity, ptrs.size() - i));
+  }
+};
+
+// The message ids the in-process pub/sub was told to ack, collected by the service's audit hook.
+struct AckedIds {
+  std::mutex mutex;
+  std::vector<std::string> ids;
+  std::uint64_t acks = 0, nacks = 0;
+  std::function<void(bool, Message* const*, std::size_t)> hook() {
+    return [this](bool ack, Message* const* msgs, std::size_t n) {
+      std::lock_guard lock(mutex);
+      if (!ack) {
+        nacks += n;
+        return;
+      }
+      acks += n;
+      char id[37];
+      for (std::size_t i = 0; i < n; ++i) {
+        uuid_text(msgs[i]->id, id);
+        ids.emplace_back(id, 36);
+      }
+    };
+  }
+  // An SQL array literal of the ids.
+  std::string array() {
+    std::lock_guard lock(mutex);
+    std::string a = "'{";
+    for (const auto& id : ids) a += id + ",";
+    if (!ids.empty()) a.pop_back();
+    return a + "}'";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and group commit",
+          "[postgres]") {
+  PostgresServer pg;
+  BatchPool batches{64};
+  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+  PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
+  PgCompletions c(batches);
+  PgMessages m(1000);
+  m.save(store);  // 8 submissions queued before the writer runs: its first commit takes them all
+  store.start(c.sink());
+  REQUIRE(c.wait_for(1000));
+  CHECK(store.stats().transactions == 1);
+  CHECK(store.stats().rows_inserted == 1000);
+  for (Message& msg : m.msgs) {
+    msg.saved = true;
+    msg.nacked = true;
+  }
+  store.settled(m.ptrs.data(), m.ptrs.size());
+
+  // The same message ids again (a redelivery): no new row, counted as duplicates, then acked.
+  for (Message& msg : m.msgs) msg.reset_state();
+  m.save(store);
+  REQUIRE(c.wait_for(2000));
+  for (Message& msg : m.msgs) {
+    msg.saved = true;
+    msg.acked = true;
+    msg.restarted = true;
+  }
+  store.settled(m.ptrs.data(), m.ptrs.size());
+  REQUIRE(store.close());
+
+  CHECK(c.failed == 0);
+  CHECK(c.cancelled == 0);
+  const StoreStats st = store.stats();
+  CHECK(st.rows_inserted == 1000);
+  CHECK(st.duplicates == 1000);
+  CHECK(st.outcomes == 2000);
+  CHECK(st.write_failures == 0);
+  CHECK(st.transactions < st.rows_inserted);
+  CHECK(pg.count("SELECT count(*) FROM saves") == 1000);
+  CHECK(pg.count("SELECT count(DISTINCT message_id) FROM saves") == 1000);
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked' AND restarted = 1 AND "
+                 "hostname = instance_name || '.example.net' AND settled_at >= saved_at") == 1000);
+}
+
+TEST_CASE("PostgreSQL store: processes racing to create the table all start", "[postgres]") {
+  PostgresServer pg;
+  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+  std::vector<std::thread> threads;
+  std::atomic<int> opened{0};
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      try {
+        BatchPool batches{8};
+        PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
+        ++opened;
+      } catch (const std::exception& e) {
+        std::lock_guard lock(errors_mutex);
+        errors.push_back(e.what());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  INFO((errors.empty() ? "" : errors.front()));
+  CHECK(opened == 4);
+  CHECK(pg.count("SELECT count(*) FROM saves") == 0);
+}
+
+TEST_CASE("PostgreSQL store: a run acks everything with one row each and its settlement",
+          "[postgres]") {
+  PostgresServer pg;
+  SECTION("in-process service") {
+    Options o = pg_options(3000, pg.url());
+    auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+    AckedIds acked;
+    Service::Deps d;
+    d.log = log;
+    d.audit = acked.hook();
+    Service svc(o, std::move(d));
+    REQUIRE(svc.run() == 0);
+    const Summary s = svc.summary();
+    CHECK(s.acked == 3000);
+    CHECK(s.nacked == 0);
+    CHECK(std::string(s.store) == "postgres");
+    CHECK(s.store_rows == 3000);
+    CHECK(s.store_write_failures == 0);
+    CHECK(s.store_transactions >= 1);
+    CHECK(s.store_transactions < s.store_rows);  // group commit
+    CHECK(pg.count("SELECT count(*) FROM saves") == 3000);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 3000);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE restarted = 0") ==
+          static_cast<long long>(s.restart_failed));
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
+          3000);
+  }
+  SECTION("the binary, with the postgresql:// alias") {
+    std::string url = pg.url();
+    url.replace(0, std::string("postgres").size(), "postgresql");
+    test::Subprocess p({"--messages", "400", "--publish-interval", "0", "--latency-scale", "0.002",
+                        "--store", url, "--summary-json", "--log-level", "warning"});
+    const test::Result r = p.wait(60s);
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const auto s = nlohmann::json::parse(r.out);
+    CHECK(s["store"]["kind"] == "postgres");
+    CHECK(s["store"]["rows_inserted"] == 400);
+    CHECK(s["acked"] == 400);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 400);
+  }
+  SECTION("the binary, one transaction per save (--store-group-commit 0)") {
+    test::Subprocess p({"--messages", "300", "--publish-interval", "0", "--latency-scale", "0.002",
+                        "--store", pg.url(), "--store-group-commit", "0", "--summary-json",
+                        "--log-level", "warning"});
+    const test::Result r = p.wait(60s);
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const auto s = nlohmann::json::parse(r.out);
+    CHECK(s["store"]["rows_inserted"] == 300);
+    CHECK(s["store"]["transactions"] >= 300);  // one per save, and the settlements'
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 300);
+  }
+}
+
+TEST_CASE("PostgreSQL store: restarted in the middle of a run and nothing is acked without its row",
+          "[postgres]") {
+  PostgresServer pg;
+  Options o = pg_options(8000, pg.url());
+  o.rate = 4000;
+  auto [log, sink] = test::make_test_logger(spdlog::level::info);
+  AckedIds acked;
+  Service::Deps d;
+  d.log = log;
+  d.audit = acked.hook();
+  Service svc(o, std::move(d));
+  int rc = -1;
+  std::thread t([&] { rc = svc.run(); });
+  svc.wait_started();
+  REQUIRE(test::eventually([&] { return svc.metrics().acked.get() >= 1500; }, 30s));
+  pg.restart();  // fast shutdown (SIGINT), then start on the same port with the same data
+  const std::uint64_t acked_at_restart = svc.metrics().acked.get();
+  t.join();
+  REQUIRE(rc == 0);
+  const Summary s = svc.summary();
+  INFO("acked " << s.acked << ", nacked " << s.nacked << ", at the restart " << acked_at_restart);
+  CHECK(acked_at_restart < 8000);  // the restart happened mid-run
+  CHECK(s.published == 8000);
+  CHECK(s.acked + s.nacked == s.published);
+  CHECK(acked.acks == s.acked);
+  // The store retried across the restart (reconnecting), so every save got its row.
+  CHECK(sink->count("retrying with backoff and reconnects") >= 1);
+  CHECK(s.acked == 8000);
+  // Every acked message has its row; rows are unique per message_id; settlements recorded.
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
+        static_cast<long long>(s.acked));
+  CHECK(pg.count("SELECT count(*) FROM saves") == static_cast<long long>(s.acked));
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") ==
+        static_cast<long long>(s.acked));
+  CHECK(sink->count("Accounting mismatch") == 0);
+}
+
+TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and never acks",
+          "[postgres]") {
+  PostgresServer pg;
+  Options o = pg_options(6000, pg.url());
+  o.rate = 3000;
+  o.store_retry_for = 0.3;
+  auto [log, sink] = test::make_test_logger(spdlog::level::info);
+  AckedIds acked;
+  Service::Deps d;
+  d.log = log;
+  d.audit = acked.hook();
+  Service svc(o, std::move(d));
+  int rc = -1;
+  std::thread t([&] { rc = svc.run(); });
+  svc.wait_started();
+  REQUIRE(test::eventually([&] { return svc.metrics().acked.get() >= 1000; }, 30s));
+  pg.stop(SIGINT);
+  // Down long enough for the retries to run out: saves fail and their messages are nacked.
+  const bool nacked = test::eventually([&] { return svc.metrics().nacked.get() >= 100; }, 30s);
+  pg.start();
+  t.join();
+  REQUIRE(nacked);
+  REQUIRE(rc == 0);
+  const Summary s = svc.summary();
+  INFO("acked " << s.acked << ", nacked " << s.nacked);
+  CHECK(s.acked + s.nacked == s.published);
+  CHECK(s.nacked >= 100);
+  CHECK(s.store_write_failures >= 100);
+  CHECK(sink->count("gave up after") >= 1);
+  CHECK(sink->count("Could not save") >= 100);
+  // Every acked message has its row (the outcomes of settlements made while the database was down
+  // may be missing, so the rows' outcome is not checked here).
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
+        static_cast<long long>(s.acked));
+  CHECK(sink->count("Accounting mismatch") == 0);
+}
+
+TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start with exit 2",
+          "[postgres][cli]") {
+  PostgresServer pg;
+  const auto refused = [&](const std::string& url, const std::string& reason) {
+    test::Subprocess p({"--messages", "10", "--publish-interval", "0", "--store", url});
+    const test::Result r = p.wait(60s);
+    REQUIRE_FALSE(r.timed_out);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("mayhem: error: --store postgres://", 0) == 0);
+    CHECK(r.err.find(reason) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find(":mayhem@") == std::string::npos);  // the password is not shown
+  };
+  SECTION("unreachable: nothing listens on the port") {
+    // The cluster's own port, once it is stopped: nothing listens there now.
+    const std::string url = pg.url();
+    pg.stop();
+    refused(url + "?connect_timeout=3", "cannot connect: ");
+    pg.start();
+  }
+  SECTION("a wrong database name") {
+    refused(pg.url("mayhem", "mayhem", "nosuchdb"), "database \"nosuchdb\" does not exist");
+  }
+  SECTION("a wrong password") {
+    refused(pg.url("mayhem", "wrong"), "password authentication failed");
+  }
+  SECTION("a role that may not create the table") {
+    pg.query("CREATE ROLE reader LOGIN PASSWORD 'reader'");
+    refused(pg.url("reader", "reader"), "cannot create table saves: permission denied");
+  }
+  SECTION("a role that may read the table, not write it") {
+    pg.query("CREATE ROLE reader LOGIN PASSWORD 'reader'");
+    pg.query(PostgresStore::schema(), "mayhem");
+    pg.query("GRANT SELECT ON saves TO reader", "mayhem");
+    refused(pg.url("reader", "reader"), "cannot write to table saves: permission denied");
+  }
+  CHECK(pg.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mayhem'",
+                 "postgres") == 0);
+}
+
+TEST_CASE("PostgreSQL store: URLs are parsed and validated and redacted", "[postgres]") {
+  std::string err;
+  auto spec = parse_store_spec("postgresql://u@h/db", err);
+  REQUIRE(spec);
+  CHECK(spec->kind == StoreSpec::Kind::kPostgres);
+  CHECK(spec->path == "postgresql://u@h/db");
+  CHECK(parse_store_spec("postgres://h:5432/db", err)->path == "postgres://h:5432/db");
+  CHECK_FALSE(parse_store_spec("postgres:/h", err));
+  CHECK(err.find("postgres://") != std::string::npos);
+  CHECK(PostgresStore::redact("postgres://u:secret@h:5/db") == "postgres://u:***@h:5/db");
+  CHECK(PostgresStore::redact("postgres://u@h/db?password=secret&sslmode=disable") ==
+        "postgres://u@h/db?password=***&sslmode=disable");
+  CHECK(PostgresStore::redact("postgres://h/db") == "postgres://h/db");
+  Options o;
+  o.store = "postgres://h/db";
+  o.store_retry_for = 1e9;
+  CHECK(validate(o).value_or("").find("--store-retry-for must be within [0, 86400]") == 0);
+  o.store_retry_for = 0;
+  CHECK_FALSE(validate(o));
+}
