@@ -165,12 +165,21 @@ bool Service::Impl::start_broker() {
   c.fetch_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(256, c.max_queued));
   c.limit = opts.messages;
   c.extend_interval = seconds_to_nanos(opts.extend_interval);
+  c.stream_replicas = static_cast<int>(opts.stream_replicas);
+  c.nats_wait = seconds_to_nanos(opts.nats_wait);
+  c.give_up = [this] { return shutdown.stopping(); };
   try {
     nats = std::make_unique<NatsSource>(c, messages, clock, log, metrics);
   } catch (const std::exception& e) {
-    log->error("NATS source: {}", e.what());
+    // Nothing was consumed: a start-up error (2), as bad flags; a signal meanwhile ends it (0).
+    if (shutdown.stopping()) {
+      log->warn("NATS source: {}", e.what());
+      exit_code = 0;
+    } else {
+      log->error("NATS source: {}", e.what());
+      exit_code = 2;
+    }
     log->flush();
-    exit_code = 1;
     {
       std::lock_guard lock(started_mutex);
       started = true;
