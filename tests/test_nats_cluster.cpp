@@ -203,10 +203,12 @@ TEST_CASE("NATS cluster: a worker that loses the majority waits and finishes wit
   const int b = (a + 1) % NatsCluster::kNodes;
   c.kill(a);
   c.kill(b);
-  // No leader for the consumer now: the last server cannot answer for it. The outage lasts 2 s
-  // (the worker's fetches fail or find nothing meanwhile).
+  // No leader for the consumer now: the last server cannot answer for it. Meanwhile (the outage
+  // lasts this long) a worker that may wait only 1 s for a leader gives up at start: exit 2.
   CHECK_FALSE(c.consumer_state("MAYHEM", "mayhem").found);
-  std::this_thread::sleep_for(2s);
+  Subprocess late({"--source", c.urls(), "--stream-replicas", "3", "--nats-wait", "1", "--messages",
+                   "1", "--summary-json"});
+  cluster_refused(late.wait(30s), "no answer from JetStream within 1 s");
   c.restart(a);
   c.restart(b);
   c.wait_ready();
