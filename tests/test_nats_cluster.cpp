@@ -97,8 +97,9 @@ void cluster_refused(const Result& r, const std::string& says) {
 
 }  // namespace
 
-TEST_CASE("NATS cluster: --stream-replicas creates a replicated stream; refusals exit 2",
-          "[nats][cluster]") {
+TEST_CASE(
+    "NATS cluster: --stream-replicas creates a replicated stream and refuses what cannot be placed",
+    "[nats][cluster]") {
   NatsCluster c;
   // A worker asked for 3 replicas creates the stream with 3 (the server's answer says so).
   Subprocess w({"--source", c.urls(), "--stream-replicas", "3", "--messages", "300",

@@ -17,6 +17,7 @@ packages=(
   # the soak's optional live stats (tools/soak.sh)
   curl
   nats-server libnats-dev
+  postgresql  # tools/cluster.sh: a throwaway PostgreSQL 15 server (initdb, pg_ctl, psql)
   valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
 )
 missing=()

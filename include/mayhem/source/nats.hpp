@@ -1,6 +1,8 @@
 // NATS JetStream as the pub/sub (nats.c): a connection that survives the server going away and
-// coming back, the stream and durable pull consumer created when missing, and `NatsSource`, the
-// `Source` the pipeline consumes from when run with `--source nats://HOST:PORT`.
+// coming back, the stream (with --stream-replicas copies) and durable pull consumer created when
+// missing, JetStream requests that ride out a cluster's leader election (retried for --nats-wait),
+// and `NatsSource`, the `Source` the pipeline consumes from when run with `--source
+// nats://HOST:PORT[,nats://HOST:PORT...]`.
 //
 // Threads and ownership (see docs/NATS.md): one fetcher thread pulls batches from the durable
 // consumer (a fetch never runs concurrently on one subscription), decodes each payload
