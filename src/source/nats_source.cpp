@@ -172,12 +172,12 @@ void NatsSource::fetch_loop() {
         log_->warn(
             "NATS: fetch failed: {}; retrying every 100 ms (the consumer's leader may be "
             "changing, or the connection is down)",
-            natsStatus_GetText(s));
+            describe_nats(s, jerr));
       } else if (last_fetch_end - logged_at >= kFetchFailLogEvery) {
         logged_at = last_fetch_end;
         log_->warn("NATS: fetches still failing after {:.1f} s ({} attempts): {}; retrying",
                    nanos_to_seconds(last_fetch_end - failing_since), failed_fetches,
-                   natsStatus_GetText(s));
+                   describe_nats(s, jerr));
       }
       failing = true;
       std::unique_lock lock(wait_mutex_);

@@ -47,6 +47,10 @@ std::vector<void*>* g_orphans = new std::vector<void*>;
 }  // namespace
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
+  throw NatsError(fmt::format("{}: {}", what, describe_nats(s, jerr)));
+}
+
+std::string describe_nats(natsStatus s, jsErrCode jerr) {
   natsStatus last = NATS_OK;
   std::string_view detail = nats_GetLastError(&last) ? nats_GetLastError(&last) : "";
   // nats.c prefixes its detail with "(file.c:line): ": keep only the text.
@@ -55,10 +59,10 @@ void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
     if (end != std::string_view::npos) detail.remove_prefix(end + 3);
   }
   const std::string_view status = natsStatus_GetText(s);
-  std::string msg = fmt::format("{}: {}", what, status);
+  std::string msg(status);
   if (!detail.empty() && detail != status) msg += fmt::format(" ({})", detail);
   if (jerr != 0) msg += fmt::format(" (JetStream error {})", static_cast<int>(jerr));
-  throw NatsError(msg);
+  return msg;
 }
 
 // ---- NatsClient ---------------------------------------------------------------------------------

@@ -123,6 +123,8 @@ class NatsClient {
 
 // Throws NatsError with `what`, the status text and nats.c's last error detail.
 [[noreturn]] void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr = jsErrCode(0));
+// The status text, nats.c's last error detail on this thread, and the JetStream error code.
+std::string describe_nats(natsStatus s, jsErrCode jerr = jsErrCode(0));
 
 class NatsSource final : public Source {
  public:
