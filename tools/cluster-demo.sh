@@ -30,14 +30,16 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(tools/cluster.sh env --dir "$dir")"
-mons=$(for k in 1 2 3; do printf '%s ' "$(cat "$dir/n$k.mon")"; done)
+SOURCE=${SOURCE:?} STORE=${STORE:?}
+mons=()
+for k in 1 2 3; do mons+=("$(cat "$dir/n$k.mon")"); done
 pg_port=$(cat "$dir/pg.port")
 
 # The servers' accounting for stream MAYHEM / consumer mayhem, from whichever running server
 # knows most (followers may lag): "messages ack_pending pending delivered_consumer delivered_stream
 # ack_floor leader".
 js_state() {
-  python3 - $mons <<'EOF'
+  python3 - "${mons[@]}" <<'EOF'
 import json, sys, urllib.request
 best = None
 for port in sys.argv[1:]:

@@ -122,6 +122,7 @@ wait_nodes_ready() {
 start_pg() {
   local data="$dir/pg/data" port
   port=$(port_of pg.port)
+  alive "$(pid_of pg)" && { echo "cluster.sh: PostgreSQL already runs (PID $(pid_of pg))"; return; }
   if [ ! -d "$data" ]; then
     mkdir -p "$dir/pg"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/pg"
