@@ -194,7 +194,7 @@ natsStatus NatsClient::request(const std::string& what,
     const auto left_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(give_up_at - steady_clock::now())
             .count();
-    o.Wait = std::clamp<std::int64_t>(left_ms, 100, kApiWaitMs);
+    o.Wait = tries == 1 ? kApiWaitMs : std::clamp<std::int64_t>(left_ms, 100, kApiWaitMs);
     jerr = jsErrCode(0);
     const natsStatus s = attempt(o, jerr);
     if (!no_leader(s, jerr)) {
