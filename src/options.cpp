@@ -35,6 +35,18 @@ bool valid_subject(const std::string& s) {
 }
 }  // namespace
 
+bool valid_nats_urls(const std::string& list) {
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', start);
+    std::string one = list.substr(start, comma == std::string::npos ? comma : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    if (one.rfind("nats://", 0) != 0 || one.size() == 7) return false;
+    if (comma == std::string::npos) return true;
+    start = comma + 1;
+  }
+}
+
 std::optional<std::string> validate(const Options& o) {
   if (!finite_non_negative(o.publish_interval))
     return fmt::format("--publish-interval must be >= 0 seconds (got {})", o.publish_interval);
@@ -65,14 +77,21 @@ std::optional<std::string> validate(const Options& o) {
   if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
   if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
     return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
-  if (!o.source.empty() && (o.source.rfind("nats://", 0) != 0 || o.source.size() == 7))
-    return fmt::format("--source must be nats://HOST:PORT (got '{}')", o.source);
+  if (!o.source.empty() && !valid_nats_urls(o.source))
+    return fmt::format(
+        "--source must be nats://HOST:PORT or a comma-separated list of them (got '{}')", o.source);
   if (o.on_failure == OnFailure::kNack && o.source.empty())
     return std::string(
         "--on-failure nack needs a broker --source (the in-process pub/sub does not redeliver)");
   if (!valid_js_name(o.stream))
     return fmt::format("--stream must be a JetStream name without . * > / or spaces (got '{}')",
                        o.stream);
+  if (o.stream_replicas == 0 || o.stream_replicas > 5)
+    return fmt::format(
+        "--stream-replicas must be within [1, 5] (JetStream keeps at most 5 copies; got {})",
+        o.stream_replicas);
+  if (!(std::isfinite(o.nats_wait) && o.nats_wait >= 0 && o.nats_wait <= 3600))
+    return fmt::format("--nats-wait must be within [0, 3600] seconds (got {})", o.nats_wait);
   if (!valid_js_name(o.durable))
     return fmt::format("--durable must be a JetStream name without . * > / or spaces (got '{}')",
                        o.durable);

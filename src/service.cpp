@@ -98,13 +98,7 @@ struct Service::Impl {
     observers.add(collector.get());
     observer = observers.get();
     // The I/O models start their threads in start() (run()); the memory store needs them now.
-    // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
-    const double max_backoff =
-        opts.restart_retries == 0
-            ? 0
-            : std::ldexp(opts.restart_backoff,
-                         static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
-    const Nanos max_delay = seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
+    const Nanos max_delay = SimulatedIo::max_delay(opts);
     io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
                                           : make_blocking_io(batches, opts.io_threads);
     sim = std::make_unique<SimulatedIo>(opts, *io, batches, observer);
@@ -120,6 +114,14 @@ struct Service::Impl {
   // Where messages come from: the broker when --source names one, else the in-process pub/sub.
   Source& source() { return nats ? static_cast<Source&>(*nats) : pubsub; }
   bool start_broker();
+  // Wakes those waiting for the run to have started (or to have failed to).
+  void mark_started() {
+    {
+      std::lock_guard lock(started_mutex);
+      started = true;
+    }
+    started_cv.notify_all();
+  }
   void shut_down(StopReason why);
   // Waits until the graph is idle; false once `timeout` has passed on `clock` (the waiter is then
   // left behind).
@@ -167,17 +169,18 @@ bool Service::Impl::start_broker() {
   c.fetch_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(256, c.max_queued));
   c.limit = opts.messages;
   c.extend_interval = seconds_to_nanos(opts.extend_interval);
+  c.stream_replicas = static_cast<int>(opts.stream_replicas);
+  c.nats_wait = seconds_to_nanos(opts.nats_wait);
+  c.give_up = [this] { return shutdown.stopping(); };
   try {
     nats = std::make_unique<NatsSource>(c, messages, clock, log, metrics);
   } catch (const std::exception& e) {
-    log->error("NATS source: {}", e.what());
+    // Nothing was consumed: a start-up error (2), as bad flags; a signal meanwhile ends it (0).
+    const bool stopping = shutdown.stopping();
+    log->log(stopping ? spdlog::level::warn : spdlog::level::err, "NATS source: {}", e.what());
+    exit_code = stopping ? 0 : 2;
     log->flush();
-    exit_code = 1;
-    {
-      std::lock_guard lock(started_mutex);
-      started = true;
-    }
-    started_cv.notify_all();
+    mark_started();
     return false;
   }
   log->info("Consuming from {} stream {} subject {} durable {} (on-failure {})", opts.source,
@@ -254,11 +257,7 @@ int Service::Impl::run() {
                                     [p = pipeline.get()](std::uint64_t n) { p->order_publish(n); });
     pacer->start();
   }
-  {
-    std::lock_guard lock(started_mutex);
-    started = true;
-  }
-  started_cv.notify_all();
+  mark_started();
   stats_ready.store(true, std::memory_order_release);
 
   // Wait for a stop reason; meanwhile flush the log once a second, so `tail -f` on a log file

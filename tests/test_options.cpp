@@ -36,6 +36,11 @@ TEST_CASE("validate rejects each bad option with a message naming the flag", "[o
       {"--io-threads", [](Options& o) { o.io_threads = 0; }},
       {"--restart-retries", [](Options& o) { o.restart_retries = 17; }},
       {"--shutdown-timeout", [](Options& o) { o.shutdown_timeout = 0; }},
+      {"--stream-replicas", [](Options& o) { o.stream_replicas = 0; }},
+      {"--stream-replicas", [](Options& o) { o.stream_replicas = 6; }},
+      {"--nats-wait", [](Options& o) { o.nats_wait = -1; }},
+      {"--source", [](Options& o) { o.source = "nats://a:1,http://b:2"; }},
+      {"--source", [](Options& o) { o.source = "nats://a:1,"; }},
   };
   for (const auto& c : cases) {
     Options o;

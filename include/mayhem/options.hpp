@@ -70,6 +70,12 @@ struct Options {
   std::string stream = "MAYHEM";  // JetStream stream (created when missing)
   std::string subject = "mayhem.restart";
   std::string durable = "mayhem";  // durable pull consumer every process binds to
+  // Copies of the stream a new stream gets (1..5; at most the servers in the cluster). The
+  // consumer follows the stream. An existing stream is used as it is.
+  std::uint32_t stream_replicas = 1;
+  // Seconds start-up keeps retrying JetStream look-ups that time out or find no leader (a cluster
+  // electing one) before it gives up (exit 2).
+  double nats_wait = 30.0;
   // A message whose restart failed after every retry: ack (the reference's behaviour: the failure
   // is logged and counted) or nack (redelivered for another try).
   OnFailure on_failure = OnFailure::kAck;
@@ -95,6 +101,9 @@ struct Options {
   std::string stats_addr;  // HOST:PORT of the read-only stats endpoint; empty = off
   bool live = false;       // the CLI shows the `mayhem top` view in-process
 };
+
+// Whether `list` is nats://HOST:PORT or a comma-separated list of them (a cluster's servers).
+bool valid_nats_urls(const std::string& list);
 
 // The first problem found, as one human-readable line; nullopt when the options are usable.
 std::optional<std::string> validate(const Options& o);

@@ -66,11 +66,19 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
       "most --max-pending unconfirmed, message_id as the de-duplication id; prints one JSON "
       "object with what the server confirmed");
   cmd->option_defaults()->always_capture_default();
-  cmd->add_option("--nats", o.url, "Server URL, nats://HOST:PORT")->required();
+  cmd->add_option("--nats", o.url,
+                  "Server URL, nats://HOST:PORT, or a comma-separated list (a cluster's servers)")
+      ->required();
   cmd->add_option("--messages", o.messages, "Messages to publish")->required();
   cmd->add_option("--rate", o.rate, "Messages per second (0 = as fast as confirmations allow)");
   cmd->add_option("--stream", o.stream, "JetStream stream");
   cmd->add_option("--subject", o.subject, "Subject to publish on");
+  cmd->add_option(
+      "--stream-replicas", o.stream_replicas,
+      "Copies of the stream when this creates it (1..5, at most the cluster's servers)");
+  cmd->add_option(
+      "--nats-wait", o.nats_wait,
+      "Seconds to keep retrying while JetStream has no leader (a cluster electing one)");
   cmd->add_option("--max-pending", o.max_pending, "Most unconfirmed publishes at a time");
   cmd->add_option("--seed", o.seed, "Seed for instance names and ids (0 = pick one)");
   cmd->add_option("--malformed", o.malformed,
@@ -83,8 +91,9 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
 }
 
 std::optional<std::string> validate(const PublishOptions& o) {
-  if (o.url.rfind("nats://", 0) != 0 || o.url.size() == 7)
-    return fmt::format("--nats must be nats://HOST:PORT (got '{}')", o.url);
+  if (!valid_nats_urls(o.url))
+    return fmt::format(
+        "--nats must be nats://HOST:PORT or a comma-separated list of them (got '{}')", o.url);
   if (o.messages == 0 && o.malformed == 0) return std::string("--messages must be at least 1");
   if (!(std::isfinite(o.rate) && o.rate >= 0))
     return fmt::format("--rate must be >= 0 (got {})", o.rate);
@@ -95,6 +104,8 @@ std::optional<std::string> validate(const PublishOptions& o) {
   Options run;  // the same name rules as the consumer's flags
   run.stream = o.stream;
   run.subject = o.subject;
+  run.stream_replicas = o.stream_replicas;
+  run.nats_wait = o.nats_wait;
   if (auto err = mayhem::validate(run)) return err;
   return std::nullopt;
 }
@@ -117,7 +128,8 @@ int publish(const PublishOptions& o) {
   std::unique_ptr<NatsClient> client;
   try {
     client = std::make_unique<NatsClient>(o.url, log, &jo);
-    client->ensure_stream(o.stream, o.subject);
+    client->set_patience(seconds_to_nanos(o.nats_wait));
+    client->ensure_stream(o.stream, o.subject, static_cast<int>(o.stream_replicas));
   } catch (const std::exception& e) {
     log->error("{}", e.what());
     return 1;

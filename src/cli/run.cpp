@@ -200,11 +200,21 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
 
   auto* broker = "Broker source (NATS JetStream, see docs/NATS.md)";
   app.add_option("--source", o.source,
-                 "nats://HOST:PORT: consume from this JetStream server (empty: the in-process "
-                 "pub/sub); --messages N then stops after N settled, 0 runs until a signal")
+                 "nats://HOST:PORT, or a comma-separated list of a cluster's servers: consume "
+                 "from JetStream (empty: the in-process pub/sub); --messages N then stops after "
+                 "N settled, 0 runs until a signal")
       ->group(broker);
   app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
   app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
+  app.add_option("--stream-replicas", o.stream_replicas,
+                 "Copies of the stream when Mayhem creates it (1..5, at most the servers of the "
+                 "cluster; the consumer follows the stream); an existing stream is used as it is")
+      ->check(kNotNegative)
+      ->group(broker);
+  app.add_option("--nats-wait", o.nats_wait,
+                 "Seconds start-up keeps retrying stream and consumer look-ups that time out or "
+                 "find no leader (a cluster electing one) before it gives up (exit 2)")
+      ->group(broker);
   app.add_option("--durable", o.durable,
                  "Durable pull consumer (created when missing; every process binds to it and "
                  "they share the work)")

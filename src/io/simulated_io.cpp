@@ -2,9 +2,22 @@
 // ones for the caller when the IoService allows it, and hands the rest to the IoService in one call.
 #include "mayhem/io/simulated_io.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include "mayhem/observe/zone.hpp"
 
 namespace mayhem {
+
+Nanos SimulatedIo::max_delay(const Options& opts) {
+  // backoff x 2^(retries-1) without a shift (UB from 32 retries on); inf saturates below.
+  const double max_backoff =
+      opts.restart_retries == 0
+          ? 0
+          : std::ldexp(opts.restart_backoff,
+                       static_cast<int>(std::min<std::uint32_t>(opts.restart_retries - 1, 4096)));
+  return seconds_to_nanos(opts.latency_scale * (1.0 + max_backoff));
+}
 
 Batch* SimulatedIo::submit(Op op, Message* const* msgs, std::uint32_t n) {
   Batch* now_batch = nullptr;

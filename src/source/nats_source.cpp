@@ -23,6 +23,7 @@ namespace {
 constexpr std::int64_t kFetchTimeoutMs = 200;  // bounds how long stop_fetching() waits
 constexpr auto kCheckpointEvery = std::chrono::milliseconds(100);  // ack confirmation flushes
 constexpr std::int64_t kCheckpointFlushMs = 250;
+constexpr Nanos kFetchFailLogEvery = 5 * kNanosPerSecond;
 
 std::int64_t ms_until(const Clock& clock, Nanos give_up_at) {
   return std::max<std::int64_t>(1, (give_up_at - clock.now()) / 1'000'000);
@@ -113,6 +114,8 @@ void NatsSource::close(Nanos give_up_at) {
 void NatsSource::fetch_loop() {
   std::vector<Message*> buf;
   bool failing = false;
+  std::uint64_t failed_fetches = 0;
+  Nanos failing_since = 0, logged_at = 0;
   // Every request asks for the same batch (the last one of a --messages N run aside): nats.c
   // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
   // reconnect), and when that request was larger the array overflowed (see below).
@@ -160,15 +163,32 @@ void NatsSource::fetch_loop() {
     last_fetch_end = clock_.now();
     if (s == NATS_TIMEOUT) continue;  // nothing to fetch right now
     if (s != NATS_OK) {
-      if (!failing)
-        log_->warn("NATS: fetch failed: {}; retrying every 100 ms", natsStatus_GetText(s));
+      // E.g. no responders while the consumer has no leader (a failover, a minority of the
+      // cluster up) or the connection is down: never the end of the run. Logged when it starts,
+      // then every 5 s while it lasts.
+      ++failed_fetches;
+      if (!failing) {
+        failing_since = logged_at = last_fetch_end;
+        log_->warn(
+            "NATS: fetch failed: {}; retrying every 100 ms (the consumer's leader may be "
+            "changing, or the connection is down)",
+            describe_nats(s, jerr));
+      } else if (last_fetch_end - logged_at >= kFetchFailLogEvery) {
+        logged_at = last_fetch_end;
+        log_->warn("NATS: fetches still failing after {:.1f} s ({} attempts): {}; retrying",
+                   nanos_to_seconds(last_fetch_end - failing_since), failed_fetches,
+                   describe_nats(s, jerr));
+      }
       failing = true;
       std::unique_lock lock(wait_mutex_);
       wait_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_.load(); });
       continue;
     }
-    if (failing) log_->info("NATS: fetching again");
+    if (failing)
+      log_->warn("NATS: fetching again after {:.1f} s ({} failed fetches)",
+                 nanos_to_seconds(last_fetch_end - failing_since), failed_fetches);
     failing = false;
+    failed_fetches = 0;
 
     // nats.c 3.4.1 handed back more messages than the batch asked for, after the connection came
     // back, when requests of different sizes were outstanding (the "server going away" test, 3 runs

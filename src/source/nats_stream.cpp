@@ -9,6 +9,7 @@
 #include <chrono>
 #include <mutex>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "mayhem/thread_name.hpp"
@@ -16,7 +17,27 @@
 namespace mayhem {
 
 namespace {
-constexpr std::int64_t kApiWaitMs = 5000;
+// A JetStream API request waits at most this long for its answer (with no leader, none comes:
+// then it is made again), the backoff between requests doubles from the first to the last, and a
+// retry is logged this often.
+constexpr std::int64_t kApiWaitMs = 2000;
+constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
+constexpr auto kLastBackoff = std::chrono::milliseconds(2000);
+constexpr double kRetryLogEvery = 5.0;
+
+// JetStream had no leader to answer (yet): an election, a server restarting, a minority.
+bool no_leader(natsStatus s, jsErrCode e) {
+  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
+         e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
+}
+// The cluster cannot place that many copies of a stream (or is a single server).
+bool too_many_replicas(jsErrCode e) {
+  return e == JSStreamReplicasNotSupportedErr || e == JSInsufficientResourcesErr ||
+         e == JSClusterNoPeersErr;
+}
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 constexpr std::int64_t kDuplicateWindowNs = 120LL * kNanosPerSecond;
 constexpr Nanos kCloseWaitNs = 5 * kNanosPerSecond;  // without a deadline (the destructor)
 
@@ -26,6 +47,10 @@ std::vector<void*>* g_orphans = new std::vector<void*>;
 }  // namespace
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
+  throw NatsError(fmt::format("{}: {}", what, describe_nats(s, jerr)));
+}
+
+std::string describe_nats(natsStatus s, jsErrCode jerr) {
   natsStatus last = NATS_OK;
   std::string_view detail = nats_GetLastError(&last) ? nats_GetLastError(&last) : "";
   // nats.c prefixes its detail with "(file.c:line): ": keep only the text.
@@ -34,10 +59,10 @@ void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
     if (end != std::string_view::npos) detail.remove_prefix(end + 3);
   }
   const std::string_view status = natsStatus_GetText(s);
-  std::string msg = fmt::format("{}: {}", what, status);
+  std::string msg(status);
   if (!detail.empty() && detail != status) msg += fmt::format(" ({})", detail);
   if (jerr != 0) msg += fmt::format(" (JetStream error {})", static_cast<int>(jerr));
-  throw NatsError(msg);
+  return msg;
 }
 
 // ---- NatsClient ---------------------------------------------------------------------------------
@@ -149,15 +174,80 @@ void NatsClient::on_error(natsConnection*, natsSubscription*, natsStatus err, vo
   c->log->error("NATS: asynchronous error: {}", natsStatus_GetText(err));
 }
 
-void NatsClient::ensure_stream(const std::string& stream, const std::string& subject) {
+void NatsClient::set_patience(Nanos wait, std::function<bool()> give_up) {
+  patience_ = wait;
+  give_up_ = std::move(give_up);
+}
+
+natsStatus NatsClient::request(const std::string& what,
+                               const std::function<natsStatus(jsOptions&, jsErrCode&)>& attempt,
+                               jsErrCode& jerr) {
+  using std::chrono::steady_clock;
+  const auto start = steady_clock::now();
+  const auto give_up_at = start + std::chrono::nanoseconds(patience_);
+  auto backoff = std::chrono::duration_cast<steady_clock::duration>(kFirstBackoff);
+  double logged_at = -kRetryLogEvery;
+  for (int tries = 1;; ++tries) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    // A request waits no longer than the time left.
+    const auto left_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(give_up_at - steady_clock::now())
+            .count();
+    o.Wait = tries == 1 ? kApiWaitMs : std::clamp<std::int64_t>(left_ms, 100, kApiWaitMs);
+    jerr = jsErrCode(0);
+    const natsStatus s = attempt(o, jerr);
+    if (!no_leader(s, jerr)) {
+      if (tries > 1)
+        log_->warn("NATS: {}: JetStream answered after {:.2f} s ({} attempts)", what,
+                   seconds_since(start), tries);
+      return s;
+    }
+    const double waited = seconds_since(start);
+    const bool stop = give_up_ && give_up_();
+    if (stop || steady_clock::now() + backoff >= give_up_at) {
+      std::string why =
+          stop ? fmt::format("{}: stopped while JetStream had no leader to answer", what)
+               : fmt::format(
+                     "{}: no answer from JetStream within {:g} s ({} attempts; no leader: is a "
+                     "majority of the cluster up? --nats-wait sets the wait)",
+                     what, nanos_to_seconds(patience_), tries);
+      throw_nats(why, s, jerr);
+    }
+    if (waited - logged_at >= kRetryLogEvery) {
+      logged_at = waited;
+      log_->warn(
+          "NATS: {}: {}{} after {:.1f} s; JetStream may be electing a leader: retrying for up to "
+          "{:g} s",
+          what, natsStatus_GetText(s),
+          jerr != 0 ? fmt::format(" (JetStream error {})", static_cast<int>(jerr)) : "", waited,
+          nanos_to_seconds(patience_));
+    }
+    // Sleep the backoff in slices, so a shutdown requested meanwhile is seen soon.
+    const auto wake = steady_clock::now() + backoff;
+    while (steady_clock::now() < wake && !(give_up_ && give_up_()))
+      std::this_thread::sleep_for(std::min<steady_clock::duration>(wake - steady_clock::now(),
+                                                                   std::chrono::milliseconds(50)));
+    backoff = std::min<steady_clock::duration>(backoff * 2, kLastBackoff);
+  }
+}
+
+void NatsClient::ensure_stream(const std::string& stream, const std::string& subject,
+                               int replicas) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = jsErrCode(0);
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.Wait = kApiWaitMs;
-  natsStatus s = js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr);
+  const auto info = [&](jsOptions& o, jsErrCode& e) {
+    return js_GetStreamInfo(&si, js_, stream.c_str(), &o, &e);
+  };
+  natsStatus s = request(fmt::format("stream {}: info", stream), info, jerr);
   if (s == NATS_OK) {
+    const auto have = si->Config->Replicas;
     jsStreamInfo_Destroy(si);
+    if (have != replicas)
+      log_->warn(
+          "NATS: stream {} exists with {} replica(s), not the {} asked for (--stream-replicas); "
+          "using it as it is",
+          stream, have, replicas);
     return;
   }
   if (s != NATS_NOT_FOUND) throw_nats(fmt::format("stream {}: info", stream), s, jerr);
@@ -170,12 +260,20 @@ void NatsClient::ensure_stream(const std::string& stream, const std::string& sub
   cfg.Retention = js_WorkQueuePolicy;
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = kDuplicateWindowNs;
-  jerr = jsErrCode(0);
-  s = js_AddStream(&si, js_, &cfg, &o, &jerr);
+  cfg.Replicas = replicas;
+  s = request(
+      fmt::format("stream {}: create", stream),
+      [&](jsOptions& o, jsErrCode& e) { return js_AddStream(&si, js_, &cfg, &o, &e); }, jerr);
   if (s != NATS_OK) {
+    if (too_many_replicas(jerr))
+      throw_nats(fmt::format("stream {}: cannot be created with {} replicas (--stream-replicas): "
+                             "more than the servers of the cluster (or than are up; a single "
+                             "server holds 1)",
+                             stream, replicas),
+                 s, jerr);
     // Another process may have created it at the same moment.
     jsErrCode jerr2 = jsErrCode(0);
-    if (js_GetStreamInfo(&si, js_, stream.c_str(), &o, &jerr2) == NATS_OK) {
+    if (request(fmt::format("stream {}: info", stream), info, jerr2) == NATS_OK) {
       jsStreamInfo_Destroy(si);
       return;
     }
@@ -183,9 +281,9 @@ void NatsClient::ensure_stream(const std::string& stream, const std::string& sub
   }
   jsStreamInfo_Destroy(si);
   log_->info(
-      "NATS: created stream {} (subject {}, file storage, work-queue retention, 2 min "
-      "de-duplication window)",
-      stream, subject);
+      "NATS: created stream {} (subject {}, {} replica(s), file storage, work-queue retention, 2 "
+      "min de-duplication window)",
+      stream, subject, replicas);
 }
 
 // ---- NatsSource ---------------------------------------------------------------------------------
@@ -199,15 +297,21 @@ NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
       metrics_(metrics),
       ring_(std::max<std::uint64_t>(cfg_.max_queued, 1)) {
   client_ = std::make_unique<NatsClient>(cfg_.url, log_);
-  client_->ensure_stream(cfg_.stream, cfg_.subject);
+  client_->set_patience(cfg_.nats_wait, cfg_.give_up);
+  client_->ensure_stream(cfg_.stream, cfg_.subject, cfg_.stream_replicas);
   ensure_consumer();
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = cfg_.stream.c_str();
   so.Consumer = cfg_.durable.c_str();  // bind: never create (nor delete) a consumer implicitly
   jsErrCode jerr = jsErrCode(0);
-  const natsStatus s = js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(),
-                                        cfg_.durable.c_str(), nullptr, &so, &jerr);
+  const natsStatus s = client_->request(
+      fmt::format("bind to consumer {}", cfg_.durable),
+      [&](jsOptions& o, jsErrCode& e) {
+        return js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(), cfg_.durable.c_str(),
+                                &o, &so, &e);
+      },
+      jerr);
   if (s != NATS_OK) throw_nats(fmt::format("bind to consumer {}", cfg_.durable), s, jerr);
   checkpoint_ = std::thread([this] {
     name_this_thread("mayhem-natsack");
@@ -230,13 +334,14 @@ NatsSource::~NatsSource() {
 }
 
 void NatsSource::ensure_consumer() {
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.Wait = kApiWaitMs;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr = jsErrCode(0);
-  natsStatus s =
-      js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o, &jerr);
+  const std::string what = fmt::format("consumer {}: info", cfg_.durable);
+  const auto info = [&](jsOptions& o, jsErrCode& e) {
+    return js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o,
+                              &e);
+  };
+  natsStatus s = client_->request(what, info, jerr);
   if (s == NATS_OK) {
     const jsConsumerConfig* c = ci->Config;
     if (c->DeliverSubject != nullptr && *c->DeliverSubject != '\0') {
@@ -257,8 +362,12 @@ void NatsSource::ensure_consumer() {
     upd.AckWait = cfg_.ack_wait;
     upd.MaxAckPending = cfg_.max_ack_pending;
     jsConsumerInfo* ci2 = nullptr;
-    jerr = jsErrCode(0);
-    s = js_UpdateConsumer(&ci2, client_->js(), cfg_.stream.c_str(), &upd, &o, &jerr);
+    s = client_->request(
+        fmt::format("consumer {}: update", cfg_.durable),
+        [&](jsOptions& o, jsErrCode& e) {
+          return js_UpdateConsumer(&ci2, client_->js(), cfg_.stream.c_str(), &upd, &o, &e);
+        },
+        jerr);
     log_->info("NATS: consumer {} had AckWait {:g} s, MaxAckPending {}; updated to {:g} s, {}",
                cfg_.durable, nanos_to_seconds(c->AckWait), c->MaxAckPending,
                nanos_to_seconds(cfg_.ack_wait), cfg_.max_ack_pending);
@@ -277,13 +386,17 @@ void NatsSource::ensure_consumer() {
   cc.MaxDeliver = -1;  // at-least-once: never drop a message for having been redelivered often
   cc.MaxAckPending = cfg_.max_ack_pending;
   cc.FilterSubject = cfg_.subject.c_str();
-  jerr = jsErrCode(0);
-  s = js_AddConsumer(&ci, client_->js(), cfg_.stream.c_str(), &cc, &o, &jerr);
+  // Replicas stay 0: the consumer follows its stream.
+  s = client_->request(
+      fmt::format("consumer {}: create", cfg_.durable),
+      [&](jsOptions& o, jsErrCode& e) {
+        return js_AddConsumer(&ci, client_->js(), cfg_.stream.c_str(), &cc, &o, &e);
+      },
+      jerr);
   if (s != NATS_OK) {
     // Another process may have created it at the same moment.
     jsErrCode jerr2 = jsErrCode(0);
-    if (js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o,
-                           &jerr2) == NATS_OK) {
+    if (client_->request(what, info, jerr2) == NATS_OK) {
       jsConsumerInfo_Destroy(ci);
       return;
     }

@@ -15,15 +15,17 @@
 namespace mayhem::cli {
 
 struct PublishOptions {
-  std::string url;  // nats://HOST:PORT
+  std::string url;  // nats://HOST:PORT or a comma-separated list
   std::uint64_t messages = 0;
   double rate = 0;  // msgs/s; 0 = as fast as the unconfirmed window allows
   std::string stream = "MAYHEM";
   std::string subject = "mayhem.restart";
-  std::uint64_t max_pending = 4096;  // unconfirmed publishes at most
-  std::uint64_t seed = 0;            // message ids are a function of it; 0 = pick one
-  std::uint64_t malformed = 0;       // also publish this many invalid payloads first (tests)
-  double timeout = 30;               // seconds to wait for the last confirmations
+  std::uint32_t stream_replicas = 1;  // copies of the stream, when this creates it
+  double nats_wait = 30;              // seconds of retries while JetStream has no leader
+  std::uint64_t max_pending = 4096;   // unconfirmed publishes at most
+  std::uint64_t seed = 0;             // message ids are a function of it; 0 = pick one
+  std::uint64_t malformed = 0;        // also publish this many invalid payloads first (tests)
+  double timeout = 30;                // seconds to wait for the last confirmations
   std::string log_level = "info";
 };
 

@@ -27,6 +27,9 @@ class Observer;
 
 class SimulatedIo {
  public:
+  // The longest delay one operation can draw: --latency-scale x (1 + the last retry's backoff);
+  // the timing wheel of the async I/O model is sized from it.
+  static Nanos max_delay(const Options& opts);
   SimulatedIo(const Options& opts, IoService& io, BatchPool& batches, Observer* observer = nullptr)
       : io_(io),
         batches_(batches),

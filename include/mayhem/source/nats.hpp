@@ -1,6 +1,8 @@
 // NATS JetStream as the pub/sub (nats.c): a connection that survives the server going away and
-// coming back, the stream and durable pull consumer created when missing, and `NatsSource`, the
-// `Source` the pipeline consumes from when run with `--source nats://HOST:PORT`.
+// coming back, the stream (with --stream-replicas copies) and durable pull consumer created when
+// missing, JetStream requests that ride out a cluster's leader election (retried for --nats-wait),
+// and `NatsSource`, the `Source` the pipeline consumes from when run with `--source
+// nats://HOST:PORT[,nats://HOST:PORT...]`.
 //
 // Threads and ownership (see docs/NATS.md): one fetcher thread pulls batches from the durable
 // consumer (a fetch never runs concurrently on one subscription), decodes each payload
@@ -48,10 +50,12 @@ struct NatsError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A connection and its JetStream context. Reconnects forever (every 250 ms, with jitter) while
-// the server is away; publishes and acks made meanwhile wait in a 32 MB reconnect buffer. Every
-// state change is logged. The first connection is not retried: a server that is not there at
-// start is an error (NatsError, with the server's text).
+// A connection and its JetStream context. `url` is one server or a comma-separated list (a
+// cluster's servers). Reconnects forever (every 250 ms, with jitter) while the server is away;
+// publishes and acks made meanwhile wait in a 32 MB reconnect buffer. Every state change is
+// logged. The first connection is not retried: a server that is not there at start is an error
+// (NatsError, with the server's text). JetStream API requests that time out or find no leader (a
+// cluster electing one) are retried with backoff for the client's patience (see request()).
 class NatsClient {
  public:
   // `js_opts` (may be null) configures the JetStream context, e.g. async publishing.
@@ -68,9 +72,24 @@ class NatsClient {
   // Idempotent; the destructor closes with a 5 s wait.
   void close(std::chrono::nanoseconds wait);
 
-  // The stream holding `subject`, created when missing: file storage, work-queue retention (a
-  // message is deleted once acked or terminated), a 2-minute de-duplication window on Nats-Msg-Id.
-  void ensure_stream(const std::string& stream, const std::string& subject);
+  // How long request() keeps retrying (default 30 s), and a predicate that ends the wait early
+  // (a shutdown requested meanwhile).
+  void set_patience(Nanos wait, std::function<bool()> give_up = {});
+
+  // One JetStream API request: `attempt` makes it with the per-attempt Wait it is given in its
+  // options and sets the error code. Made again, with backoff (100 ms doubling to 2 s), while
+  // JetStream has no leader to answer (timeout, no responders, "temporarily unavailable"), each
+  // wait logged (the first, then every 5 s), until the patience runs out: then NatsError ("...
+  // no answer within N s"). Any other outcome (success, not found, another error) is returned.
+  natsStatus request(const std::string& what,
+                     const std::function<natsStatus(jsOptions&, jsErrCode&)>& attempt,
+                     jsErrCode& jerr);
+
+  // The stream holding `subject`, created when missing: `replicas` copies, file storage,
+  // work-queue retention (a message is deleted once acked or terminated), a 2-minute
+  // de-duplication window on Nats-Msg-Id. An existing stream is used as it is (a different
+  // replica count is logged). More replicas than the cluster can place: NatsError saying so.
+  void ensure_stream(const std::string& stream, const std::string& subject, int replicas = 1);
 
  private:
   // What nats.c's connection callbacks use (their closure). They run on nats.c's own thread, the
@@ -96,12 +115,16 @@ class NatsClient {
   natsOptions* opts_ = nullptr;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
+  Nanos patience_ = 30 * kNanosPerSecond;
+  std::function<bool()> give_up_;
   Callbacks* callbacks_ = nullptr;
   bool connection_closed_ = false;
 };
 
 // Throws NatsError with `what`, the status text and nats.c's last error detail.
 [[noreturn]] void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr = jsErrCode(0));
+// The status text, nats.c's last error detail on this thread, and the JetStream error code.
+std::string describe_nats(natsStatus s, jsErrCode jerr = jsErrCode(0));
 
 class NatsSource final : public Source {
  public:
@@ -115,9 +138,15 @@ class NatsSource final : public Source {
     // Messages waiting in the prefetch ring are extended this long after delivery (or after
     // their last extension): --extend-interval. At least 1 ms.
     Nanos extend_interval = 2 * kNanosPerSecond;
+    int stream_replicas = 1;  // copies of the stream when this creates it: --stream-replicas
+    // Start-up retries JetStream look-ups that find no leader this long: --nats-wait.
+    Nanos nats_wait = 30 * kNanosPerSecond;
+    // True once a shutdown was requested: start-up stops waiting for JetStream (NatsError).
+    std::function<bool()> give_up;
   };
 
-  // Connects, ensures the stream and the durable pull consumer, binds to it. Throws NatsError.
+  // Connects, ensures the stream and the durable pull consumer, binds to it (each riding out a
+  // leader election for up to `nats_wait`). Throws NatsError.
   NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
              std::shared_ptr<spdlog::logger> log, Metrics& metrics);
   ~NatsSource() override;

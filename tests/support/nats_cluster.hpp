@@ -1,0 +1,329 @@
+// A real three-node JetStream cluster for the tests: three `nats-server -js` processes (names
+// n0..n2, cluster "mayhem-test") with routes to each other, on free loopback ports, each with its
+// own store folder in one temporary directory, stopped by PID (SIGTERM, then SIGKILL) when the
+// fixture goes out of scope, also when a REQUIRE throws; if the test process itself dies, the
+// kernel kills them (PR_SET_PDEATHSIG). `kill(i)` (SIGKILL) and `restart(i)` (same ports, same
+// store) play a server crashing and coming back. The servers' own accounting is asked with
+// `consumer_state()`, `stream_info()` and `consumer_leader()` (JetStream's answer names the
+// server that leads the consumer).
+// Use: `NatsCluster c; ... c.urls() ...; c.kill(c.index_of(c.consumer_leader("MAYHEM", "mayhem")));`
+#pragma once
+
+#include <fcntl.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/nats_server.hpp"
+
+namespace mayhem::test {
+
+struct StreamFacts {
+  bool found = false;
+  std::int64_t replicas = 0;  // the stream's configured replicas
+  std::size_t peers = 0;      // servers holding a copy (leader + replicas) per the answer
+  std::string leader;         // the server that leads the stream
+  std::uint64_t msgs = 0;
+};
+
+class NatsCluster {
+ public:
+  static constexpr int kNodes = 3;
+
+  NatsCluster() {
+    char tmpl[] = "/tmp/mayhem-natsc-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    // Ports are probed free and released before the servers bind them: under ctest -j2 another
+    // process may take one; then a server exits at once and every port is picked again.
+    for (int attempt = 1;; ++attempt) {
+      for (auto& n : nodes_) n = Node{free_port(), free_port(), -1};
+      try {
+        for (int i = 0; i < kNodes; ++i) start(i);
+        break;
+      } catch (const std::exception&) {
+        for (int i = 0; i < kNodes; ++i) stop(i, SIGKILL);
+        if (attempt == 5) throw;
+      }
+    }
+    wait_ready();
+  }
+  ~NatsCluster() {
+    for (int i = 0; i < kNodes; ++i) stop(i, SIGTERM);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  NatsCluster(const NatsCluster&) = delete;
+  NatsCluster& operator=(const NatsCluster&) = delete;
+
+  std::string url(int i) const { return "nats://127.0.0.1:" + std::to_string(nodes_[i].port); }
+  // Every server, comma-separated: what --source and `publish --nats` take.
+  std::string urls() const {
+    std::string all;
+    for (int i = 0; i < kNodes; ++i) all += (i ? "," : "") + url(i);
+    return all;
+  }
+  static std::string name(int i) { return "n" + std::to_string(i); }
+  static int index_of(const std::string& name) {
+    for (int i = 0; i < kNodes; ++i)
+      if (name == NatsCluster::name(i)) return i;
+    return -1;
+  }
+  bool running(int i) const { return nodes_[i].pid > 0; }
+
+  // SIGKILL (a crash): the server is gone at once, its store stays.
+  void kill(int i) { stop(i, SIGKILL); }
+  // Starts it again on the same ports with the same store.
+  void restart(int i) { start(i); }
+
+  // Waits until every running server answers JetStream requests (a meta leader is known).
+  void wait_ready(std::chrono::seconds timeout = std::chrono::seconds(30)) const {
+    for (int i = 0; i < kNodes; ++i) {
+      if (!running(i)) continue;
+      const bool ok = eventually_ok(
+          [&] {
+            bool ready = false;
+            with_js(url(i), [&](jsCtx* js) {
+              jsAccountInfo* ai = nullptr;
+              jsOptions o;
+              jsOptions_Init(&o);
+              o.Wait = 500;
+              ready = js_GetAccountInfo(&ai, js, &o, nullptr) == NATS_OK;
+              jsAccountInfo_Destroy(ai);
+            });
+            return ready;
+          },
+          timeout);
+      if (!ok) throw std::runtime_error("JetStream cluster not ready: " + name(i));
+    }
+  }
+
+  // The server leading the durable consumer, from its own answer ("" when nobody answers).
+  std::string consumer_leader(const std::string& stream, const std::string& durable) const {
+    std::string leader;
+    for (int i = 0; i < kNodes && leader.empty(); ++i) {
+      if (!running(i)) continue;
+      with_js(url(i), [&](jsCtx* js) {
+        jsConsumerInfo* ci = nullptr;
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 1000;
+        if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), &o, nullptr) == NATS_OK) {
+          if (ci->Cluster != nullptr && ci->Cluster->Leader != nullptr)
+            leader = ci->Cluster->Leader;
+          jsConsumerInfo_Destroy(ci);
+        }
+      });
+    }
+    return leader;
+  }
+
+  StreamFacts stream_info(const std::string& stream) const {
+    StreamFacts f;
+    for (int i = 0; i < kNodes && !f.found; ++i) {
+      if (!running(i)) continue;
+      with_js(url(i), [&](jsCtx* js) {
+        jsStreamInfo* si = nullptr;
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 1000;
+        if (js_GetStreamInfo(&si, js, stream.c_str(), &o, nullptr) == NATS_OK) {
+          f.found = true;
+          f.replicas = si->Config->Replicas;
+          f.msgs = si->State.Msgs;
+          if (si->Cluster != nullptr) {
+            f.leader = si->Cluster->Leader ? si->Cluster->Leader : "";
+            f.peers =
+                static_cast<std::size_t>(si->Cluster->ReplicasLen) + (f.leader.empty() ? 0 : 1);
+          }
+          jsStreamInfo_Destroy(si);
+        }
+      });
+    }
+    return f;
+  }
+
+  // The consumer's accounting, from the first running server that answers (found = false when
+  // none does, e.g. while a majority is down).
+  ConsumerState consumer_state(const std::string& stream, const std::string& durable) const {
+    ConsumerState st;
+    for (int i = 0; i < kNodes && !st.found; ++i) {
+      if (!running(i)) continue;
+      with_js(url(i), [&](jsCtx* js) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 1000;
+        jsConsumerInfo* ci = nullptr;
+        if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), &o, nullptr) != NATS_OK)
+          return;
+        jsStreamInfo* si = nullptr;
+        if (js_GetStreamInfo(&si, js, stream.c_str(), &o, nullptr) == NATS_OK) {
+          st.found = true;
+          st.delivered_stream = ci->Delivered.Stream;
+          st.delivered_consumer = ci->Delivered.Consumer;
+          st.ack_floor_stream = ci->AckFloor.Stream;
+          st.ack_pending = ci->NumAckPending;
+          st.redelivered = ci->NumRedelivered;
+          st.pending = ci->NumPending;
+          st.ack_wait_ns = ci->Config->AckWait;
+          st.stream_msgs = si->State.Msgs;
+          st.stream_last_seq = si->State.LastSeq;
+          jsStreamInfo_Destroy(si);
+        }
+        jsConsumerInfo_Destroy(ci);
+      });
+    }
+    return st;
+  }
+
+ private:
+  struct Node {
+    int port = 0, route = 0;
+    pid_t pid = -1;
+  };
+
+  template <typename Pred>
+  static bool eventually_ok(Pred pred, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+
+  // Connects to one server (no reconnects, short timeout) and runs `fn` with its JetStream.
+  template <typename Fn>
+  static void with_js(const std::string& url, Fn fn) {
+    natsOptions* opts = nullptr;
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    if (natsOptions_Create(&opts) != NATS_OK) return;
+    natsOptions_SetURL(opts, url.c_str());
+    natsOptions_SetTimeout(opts, 1000);
+    natsOptions_SetAllowReconnect(opts, false);
+    if (natsConnection_Connect(&nc, opts) == NATS_OK &&
+        natsConnection_JetStream(&js, nc, nullptr) == NATS_OK)
+      fn(js);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(opts);
+  }
+
+  static int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ::close(fd);
+      throw std::runtime_error("no free port");
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+  }
+
+  bool accepting(int port) const {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(fd);
+    return ok;
+  }
+
+  std::string node_dir(int i) const { return dir_ + "/" + name(i); }
+
+  void stop(int i, int signo) {
+    Node& n = nodes_[i];
+    if (n.pid <= 0) return;
+    ::kill(n.pid, signo);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int st = 0;
+    while (waitpid(n.pid, &st, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(n.pid, SIGKILL);
+        waitpid(n.pid, &st, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    n.pid = -1;
+  }
+
+  void start(int i) {
+    Node& n = nodes_[i];
+    std::filesystem::create_directories(node_dir(i));
+    const std::string port = std::to_string(n.port);
+    const std::string cluster = "nats://127.0.0.1:" + std::to_string(n.route);
+    std::string routes;
+    for (int j = 0; j < kNodes; ++j)
+      if (j != i)
+        routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") +
+                  std::to_string(nodes_[j].route);
+    const std::string store = node_dir(i) + "/store";
+    const std::string log = node_dir(i) + "/server.log";
+    const std::string nm = name(i);
+    const char* argv[] = {
+        NATS_SERVER_BINARY, "-js",         "-a",          "127.0.0.1",     "-p",
+        port.c_str(),       "-sd",         store.c_str(), "--name",        nm.c_str(),
+        "--cluster_name",   "mayhem-test", "--cluster",   cluster.c_str(), "--routes",
+        routes.c_str(),     "-l",          log.c_str(),   nullptr};
+    const pid_t parent = getpid();
+    n.pid = fork();
+    if (n.pid < 0) throw std::runtime_error("fork failed");
+    if (n.pid == 0) {
+      // Only async-signal-safe calls between fork and exec.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      const int devnull = open("/dev/null", O_RDWR);
+      dup2(devnull, 0);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      execvp(argv[0], const_cast<char* const*>(argv));
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!accepting(n.port)) {
+      int st = 0;
+      if (waitpid(n.pid, &st, WNOHANG) == n.pid) {
+        n.pid = -1;
+        std::ifstream in(log);
+        std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        throw std::runtime_error("nats-server " + nm + " exited at start; its log ends: " +
+                                 (all.size() > 600 ? all.substr(all.size() - 600) : all));
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        stop(i, SIGKILL);
+        throw std::runtime_error("nats-server " + nm + " did not accept connections within 10 s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  std::string dir_;
+  std::array<Node, kNodes> nodes_{};
+};
+
+}  // namespace mayhem::test

@@ -1,0 +1,230 @@
+// Mayhem against a real three-node JetStream cluster (support/nats_cluster.hpp): replicated
+// streams from --stream-replicas (and the refusals: 0, more than the cluster has), a worker
+// started while the consumer's leader was just killed (it must wait for the election, then join),
+// and a worker that loses the majority of the cluster mid-run (it must wait and carry on, losing
+// nothing). Every outcome is checked against the servers' own accounting.
+#include <signal.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <sstream>
+
+#include "support/nats_cluster.hpp"
+#include "support/nats_server.hpp"
+#include "support/subprocess.hpp"
+
+using namespace mayhem::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+json cluster_json_line(const Result& r) {
+  std::istringstream in(r.out);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  INFO("stdout: " << r.out << "\nstderr: " << r.err.substr(0, 4000));
+  REQUIRE(!last.empty());
+  return json::parse(last);
+}
+
+// Polls `pred` every 50 ms (each poll of the servers opens a connection) until it holds or
+// `timeout` passes.
+template <typename Pred>
+bool cluster_eventually(Pred pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+// Publishes `n` messages (a fixed seed, so the same message ids each time). A stream created a
+// moment ago may not have its subject's interest on every server yet ("no responders"): then
+// publish again; the de-duplication window keeps one copy of each.
+void cluster_publish(const std::string& urls, std::uint64_t n,
+                     std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"publish",    "--nats",          urls,
+                                   "--messages", std::to_string(n), "--log-level",
+                                   "warning",    "--seed",          "7"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  Result r;
+  for (int attempt = 1; attempt <= 5; ++attempt) {
+    Subprocess p(args);
+    r = p.wait(60s);
+    if (r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+  }
+  INFO(r.err.substr(0, 4000));
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(r.exit_code == 0);
+  const json j = cluster_json_line(r);
+  CHECK(j["confirmed"].get<std::uint64_t>() + j["duplicates"].get<std::uint64_t>() == n);
+}
+
+// The servers say every one of `n` published messages is acked: nothing pending, nothing waiting
+// for an ack, the ack floor at the last one, the work queue empty.
+bool cluster_all_acked(const NatsCluster& c, std::uint64_t n) {
+  const ConsumerState s = c.consumer_state("MAYHEM", "mayhem");
+  return s.found && s.pending == 0 && s.ack_pending == 0 && s.ack_floor_stream == n &&
+         s.stream_msgs == 0;
+}
+
+// Runs until the servers count all `n` acked (or `within` passes), then SIGINT: the summary.
+json cluster_stop_when_acked(const NatsCluster& c, Subprocess& p, std::uint64_t n,
+                             std::chrono::milliseconds within) {
+  const bool done = cluster_eventually([&] { return cluster_all_acked(c, n); }, within);
+  p.signal(SIGINT);
+  const Result r = p.wait(30s);
+  INFO(r.err.substr(0, 6000));
+  REQUIRE_FALSE(r.timed_out);
+  REQUIRE(done);
+  REQUIRE(r.exit_code == 0);
+  return cluster_json_line(r);
+}
+
+// A start-up refusal: exit 2, the one error line, nothing consumed.
+void cluster_refused(const Result& r, const std::string& says) {
+  INFO(r.err);
+  REQUIRE_FALSE(r.timed_out);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find(says) != std::string::npos);
+  if (!r.out.empty()) CHECK(cluster_json_line(r)["acked"] == 0);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "NATS cluster: --stream-replicas creates a replicated stream and refuses what cannot be placed",
+    "[nats][cluster]") {
+  NatsCluster c;
+  // A worker asked for 3 replicas creates the stream with 3 (the server's answer says so).
+  Subprocess w({"--source", c.urls(), "--stream-replicas", "3", "--messages", "300",
+                "--latency-scale", "0", "--summary-json", "--log-level", "warning"});
+  REQUIRE(cluster_eventually([&] { return c.stream_info("MAYHEM").found; }, 30s));
+  const StreamFacts f = c.stream_info("MAYHEM");
+  CHECK(f.replicas == 3);
+  CHECK(f.peers == 3);
+  cluster_publish(c.urls(), 300);
+  const Result r = w.wait(60s);
+  INFO(r.err.substr(0, 4000));
+  REQUIRE(r.exit_code == 0);
+  CHECK(cluster_json_line(r)["acked"] == 300);
+  CHECK(cluster_all_acked(c, 300));
+
+  // An existing R1 stream is used as it is, with one warning.
+  cluster_publish(c.urls(), 50, {"--stream", "ONE", "--subject", "one.x"});
+  REQUIRE(c.stream_info("ONE").replicas == 1);
+  Subprocess w1({"--source", c.urls(), "--stream", "ONE", "--subject", "one.x", "--durable", "one",
+                 "--stream-replicas", "3", "--messages", "50", "--latency-scale", "0",
+                 "--summary-json", "--log-level", "warning"});
+  const Result r1 = w1.wait(60s);
+  INFO(r1.err.substr(0, 4000));
+  REQUIRE(r1.exit_code == 0);
+  CHECK(r1.err.find("stream ONE exists with 1 replica(s), not the 3 asked for") !=
+        std::string::npos);
+  CHECK(cluster_json_line(r1)["acked"] == 50);
+  CHECK(c.stream_info("ONE").replicas == 1);
+
+  // 0 replicas: bad input. 5 on a 3-server cluster: JetStream cannot place them.
+  Subprocess zero({"--source", c.urls(), "--stream-replicas", "0", "--messages", "1"});
+  cluster_refused(zero.wait(10s), "--stream-replicas must be within [1, 5]");
+  Subprocess five({"--source", c.urls(), "--stream", "FIVE", "--subject", "five.x",
+                   "--stream-replicas", "5", "--messages", "1", "--summary-json"});
+  cluster_refused(five.wait(30s), "stream FIVE: cannot be created with 5 replicas");
+  CHECK_FALSE(c.stream_info("FIVE").found);
+}
+
+TEST_CASE("NATS cluster: more replicas than a single server has is refused at start",
+          "[nats][cluster]") {
+  NatsServer srv;
+  Subprocess p(
+      {"--source", srv.url(), "--stream-replicas", "3", "--messages", "1", "--summary-json"});
+  cluster_refused(p.wait(30s), "stream MAYHEM: cannot be created with 3 replicas");
+  CHECK_FALSE(srv.consumer_state("MAYHEM", "mayhem").found);
+}
+
+TEST_CASE("NATS cluster: a worker started while the consumer's leader was just killed joins",
+          "[nats][cluster]") {
+  NatsCluster c;
+  constexpr std::uint64_t kN = 3000;
+  cluster_publish(c.urls(), kN, {"--stream-replicas", "3"});
+  {
+    // A first worker takes a few and creates the consumer (R3, following the stream).
+    Subprocess first({"--source", c.urls(), "--messages", "100", "--latency-scale", "0",
+                      "--summary-json", "--log-level", "warning"});
+    const Result r = first.wait(60s);
+    INFO(r.err.substr(0, 4000));
+    REQUIRE(r.exit_code == 0);
+  }
+  std::string leader;
+  REQUIRE(cluster_eventually(
+      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
+  const int victim = NatsCluster::index_of(leader);
+  REQUIRE(victim >= 0);
+  c.kill(victim);
+  // At once: the consumer (and maybe the stream) has no leader until the others elect one.
+  Subprocess w({"--source", c.urls(), "--stream-replicas", "3", "--messages", "0",
+                "--latency-scale", "0", "--fail-rate", "0", "--summary-json", "--log-level",
+                "warning"});
+  const json s = cluster_stop_when_acked(c, w, kN, 60s);
+  CHECK(s["acked"].get<std::uint64_t>() >= kN - 100);
+  const Result log{0, false, "", w.err_so_far()};
+  // How long it waited for the election, from its own log (when it had to wait at all).
+  std::smatch m;
+  const std::regex waited("JetStream answered after ([0-9.]+) s");
+  if (std::regex_search(log.err, m, waited))
+    WARN("the worker started mid-election waited " << m[1] << " s before JetStream answered");
+  c.restart(victim);
+  c.wait_ready();
+}
+
+TEST_CASE("NATS cluster: a worker that loses the majority waits and finishes without loss",
+          "[nats][cluster]") {
+  NatsCluster c;
+  constexpr std::uint64_t kN = 3000;
+  constexpr int kInFlight = 64;
+  cluster_publish(c.urls(), kN, {"--stream-replicas", "3"});
+  // About 400 messages a second (64 in flight, each 0.15 s of simulated I/O on average).
+  Subprocess w({"--source", c.urls(), "--stream-replicas", "3", "--messages", "0",
+                "--latency-scale", "0.1", "--fail-rate", "0", "--max-in-flight",
+                std::to_string(kInFlight), "--summary-json", "--log-level", "warning"});
+  REQUIRE(cluster_eventually(
+      [&] {
+        const ConsumerState s = c.consumer_state("MAYHEM", "mayhem");
+        return s.found && s.ack_floor_stream >= kN / 6;
+      },
+      30s));
+  // Down to a minority: the consumer's leader and one more server.
+  const int leader = NatsCluster::index_of(c.consumer_leader("MAYHEM", "mayhem"));
+  const int a = leader >= 0 ? leader : 0;
+  const int b = (a + 1) % NatsCluster::kNodes;
+  c.kill(a);
+  c.kill(b);
+  // No leader for the consumer now: the last server cannot answer for it. Meanwhile (the outage
+  // lasts this long) a worker that may wait only 1 s for a leader gives up at start: exit 2.
+  CHECK_FALSE(c.consumer_state("MAYHEM", "mayhem").found);
+  Subprocess late({"--source", c.urls(), "--stream-replicas", "3", "--nats-wait", "1", "--messages",
+                   "1", "--summary-json"});
+  cluster_refused(late.wait(30s), "no answer from JetStream within 1 s");
+  c.restart(a);
+  c.restart(b);
+  c.wait_ready();
+  const json s = cluster_stop_when_acked(c, w, kN, 90s);
+  const ConsumerState end = c.consumer_state("MAYHEM", "mayhem");
+  // Every message acked by the servers' count (above). Deliveries beyond one per message are
+  // redeliveries of what was in flight when the leader went (at most the in-flight limit plus the
+  // prefetch), by the servers' count and by the worker's: a delivery the old leader had not
+  // replicated yet comes again as a first delivery, so the worker's acks beyond N are bounded the
+  // same way, not by either redelivery count.
+  const std::uint64_t redelivered = end.delivered_consumer - end.delivered_stream;
+  const auto acked = s["acked"].get<std::uint64_t>();
+  INFO("server redeliveries " << redelivered << ", worker acked " << acked
+                              << ", worker redelivered " << s["redelivered"]);
+  CHECK(redelivered <= 2 * kInFlight);
+  CHECK(acked >= kN);
+  CHECK(acked - kN <= 2 * kInFlight);
+}
