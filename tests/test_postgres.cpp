@@ -170,7 +170,8 @@ TEST_CASE("PostgreSQL store: processes racing to create the table all start", "[
   std::mutex errors_mutex;
   std::vector<std::string> errors;
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&] {
+    // A copy of the logger: clang 14 (the asan tree) cannot capture a structured binding.
+    threads.emplace_back([&, log = log] {
       try {
         BatchPool batches{8};
         PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
