@@ -78,6 +78,7 @@ struct Service::Impl {
   bool started = false;
 
   Nanos start_ns = 0, end_ns = 0;
+  std::atomic<Nanos> stopped_ns{0};  // end_ns for the stats thread: uptime stops with the run
   double cpu_start = 0, cpu_end = 0;
   int exit_code = 0;
 
@@ -310,6 +311,7 @@ void Service::Impl::shut_down(StopReason why) {
     abandoned = true;
   }
   end_ns = clock.now();  // every message is settled now (acks during the drain included)
+  stopped_ns.store(end_ns, std::memory_order_release);
   // Writes the last settlements; a writer that cannot finish by the deadline is left behind.
   if (!store->close(until(kHealthy))) {
     log->error("Shutdown timed out after {:g} s: the database writer did not stop; leaving it",
@@ -407,7 +409,8 @@ StatsSnapshot Service::Impl::stats_snapshot() const {
   s.log_async = log_queue_stats(log).async;
   s.latency = HistogramData::of(metrics.latency_merged());
   if (!stats_ready.load(std::memory_order_acquire)) return s;
-  s.uptime_ns = static_cast<std::uint64_t>(std::max<Nanos>(clock.now() - start_ns, 0));
+  const Nanos stopped = stopped_ns.load(std::memory_order_acquire);
+  s.uptime_ns = std::max<Nanos>((stopped ? stopped : clock.now()) - start_ns, 0);
   if (collector) add_stage_rows(s, *collector, {opts.save_concurrency, opts.restart_concurrency});
   return s;
 }
