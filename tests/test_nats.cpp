@@ -8,6 +8,7 @@
 
 #include <sstream>
 
+#include "support/json_line.hpp"
 #include "support/nats_server.hpp"
 #include "support/scale.hpp"
 #include "support/subprocess.hpp"
@@ -17,16 +18,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-
-json last_json_line(const Result& r) {
-  std::istringstream in(r.out);
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty()) last = line;
-  INFO("stdout: " << r.out << "\nstderr: " << r.err.substr(0, 4000));
-  REQUIRE(!last.empty());
-  return json::parse(last);
-}
 
 json publish(const NatsServer& srv, std::uint64_t n, std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"publish",         "--nats",      srv.url(), "--messages",

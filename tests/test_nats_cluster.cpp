@@ -10,6 +10,7 @@
 #include <regex>
 #include <sstream>
 
+#include "support/json_line.hpp"
 #include "support/nats_cluster.hpp"
 #include "support/nats_server.hpp"
 #include "support/subprocess.hpp"
@@ -19,16 +20,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-
-json cluster_json_line(const Result& r) {
-  std::istringstream in(r.out);
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty()) last = line;
-  INFO("stdout: " << r.out << "\nstderr: " << r.err.substr(0, 4000));
-  REQUIRE(!last.empty());
-  return json::parse(last);
-}
 
 // Polls `pred` every 50 ms (each poll of the servers opens a connection) until it holds or
 // `timeout` passes.
@@ -61,7 +52,7 @@ void cluster_publish(const std::string& urls, std::uint64_t n,
   INFO(r.err.substr(0, 4000));
   REQUIRE_FALSE(r.timed_out);
   REQUIRE(r.exit_code == 0);
-  const json j = cluster_json_line(r);
+  const json j = last_json_line(r);
   CHECK(j["confirmed"].get<std::uint64_t>() + j["duplicates"].get<std::uint64_t>() == n);
 }
 
@@ -83,7 +74,7 @@ json cluster_stop_when_acked(const NatsCluster& c, Subprocess& p, std::uint64_t 
   REQUIRE_FALSE(r.timed_out);
   REQUIRE(done);
   REQUIRE(r.exit_code == 0);
-  return cluster_json_line(r);
+  return last_json_line(r);
 }
 
 // A start-up refusal: exit 2, the one error line, nothing consumed.
@@ -92,7 +83,7 @@ void cluster_refused(const Result& r, const std::string& says) {
   REQUIRE_FALSE(r.timed_out);
   CHECK(r.exit_code == 2);
   CHECK(r.err.find(says) != std::string::npos);
-  if (!r.out.empty()) CHECK(cluster_json_line(r)["acked"] == 0);
+  if (!r.out.empty()) CHECK(last_json_line(r)["acked"] == 0);
 }
 
 }  // namespace
@@ -112,7 +103,7 @@ TEST_CASE(
   const Result r = w.wait(60s);
   INFO(r.err.substr(0, 4000));
   REQUIRE(r.exit_code == 0);
-  CHECK(cluster_json_line(r)["acked"] == 300);
+  CHECK(last_json_line(r)["acked"] == 300);
   CHECK(cluster_all_acked(c, 300));
 
   // An existing R1 stream is used as it is, with one warning.
@@ -126,7 +117,7 @@ TEST_CASE(
   REQUIRE(r1.exit_code == 0);
   CHECK(r1.err.find("stream ONE exists with 1 replica(s), not the 3 asked for") !=
         std::string::npos);
-  CHECK(cluster_json_line(r1)["acked"] == 50);
+  CHECK(last_json_line(r1)["acked"] == 50);
   CHECK(c.stream_info("ONE").replicas == 1);
 
   // 0 replicas: bad input. 5 on a 3-server cluster: JetStream cannot place them.

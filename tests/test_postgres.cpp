@@ -21,6 +21,7 @@
 #include "mayhem/service.hpp"
 #include "mayhem/store/postgres_store.hpp"
 #include "support/postgres_server.hpp"
+#include "support/store_saves.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_sink.hpp"
 
@@ -40,50 +41,6 @@ Options pg_options(std::uint64_t messages, const std::string& url) {
   o.store = url;
   return o;
 }
-
-// The saves a store completes, counted; waits for a number of them.
-struct PgCompletions {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::size_t done = 0, failed = 0, cancelled = 0;
-  BatchPool& batches;
-  explicit PgCompletions(BatchPool& b) : batches(b) {}
-
-  SaveSink sink() {
-    return [this](Batch* b) {
-      {
-        std::lock_guard lock(mutex);
-        for (std::uint32_t i = 0; i < b->size; ++i) {
-          ++done;
-          if (b->cancelled) ++cancelled;
-          if (b->msgs[i]->save_failed) ++failed;
-        }
-      }
-      batches.release_one(b);
-      cv.notify_all();
-    };
-  }
-  bool wait_for(std::size_t n) {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, 30s, [&] { return done >= n; });
-  }
-};
-
-struct PgMessages {
-  std::vector<Message> msgs;
-  std::vector<Message*> ptrs;
-  explicit PgMessages(std::size_t n, std::uint64_t seed = 11) : msgs(n), ptrs(n) {
-    MessageFactory f(seed);
-    for (std::size_t i = 0; i < n; ++i) {
-      f.fill(msgs[i], i, 0);
-      ptrs[i] = &msgs[i];
-    }
-  }
-  void save(Store& store) {
-    for (std::size_t i = 0; i < ptrs.size(); i += kBatchCapacity)
-      store.save(ptrs.data() + i, std::min<std::size_t>(kBatchCapacity, ptrs.size() - i));
-  }
-};
 
 // The message ids the in-process pub/sub was told to ack, collected by the service's audit hook.
 struct AckedIds {
@@ -123,29 +80,19 @@ TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and 
   BatchPool batches{64};
   auto [log, sink] = test::make_test_logger(spdlog::level::warn);
   PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
-  PgCompletions c(batches);
-  PgMessages m(1000);
+  test::SaveCompletions c(batches);
+  test::SaveMessages m(1000, 11);
   m.save(store);  // 8 submissions queued before the writer runs: its first commit takes them all
   store.start(c.sink());
   REQUIRE(c.wait_for(1000));
   CHECK(store.stats().transactions == 1);
   CHECK(store.stats().rows_inserted == 1000);
-  for (Message& msg : m.msgs) {
-    msg.saved = true;
-    msg.nacked = true;
-  }
-  store.settled(m.ptrs.data(), m.ptrs.size());
+  m.settle(store, false);
 
   // The same message ids again (a redelivery): no new row, counted as duplicates, then acked.
-  for (Message& msg : m.msgs) msg.reset_state();
-  m.save(store);
+  m.redeliver(store);
   REQUIRE(c.wait_for(2000));
-  for (Message& msg : m.msgs) {
-    msg.saved = true;
-    msg.acked = true;
-    msg.restarted = true;
-  }
-  store.settled(m.ptrs.data(), m.ptrs.size());
+  m.settle(store, true);
   REQUIRE(store.close());
 
   CHECK(c.failed == 0);

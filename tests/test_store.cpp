@@ -18,6 +18,7 @@
 
 #include "mayhem/service.hpp"
 #include "mayhem/store/sqlite_store.hpp"
+#include "support/store_saves.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
 #include "support/test_sink.hpp"
@@ -68,51 +69,6 @@ Options quick(std::uint64_t messages, const std::string& store) {
   return o;
 }
 
-// Collects the saves a store completes, and waits for a number of them.
-struct Completions {
-  std::mutex mutex;
-  std::condition_variable cv;
-  std::size_t done = 0, failed = 0, cancelled = 0;
-  BatchPool& batches;
-  explicit Completions(BatchPool& b) : batches(b) {}
-
-  SaveSink sink() {
-    return [this](Batch* b) {
-      {
-        std::lock_guard lock(mutex);
-        for (std::uint32_t i = 0; i < b->size; ++i) {
-          ++done;
-          if (b->cancelled) ++cancelled;
-          if (b->msgs[i]->save_failed) ++failed;
-        }
-      }
-      batches.release_one(b);
-      cv.notify_all();
-    };
-  }
-  bool wait_for(std::size_t n, std::chrono::seconds within = 10s) {
-    std::unique_lock lock(mutex);
-    return cv.wait_for(lock, within, [&] { return done >= n; });
-  }
-};
-
-struct Messages {
-  std::vector<Message> msgs;
-  std::vector<Message*> ptrs;
-  explicit Messages(std::size_t n, std::uint64_t seed = 7) : msgs(n), ptrs(n) {
-    MessageFactory f(seed);
-    for (std::size_t i = 0; i < n; ++i) {
-      f.fill(msgs[i], i, 0);
-      ptrs[i] = &msgs[i];
-    }
-  }
-  // Submits in batches of up to 128, as the save stage does.
-  void save(Store& store) {
-    for (std::size_t i = 0; i < ptrs.size(); i += kBatchCapacity)
-      store.save(ptrs.data() + i, std::min<std::size_t>(kBatchCapacity, ptrs.size() - i));
-  }
-};
-
 }  // namespace
 
 TEST_CASE("SQLite store: after a run, rows equal acked messages, each with its outcome",
@@ -160,29 +116,19 @@ TEST_CASE("SQLite store: a redelivered message does not add a row, its last outc
   BatchPool batches{64};
   auto [log, sink] = test::make_test_logger(spdlog::level::warn);
   SqliteStore store(db, batches, SteadyClock::instance(), log);
-  Completions c(batches);
+  test::SaveCompletions c(batches);
   store.start(c.sink());
-  Messages m(300);
+  test::SaveMessages m(300, 7);
 
   // First delivery: saved, then nacked (say, a shutdown cancelled its restart).
   m.save(store);
   REQUIRE(c.wait_for(300));
-  for (Message& msg : m.msgs) {
-    msg.saved = true;
-    msg.nacked = true;
-  }
-  store.settled(m.ptrs.data(), m.ptrs.size());
+  m.settle(store, false);
 
   // Redelivery: the same message ids are saved again, then acked.
-  for (Message& msg : m.msgs) msg.reset_state();
-  m.save(store);
+  m.redeliver(store);
   REQUIRE(c.wait_for(600));
-  for (Message& msg : m.msgs) {
-    msg.saved = true;
-    msg.acked = true;
-    msg.restarted = true;
-  }
-  store.settled(m.ptrs.data(), m.ptrs.size());
+  m.settle(store, true);
   store.close();
 
   CHECK(c.failed == 0);  // a duplicate is a successful save
@@ -203,15 +149,16 @@ TEST_CASE("SQLite store: the writer group-commits everything queued in one trans
   BatchPool batches{64};
   auto [log, sink] = test::make_test_logger(spdlog::level::warn);
   SqliteStore store(db, batches, SteadyClock::instance(), log);
-  Completions c(batches);
-  Messages m(1000);
+  test::SaveCompletions c(batches);
+  test::SaveMessages m(1000, 7);
   m.save(store);  // 8 submissions queued before the writer runs: its first commit takes them all
   store.start(c.sink());
   REQUIRE(c.wait_for(1000));
   CHECK(store.stats().transactions == 1);
   CHECK(store.stats().rows_inserted == 1000);
 
-  Messages more(500, 8);  // while the writer is idle, more submissions: at most one commit each
+  test::SaveMessages more(
+      500, 8);  // while the writer is idle, more submissions: at most one commit each
   more.save(store);
   REQUIRE(c.wait_for(1500));
   store.close();
@@ -272,11 +219,11 @@ TEST_CASE("SQLite store: a lock held past the busy wait is retried or fails the 
   BatchPool batches{64};
   auto [log, sink] = test::make_test_logger(spdlog::level::info);
   SqliteStore store(db, batches, SteadyClock::instance(), log, retry ? 30'000'000'000 : 0);
-  Completions c(batches);
+  test::SaveCompletions c(batches);
   store.start(c.sink());
   Db locker(db);
   locker.exec("BEGIN IMMEDIATE");
-  Messages m(200);
+  test::SaveMessages m(200, 7);
   m.save(store);
   // The busy handler gives up after 5 s; the lock goes 0.5 s later.
   REQUIRE(

@@ -30,6 +30,8 @@
 
 #include "support/nats_server.hpp"
 
+#include "support/server_process.hpp"
+
 namespace mayhem::test {
 
 struct StreamFacts {
@@ -51,7 +53,7 @@ class NatsCluster {
     // Ports are probed free and released before the servers bind them: under ctest -j2 another
     // process may take one; then a server exits at once and every port is picked again.
     for (int attempt = 1;; ++attempt) {
-      for (auto& n : nodes_) n = Node{free_port(), free_port(), -1};
+      for (auto& n : nodes_) n = Node{free_loopback_port(), free_loopback_port(), -1};
       try {
         for (int i = 0; i < kNodes; ++i) start(i);
         break;
@@ -224,48 +226,11 @@ class NatsCluster {
     natsOptions_Destroy(opts);
   }
 
-  static int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ::close(fd);
-      throw std::runtime_error("no free port");
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
-
-  bool accepting(int port) const {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    ::close(fd);
-    return ok;
-  }
-
   std::string node_dir(int i) const { return dir_ + "/" + name(i); }
 
   void stop(int i, int signo) {
     Node& n = nodes_[i];
-    if (n.pid <= 0) return;
-    ::kill(n.pid, signo);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    int st = 0;
-    while (waitpid(n.pid, &st, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(n.pid, SIGKILL);
-        waitpid(n.pid, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    stop_server(n.pid, signo, std::chrono::seconds(5));
     n.pid = -1;
   }
 
@@ -282,37 +247,16 @@ class NatsCluster {
     const std::string store = node_dir(i) + "/store";
     const std::string log = node_dir(i) + "/server.log";
     const std::string nm = name(i);
-    const char* argv[] = {
-        NATS_SERVER_BINARY, "-js",         "-a",          "127.0.0.1",     "-p",
-        port.c_str(),       "-sd",         store.c_str(), "--name",        nm.c_str(),
-        "--cluster_name",   "mayhem-test", "--cluster",   cluster.c_str(), "--routes",
-        routes.c_str(),     "-l",          log.c_str(),   nullptr};
-    const pid_t parent = getpid();
-    n.pid = fork();
-    if (n.pid < 0) throw std::runtime_error("fork failed");
-    if (n.pid == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      const int devnull = open("/dev/null", O_RDWR);
-      dup2(devnull, 0);
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-      execvp(argv[0], const_cast<char* const*>(argv));
-      _exit(127);
-    }
+    n.pid = spawn_server({NATS_SERVER_BINARY, "-js", "-a", "127.0.0.1", "-p", port, "-sd", store,
+                          "--name", nm, "--cluster_name", "mayhem-test", "--cluster", cluster,
+                          "--routes", routes, "-l", log});
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!accepting(n.port)) {
+    while (!loopback_accepting(n.port)) {
       int st = 0;
       if (waitpid(n.pid, &st, WNOHANG) == n.pid) {
         n.pid = -1;
-        std::ifstream in(log);
-        std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        throw std::runtime_error("nats-server " + nm + " exited at start; its log ends: " +
-                                 (all.size() > 600 ? all.substr(all.size() - 600) : all));
+        throw std::runtime_error("nats-server " + nm +
+                                 " exited at start; its log ends: " + file_tail(log));
       }
       if (std::chrono::steady_clock::now() > deadline) {
         stop(i, SIGKILL);

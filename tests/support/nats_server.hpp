@@ -24,6 +24,8 @@
 #include <string>
 #include <thread>
 
+#include "support/server_process.hpp"
+
 namespace mayhem::test {
 
 #ifndef NATS_SERVER_BINARY
@@ -49,11 +51,11 @@ class NatsServer {
     char tmpl[] = "/tmp/mayhem-nats-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
-    // free_port() closes its probe socket before nats-server binds the port, so under ctest -j2
+    // free_loopback_port() closes its probe socket before nats-server binds the port, so under ctest -j2
     // another process can take it in between; the server then exits at once. Pick another port
     // (restart() cannot: the broker must come back where it was).
     for (int attempt = 1;; ++attempt) {
-      port_ = free_port();
+      port_ = free_loopback_port();
       try {
         start();
         return;
@@ -76,18 +78,7 @@ class NatsServer {
 
   // Stops the server (by PID) and waits for it to exit.
   void kill(int signo) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, signo);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    int st = 0;
-    while (waitpid(pid_, &st, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        waitpid(pid_, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    stop_server(pid_, signo, std::chrono::seconds(5));
     pid_ = -1;
   }
   // Starts it again on the same port with the same store.
@@ -130,72 +121,21 @@ class NatsServer {
     using std::runtime_error::runtime_error;
   };
 
-  // The end of the server's own log (its store directory), for an error message.
-  std::string log_tail() const {
-    std::ifstream in(dir_ + "/server.log");
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return all.size() > 600 ? all.substr(all.size() - 600) : all;
-  }
-
-  static int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof(a);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ::close(fd);
-      throw std::runtime_error("no free port");
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
-
-  bool accepting() const {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<std::uint16_t>(port_));
-    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    ::close(fd);
-    return ok;
-  }
-
   void start() {
     const std::string port = std::to_string(port_);
     const std::string log = dir_ + "/server.log";
     const std::string store = dir_ + "/store";
-    const char* argv[] = {
-        NATS_SERVER_BINARY, "-js", "-a",        "127.0.0.1", "-p", port.c_str(), "-sd",
-        store.c_str(),      "-l",  log.c_str(), nullptr};
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      const int devnull = open("/dev/null", O_RDWR);
-      dup2(devnull, 0);
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-      execvp(argv[0], const_cast<char* const*>(argv));
-      _exit(127);
-    }
+    pid_ = spawn_server(
+        {NATS_SERVER_BINARY, "-js", "-a", "127.0.0.1", "-p", port, "-sd", store, "-l", log});
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!accepting()) {
+    while (!loopback_accepting(port_)) {
       int st = 0;
       if (waitpid(pid_, &st, WNOHANG) == pid_) {
         pid_ = -1;
-        throw ExitedEarly(std::string("nats-server exited at start on port ") +
-                          std::to_string(port_) + " (is " + NATS_SERVER_BINARY +
-                          " installed? tools/install-deps.sh); its log ends: " + log_tail());
+        throw ExitedEarly(
+            std::string("nats-server exited at start on port ") + std::to_string(port_) + " (is " +
+            NATS_SERVER_BINARY +
+            " installed? tools/install-deps.sh); its log ends: " + file_tail(dir_ + "/server.log"));
       }
       if (std::chrono::steady_clock::now() > deadline) {
         kill(SIGKILL);

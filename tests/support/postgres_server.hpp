@@ -33,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/server_process.hpp"
+
 namespace mayhem::test {
 
 #ifndef POSTGRES_BIN_DIR
@@ -64,11 +66,11 @@ class PostgresServer {
                                   "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"});
         rc != 0)
       throw std::runtime_error("initdb failed (exit " + std::to_string(rc) +
-                               "); its output ends: " + log_tail(dir_ + "/initdb.log"));
-    // free_port() closes its probe socket before the server binds it: another process may take
+                               "); its output ends: " + file_tail(dir_ + "/initdb.log"));
+    // free_loopback_port() closes its probe socket before the server binds it: another process may take
     // it in between (ctest -j2). Then the server exits at once: pick another port.
     for (int attempt = 1;; ++attempt) {
-      port_ = free_port();
+      port_ = free_loopback_port();
       try {
         start();
         break;
@@ -96,18 +98,7 @@ class PostgresServer {
 
   // Stops the server by its PID (SIGINT: fast shutdown) and waits for it to exit.
   void stop(int signo = SIGINT) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, signo);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    int st = 0;
-    while (waitpid(pid_, &st, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        waitpid(pid_, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    stop_server(pid_, signo, std::chrono::seconds(20));
     pid_ = -1;
   }
   // Starts it (again: same port, same data) and waits until it accepts connections.
@@ -125,7 +116,7 @@ class PostgresServer {
       if (waitpid(pid_, &st, WNOHANG) == pid_) {
         pid_ = -1;
         throw ExitedEarly("postgres exited at start on port " + port +
-                          "; its log ends: " + log_tail(log));
+                          "; its log ends: " + file_tail(log));
       }
       if (std::chrono::steady_clock::now() > deadline) {
         stop(SIGKILL);
@@ -178,57 +169,9 @@ class PostgresServer {
            " connect_timeout=5";
   }
 
-  static std::string log_tail(const std::string& path) {
-    std::ifstream in(path);
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return all.size() > 600 ? all.substr(all.size() - 600) : all;
-  }
-
-  static int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof(a);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ::close(fd);
-      throw std::runtime_error("no free port");
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
-
   // Forks and execs `args` (as `postgres` when we are root), its output appended to `log`.
   pid_t spawn(std::vector<std::string> args, const std::string& log) const {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    const uid_t uid = uid_;
-    const gid_t gid = gid_;
-    const pid_t pid = fork();
-    if (pid < 0) throw std::runtime_error("fork failed");
-    if (pid == 0) {
-      // Only async-signal-safe calls between fork and exec.
-      if (uid != 0 && (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0))
-        _exit(126);
-      // After setuid: a change of credentials clears the parent-death signal.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      const int in = open("/dev/null", O_RDONLY);
-      const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-      dup2(in, 0);
-      dup2(out, 1);
-      dup2(out, 2);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    return pid;
+    return spawn_server(std::move(args), log, uid_, gid_);
   }
 
   // Runs `args` to completion (initdb); its exit status.
