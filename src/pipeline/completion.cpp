@@ -192,6 +192,7 @@ bool Pipeline::handle_settle(Batch* in) {
   const Nanos now = clock_.now();
   const bool info = log_->should_log(spdlog::level::info);
   const bool debug = log_->should_log(spdlog::level::debug);
+  const bool ack_needs_row = store_.ack_needs_row();  // asked once per batch, not per message
   Histogram& latency = metrics_.latency.local();
   Message* acks[kBatchCapacity];
   Message* nacks[kBatchCapacity];
@@ -219,7 +220,7 @@ bool Pipeline::handle_settle(Batch* in) {
     // No ack without its row: with a real database, a message whose save failed or was
     // cancelled goes back to the source, to be saved when it comes again. (The memory store
     // keeps the reference's rule: a failed save is logged, then acked.)
-    if (ack && !m.saved && store_.ack_needs_row()) ack = false;
+    if (ack && !m.saved && ack_needs_row) ack = false;
     if (ack) {
       m.acked = true;
       acks[na++] = &m;
