@@ -4,7 +4,6 @@
 #include <oneapi/tbb/task_arena.h>
 #include <sys/resource.h>
 
-#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <random>
@@ -238,7 +237,8 @@ int Service::Impl::run() {
         Pipeline::Control{shutdown, observer, deps.fault}});
   });
   io->start([p = pipeline.get()](Op op, Batch* b) { p->io_complete(op, b); });
-  store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); });
+  store->start([p = pipeline.get()](Batch* b) { p->io_complete(Op::kSave, b); },
+               [p = pipeline.get()](Batch* b) { p->acks_recorded(b); });
   lease->start();
 
   log->info(

@@ -375,3 +375,70 @@ TEST_CASE(
   CHECK(s.nacked > 0);
   CHECK(sink->count("Accounting mismatch") == 0);
 }
+
+TEST_CASE("SQLite store: acks come back only once their rows say acked, and acked stays acked",
+          "[store]") {
+  TempDir dir;
+  const std::string db = dir.file("record.db");
+  BatchPool batches{64};
+  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+  SqliteStore store(db, batches, SteadyClock::instance(), log);
+  test::SaveCompletions c(batches);
+  // Each batch handed back: its size, whether it was cancelled, and how many rows said `acked`
+  // at that moment (read by a second connection, as another process would).
+  std::mutex mutex;
+  std::vector<std::uint32_t> sizes;
+  std::vector<bool> cancelled;
+  std::vector<std::int64_t> acked_rows;
+  Db reader(db);
+  store.start(c.sink(), [&](Batch* b) {
+    const std::int64_t rows = reader.count("SELECT count(*) FROM saves WHERE outcome = 'acked'");
+    std::lock_guard lock(mutex);
+    sizes.push_back(b->size);
+    cancelled.push_back(b->cancelled);
+    acked_rows.push_back(rows);
+    batches.release_one(b);
+  });
+  test::SaveMessages m(300, 9);
+  m.save(store);
+  REQUIRE(c.wait_for(300));
+  for (Message& msg : m.msgs) {
+    msg.saved = true;
+    msg.acked = true;
+    msg.restarted = true;
+  }
+  for (std::size_t i = 0; i < 300; i += 100) store.record_acks(m.ptrs.data() + i, 100);
+  const auto all_back = [&] {
+    std::lock_guard lock(mutex);
+    return sizes.size() == 3;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!all_back() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  {
+    std::lock_guard lock(mutex);
+    REQUIRE(sizes.size() == 3);  // one batch per call
+    std::int64_t handed_back = 0;
+    for (std::size_t i = 0; i < 3; ++i) {
+      handed_back += sizes[i];
+      CHECK(sizes[i] == 100);
+      CHECK_FALSE(cancelled[i]);
+      // Every ack handed back so far has its row committed as `acked` already.
+      CHECK(acked_rows[i] >= handed_back);
+    }
+  }
+  // A late nack of an earlier delivery of the same messages does not undo their acks.
+  for (Message& msg : m.msgs) {
+    msg.acked = false;
+    msg.nacked = true;
+  }
+  store.settled(m.ptrs.data(), m.ptrs.size());
+  store.close();  // writes the settlements still queued
+  CHECK(Db(db).count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 300);
+  // After close, acks cannot be recorded: they come back at once, cancelled (to be nacked).
+  store.record_acks(m.ptrs.data(), 10);
+  std::lock_guard lock(mutex);
+  REQUIRE(sizes.size() == 4);
+  CHECK(sizes[3] == 10);
+  CHECK(cancelled[3]);
+}

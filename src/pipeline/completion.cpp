@@ -189,20 +189,15 @@ void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) 
 
 bool Pipeline::handle_settle(Batch* in) {
   const std::uint32_t n = in->size;
-  const Nanos now = clock_.now();
   const bool info = log_->should_log(spdlog::level::info);
   const bool debug = log_->should_log(spdlog::level::debug);
-  const bool ack_needs_row = store_.ack_needs_row();  // asked once per batch, not per message
-  Histogram& latency = metrics_.latency.local();
+  // A real database: a message is acked only with its row, and only once the row says `acked`
+  // (record_acks; the ack goes out from recorded_body). Asked once per batch, not per message.
+  const bool ack_needs_row = store_.ack_needs_row();
   Message* acks[kBatchCapacity];
   Message* nacks[kBatchCapacity];
   std::uint32_t na = 0, nn = 0;
-  // Group consecutive messages of one lot, so a lot's count drops once per run, not per message.
-  Lot* lots[kBatchCapacity];
-  std::uint32_t counts[kBatchCapacity];
-  std::uint32_t runs = 0;
   for_each_prefetched(in->msgs, n, [&](Message& m) {
-    Leases::done(m);  // the lease ends here: settle owns the message and its handle
     bool ack = !in->cancelled;
     if (ack && fault_) {
       try {
@@ -224,20 +219,77 @@ bool Pipeline::handle_settle(Batch* in) {
     if (ack) {
       m.acked = true;
       acks[na++] = &m;
-      latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
-      if (info) MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
     } else {
       m.nacked = true;
       nacks[nn++] = &m;
       if (debug) log_->debug("Nacked {}", m);
     }
+  });
+  bool wake = false;
+  if (ack_needs_row && na != 0) {
+    // The acks wait for their outcome's commit, leased meanwhile; the graph waits for them too.
+    graph_.reserve_wait();
+    store_.record_acks(acks, na);
+    wake = settle_some(nacks, nn, nullptr, 0, info);
+  } else {
+    wake = settle_some(nacks, nn, acks, na, info);
+  }
+  done_with(in);
+  return wake;
+}
+
+void Pipeline::acks_recorded(Batch* b) {
+  recorded_.try_put(b);
+  graph_.release_wait();
+}
+
+// The acks whose rows say `acked` now (or, cancelled, could not be recorded: nacked instead).
+bool Pipeline::handle_recorded(Batch* in) {
+  const std::uint32_t n = in->size;
+  const bool info = log_->should_log(spdlog::level::info);
+  bool wake;
+  if (in->cancelled) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      in->msgs[i]->acked = false;
+      in->msgs[i]->nacked = true;
+    }
+    log_->warn("{} acks could not be recorded in the database; nacking them", n);
+    wake = settle_some(in->msgs, n, nullptr, 0, info);
+  } else {
+    wake = settle_some(nullptr, 0, in->msgs, n, info);
+  }
+  done_with(in);
+  return wake;
+}
+
+// Ends the leases of `na` acks and `nn` nacks, counts them and tells the source (unless a
+// timed-out shutdown sealed settle), records the nacks' outcome (a database group-commits it with
+// later saves; the acks' is recorded already, or never is: the memory store), frees their
+// permits and lot references. True: a parked consume should be woken.
+bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* const* acks,
+                           std::uint32_t na, bool info) {
+  const Nanos now = clock_.now();
+  Histogram& latency = metrics_.latency.local();
+  // Group consecutive messages of one lot, so a lot's count drops once per run, not per message.
+  Lot* lots[2 * kBatchCapacity];
+  std::uint32_t counts[2 * kBatchCapacity];
+  std::uint32_t runs = 0;
+  const auto end_lease = [&](Message& m) {
+    Leases::done(m);  // the lease ends here: settle owns the message and its handle
     if (runs != 0 && lots[runs - 1] == m.lot) {
       ++counts[runs - 1];
     } else {
       lots[runs] = m.lot;
       counts[runs++] = 1;
     }
-  });
+  };
+  for (std::uint32_t i = 0; i < nn; ++i) end_lease(*nacks[i]);
+  for (std::uint32_t i = 0; i < na; ++i) {
+    Message& m = *acks[i];
+    end_lease(m);
+    latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
+    if (info) MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
+  }
   // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
   // messages nacked already). The gate makes count-or-not and the seal one decision, and
   // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
@@ -254,16 +306,18 @@ bool Pipeline::handle_settle(Batch* in) {
       acks[i]->acked = false;
       acks[i]->nacked = true;
     }
-    source_.return_unsettled(in->msgs, n);  // acks included: they were counted nacked
+    // Acks included: they were counted nacked.
+    if (na != 0) source_.return_unsettled(acks, na);
+    if (nn != 0) source_.return_unsettled(nacks, nn);
   }
-  store_.settled(in->msgs, n);  // the outcome (a database group-commits it with later saves)
-  metrics_.in_flight.fetch_sub(n);
+  if (nn != 0) store_.settled(nacks, nn);
+  if (na != 0 && !store_.ack_needs_row()) store_.settled(acks, na);
+  metrics_.in_flight.fetch_sub(na + nn);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
                     !consume_scheduled_.exchange(true);
   if (opts_.messages != 0 && metrics_.settled() >= opts_.messages)
     shutdown_.request(StopReason::kCompleted);
-  done_with(in);
   // Last: once a lot's count reaches zero the lease thread may free its messages.
   for (std::uint32_t r = 0; r < runs; ++r) unref_lot(lots[r], counts[r]);
   return wake;
@@ -272,6 +326,11 @@ bool Pipeline::handle_settle(Batch* in) {
 void Pipeline::settle_body(Batch* in, SettleNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kSettle, in->size, in->msgs);
   if (handle_settle(in)) std::get<0>(out).try_put(continue_msg());
+}
+
+// Not observed as a stage of its own: its messages were counted into settle once already.
+void Pipeline::recorded_body(Batch* in, SettleNode::output_ports_type& out) {
+  if (handle_recorded(in)) std::get<0>(out).try_put(continue_msg());
 }
 
 }  // namespace mayhem

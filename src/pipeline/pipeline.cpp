@@ -53,7 +53,9 @@ Pipeline::Pipeline(Deps d)
       cleanup_(graph_, tbb::flow::unlimited,
                [this](Batch* b, IoNode::gateway_type& gw) { submit_body(Op::kCleanup, b, gw); }),
       settle_(graph_, tbb::flow::unlimited,
-              [this](Batch* b, SettleNode::output_ports_type& out) { settle_body(b, out); }) {
+              [this](Batch* b, SettleNode::output_ports_type& out) { settle_body(b, out); }),
+      recorded_(graph_, tbb::flow::unlimited,
+                [this](Batch* b, SettleNode::output_ports_type& out) { recorded_body(b, out); }) {
   wire();
 }
 
@@ -77,6 +79,8 @@ Pipeline::Pipeline(Deps d)
 //   cleanup                 ► settle    make_edge            (through its gateway)
 //   cleanup, zero delay     ► consume   send_to_consume      inline settle freed permits
 //   settle                  ► consume   make_edge            freed permits wake a parked consume
+//   settle ► store ► recorded           acks_recorded        a real database: acks once recorded
+//   recorded                ► consume   make_edge            freed permits wake a parked consume
 //   anyone                  ► consume   schedule_consume     more to pull (one queued at a time)
 void Pipeline::wire() {
   using tbb::flow::make_edge;
@@ -90,6 +94,7 @@ void Pipeline::wire() {
   make_edge(output_port<1>(restarted_), restart_);
   make_edge(cleanup_, settle_);
   make_edge(output_port<0>(settle_), consume_);
+  make_edge(output_port<0>(recorded_), consume_);
 }
 
 Pipeline::~Pipeline() {

@@ -27,13 +27,17 @@ struct GroupCommitStore::Impl {
   std::shared_ptr<spdlog::logger> log;
   const Nanos retry_for;
   const bool group_commit;
-  SaveSink sink;  // set by start(), before the writer exists
+  SaveSink sink;        // set by start(), before the writer exists
+  RecordSink recorded;  // likewise
 
   std::mutex mutex;
   std::condition_variable work_cv;  // the writer waits for work
   std::condition_variable idle_cv;  // cancel_saves waits for the writer's current saves
   std::vector<Message*> saves;
   std::vector<Settlement> settlements;
+  // record_acks: handed back once their settlements are committed, each call's as one batch.
+  std::vector<Message*> acks;
+  std::vector<std::uint32_t> ack_calls;  // how many of `acks` each call gave
   bool writer_waiting = false;
   bool writing_saves = false;
   bool cancelled = false;
@@ -77,23 +81,44 @@ struct GroupCommitStore::Impl {
   void deliver(const std::vector<Message*>& msgs, bool cancel) {
     deliver(msgs.data(), msgs.size(), cancel);
   }
+  // The recorded acks, one batch per record_acks call; `cancel`: not recorded (to be nacked).
+  void deliver_recorded(Message* const* msgs, std::size_t n, bool cancel) {
+    Batch* b = acquire_batch(batches, cancel);
+    for (std::size_t i = 0; i < n; ++i) b->push(msgs[i]);
+    recorded(b);
+  }
+  void deliver_recorded(const std::vector<Message*>& msgs, const std::vector<std::uint32_t>& calls,
+                        bool cancel) {
+    std::size_t at = 0;
+    for (const std::uint32_t n : calls) {
+      deliver_recorded(msgs.data() + at, n, cancel);
+      at += n;
+    }
+  }
+
+  // What a write did: committed; failed (for good, or the retries ran out: the saves have
+  // `save_failed` set, the settlements are not recorded); stopped by the shutdown (nothing known
+  // to be written: the saves complete as cancelled).
+  enum class Written { kCommitted, kFailed, kStopped };
 
   // One transaction per save (--store-group-commit 0, for measuring group commit against it):
   // the settlements go with the first. Completes the saves written; the rest, once the shutdown
-  // stopped it, as cancelled.
-  void write_each(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
+  // stopped it, as cancelled. Returns what became of the settlements.
+  Written write_each(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     std::vector<Message*> one(1);
     const std::vector<Settlement> none;
     std::size_t i = 0;
-    bool written = true;
-    for (; i < batch.size() && written; ++i) {
+    Written first = Written::kCommitted, w = Written::kCommitted;
+    for (; i < batch.size() && w != Written::kStopped; ++i) {
       one[0] = batch[i];
-      written = write(one, i == 0 ? done : none);
+      w = write(one, i == 0 ? done : none);
+      if (i == 0) first = w;
     }
-    if (batch.empty()) written = write(batch, done);
-    const std::size_t ok = written ? batch.size() : i - 1;
+    if (batch.empty()) first = w = write(batch, done);
+    const std::size_t ok = w != Written::kStopped ? batch.size() : i - 1;
     deliver(batch.data(), ok, false);
     deliver(batch.data() + ok, batch.size() - ok, true);
+    return first;
   }
 
   bool shutdown_gives_up() const {
@@ -110,11 +135,9 @@ struct GroupCommitStore::Impl {
     return !shutdown_gives_up();
   }
 
-  // One group commit, retried while the failure is transient and `retry_for` lasts. Returns false
-  // when the shutdown stopped it: then nothing is known to be written and the saves are to
-  // complete as cancelled. Saves that failed (for good, or when the retries ran out) have
-  // `save_failed` set.
-  bool write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
+  // One group commit, retried while the failure is transient and `retry_for` lasts. Saves that
+  // failed (for good, or when the retries ran out) have `save_failed` set.
+  Written write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     const auto first = std::chrono::steady_clock::now();
     Nanos backoff = 50'000'000;
     for (std::uint32_t retries = 0;; ++retries) {
@@ -130,7 +153,7 @@ struct GroupCommitStore::Impl {
         if (retries != 0)
           log->warn("{}: written after {} retries ({} saves, {} settlements)", db->label(), retries,
                     batch.size(), done.size());
-        return true;
+        return c.settlements_lost ? Written::kFailed : Written::kCommitted;
       }
       const Nanos elapsed = (std::chrono::steady_clock::now() - first).count();
       const bool shutting_down = r == StoreBackend::Result::kGaveUp || db->gave_up.exchange(false);
@@ -141,7 +164,7 @@ struct GroupCommitStore::Impl {
           (elapsed < retry_for && !pause(std::min(backoff, retry_for - elapsed)))) {
         log->warn("{}: {}; shutting down, {} saves cancelled and {} settlements not recorded",
                   db->label(), db->error(), batch.size(), done.size());
-        return false;
+        return Written::kStopped;
       }
       if (elapsed >= retry_for) {
         for (Message* m : batch) m->save_failed = true;
@@ -151,7 +174,7 @@ struct GroupCommitStore::Impl {
             "settlements not recorded",
             db->label(), db->error(), retries, static_cast<double>(elapsed) / 1e9, batch.size(),
             done.size());
-        return true;
+        return Written::kFailed;
       }
       backoff = std::min<Nanos>(backoff * 2, 1'000'000'000);
       db->reconnect();
@@ -159,7 +182,8 @@ struct GroupCommitStore::Impl {
   }
 
   void writer_loop() {
-    std::vector<Message*> batch;
+    std::vector<Message*> batch, acked;
+    std::vector<std::uint32_t> calls;
     std::vector<Settlement> done;
     for (;;) {
       {
@@ -177,16 +201,23 @@ struct GroupCommitStore::Impl {
         }
         batch.swap(saves);
         done.swap(settlements);
+        acked.swap(acks);
+        calls.swap(ack_calls);
         writing_saves = !batch.empty();
       }
+      Written w;
       if (group_commit) {
-        const bool written = write(batch, done);
-        deliver(batch, !written);
+        w = write(batch, done);
+        deliver(batch, w == Written::kStopped);
       } else {
-        write_each(batch, done);
+        w = write_each(batch, done);
       }
+      // The acks go to the broker only now that their rows say `acked`.
+      deliver_recorded(acked, calls, w != Written::kCommitted);
       batch.clear();
       done.clear();
+      acked.clear();
+      calls.clear();
       bool notify;
       {
         std::lock_guard lock(mutex);
@@ -209,9 +240,10 @@ GroupCommitStore::~GroupCommitStore() {
   if (impl_->abandoned) (void)impl_.release();  // the writer left behind still uses it
 }
 
-void GroupCommitStore::start(SaveSink sink) {
+void GroupCommitStore::start(SaveSink saved, RecordSink recorded) {
   Impl& s = *impl_;
-  s.sink = std::move(sink);
+  s.sink = std::move(saved);
+  s.recorded = std::move(recorded);
   s.log->info("{}: {}{}", s.db->label(), s.db->describe(),
               s.group_commit ? "" : "; one transaction per save (--store-group-commit 0)");
   s.writer = std::thread([&s] {
@@ -256,6 +288,30 @@ void GroupCommitStore::settled(Message* const* msgs, std::size_t n) {
   if (notify) s.work_cv.notify_one();
 }
 
+void GroupCommitStore::record_acks(Message* const* msgs, std::size_t n) {
+  if (n == 0) return;
+  Impl& s = *impl_;
+  const std::int64_t now = unix_ms();
+  bool notify = false, refused = false;
+  {
+    std::lock_guard lock(s.mutex);
+    if (s.stopping) {
+      refused = true;
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {
+        const Message& m = *msgs[i];
+        s.settlements.push_back(Settlement{m.id, now, true, m.restarted});
+      }
+      s.acks.insert(s.acks.end(), msgs, msgs + n);
+      s.ack_calls.push_back(static_cast<std::uint32_t>(n));
+      notify = s.writer_waiting;
+      s.writer_waiting = false;
+    }
+  }
+  if (notify) s.work_cv.notify_one();
+  if (refused) s.deliver_recorded(msgs, n, true);  // the writer has stopped: nack them
+}
+
 bool GroupCommitStore::cancel_saves(Nanos give_up_at) {
   Impl& s = *impl_;
   std::vector<Message*> rest;
@@ -263,6 +319,9 @@ bool GroupCommitStore::cancel_saves(Nanos give_up_at) {
   {
     std::unique_lock lock(s.mutex);
     s.cancelled = true;
+    // Recorded acks still come (the drain settles what finished): their writes and retries give
+    // up at the shutdown's deadline.
+    s.db->give_up_at.store(give_up_at);
     // A transaction waiting for another connection's lock, or for its next retry, has written
     // nothing: it gives up at once.
     s.db->give_up_now.store(true);

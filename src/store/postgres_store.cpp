@@ -31,12 +31,13 @@ constexpr const char* kSchema =
     "  published_at  bigint NOT NULL,   -- unix ms\n"
     "  saved_at      bigint NOT NULL,   -- unix ms, the commit that wrote the row\n"
     "  settled_at    bigint,            -- unix ms, last settlement (NULL until settled)\n"
-    "  outcome       text NOT NULL,     -- saved | acked | nacked (the last settlement)\n"
+    "  outcome       text NOT NULL,     -- saved | acked | nacked (last; acked is final)\n"
     "  restarted     integer            -- 1 restarted, 0 restart failed or cancelled\n"
     ") WITH (fillfactor = 50)";
 
 // $1-$4 the saves (message_id, instance_name, hostname, published_at), $5 saved_at, $6-$9 the
-// settlements (message_id, outcome, restarted, settled_at; the last one of a message wins).
+// settlements (message_id, outcome, restarted, settled_at; the last one of a message wins; a row once
+// `acked` stays `acked`: an earlier delivery's late nack must not undo a later ack).
 // The UPDATE sees the rows committed before this statement: a settlement's row always is.
 constexpr const char* kWrite =
     "WITH ins AS (\n"
@@ -52,7 +53,7 @@ constexpr const char* kWrite =
     "        FROM unnest($6::text[], $7::text[], $8::integer[], $9::bigint[]) WITH ORDINALITY\n"
     "             AS t(message_id, outcome, restarted, settled_at, n)\n"
     "        ORDER BY message_id, n DESC) AS u\n"
-    "  WHERE s.message_id = u.message_id RETURNING 1)\n"
+    "  WHERE s.message_id = u.message_id AND s.outcome <> 'acked' RETURNING 1)\n"
     "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)";
 
 // Creating the table: processes that start together take turns (a transaction-level advisory
@@ -358,6 +359,7 @@ StoreBackend::Result PostgresBackend::row_by_row(const std::vector<Message*>& ba
       PQclear(r);
       return Result::kTransient;
     } else {
+      counts.settlements_lost = true;
       log_->error("PostgreSQL store: {} settlements not recorded: {}", done.size(),
                   result_error(r));
     }

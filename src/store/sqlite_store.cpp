@@ -27,7 +27,7 @@ constexpr const char* kSchema =
     "  published_at  INTEGER NOT NULL,  -- unix ms\n"
     "  saved_at      INTEGER NOT NULL,  -- unix ms, the commit that wrote the row\n"
     "  settled_at    INTEGER,           -- unix ms, last settlement (NULL until settled)\n"
-    "  outcome       TEXT NOT NULL,     -- saved | acked | nacked (the last settlement)\n"
+    "  outcome       TEXT NOT NULL,     -- saved | acked | nacked (last; acked is final)\n"
     "  restarted     INTEGER            -- 1 restarted, 0 restart failed or cancelled\n"
     ") WITHOUT ROWID";
 
@@ -35,7 +35,8 @@ constexpr const char* kInsert =
     "INSERT INTO saves (message_id, instance_name, hostname, published_at, saved_at, outcome) "
     "VALUES (?1, ?2, ?3, ?4, ?5, 'saved') ON CONFLICT (message_id) DO NOTHING";
 constexpr const char* kUpdate =
-    "UPDATE saves SET outcome = ?2, restarted = ?3, settled_at = ?4 WHERE message_id = ?1";
+    "UPDATE saves SET outcome = ?2, restarted = ?3, settled_at = ?4 "
+    "WHERE message_id = ?1 AND outcome <> 'acked'";
 
 // Worth another try: another connection's lock outlasted the busy handler, a full disk, an I/O
 // error.
@@ -128,6 +129,7 @@ class SqliteBackend final : public StoreBackend {
     if (transient(rc)) return Result::kTransient;
     for (Message* m : batch) m->save_failed = true;
     counts.failed = batch.size();
+    counts.settlements_lost = !done.empty();
     log_->error("SQLite store: {} ({} saves failed, {} settlements not recorded)", what,
                 batch.size(), done.size());
     return Result::kDone;
@@ -232,6 +234,7 @@ StoreBackend::Result SqliteBackend::write(const std::vector<Message*>& batch,
     } else {
       if (first_error.empty()) first_error = errmsg();
       if (sqlite3_get_autocommit(db_)) lost_rc = rc;
+      counts.settlements_lost = true;
     }
   }
   if (lost_rc == SQLITE_OK) {

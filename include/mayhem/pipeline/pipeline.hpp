@@ -22,8 +22,11 @@
 // control: consume takes no more than `max_in_flight - in_flight` messages and parks; settle wakes
 // it. publish runs only for a publishable source (the in-process pub/sub), parks when it is full;
 // consume wakes it. The lease is reached through `Leases` only (consume holds a lot, settle ends
-// each message's lease, the last reference releases the lot). Bodies: intake.cpp (publish,
-// consume), completion.cpp (save, saved, restart, restarted, cleanup, settle).
+// each message's lease, the last reference releases the lot). With a real database settle hands
+// its acks to the store first (Store::record_acks): they come back through `acks_recorded` once
+// their rows say `acked`, and recorded acks them (the graph waits for them: reserve_wait).
+// Bodies: intake.cpp (publish, consume), completion.cpp (save, saved, restart, restarted,
+// cleanup, settle, recorded).
 // Use: built by Service inside its task_arena; `start_flat_out()` or `order_publish(n)` from the
 // pacer, `io_complete` as the IoService and store sink, `wait_idle()` at shutdown.
 #pragma once
@@ -109,6 +112,9 @@ class Pipeline {
   void notify_source() { schedule_consume(); }
   // The IoService sink: completed operations re-enter the graph through the async_node gateways.
   void io_complete(Op op, Batch* batch);
+  // The store's recorded sink (Store::record_acks): acks whose rows say `acked` now go to the
+  // source (a cancelled batch could not be recorded: nacked instead).
+  void acks_recorded(Batch* batch);
   // Waits until no task is left in the graph (call after stopping every outside producer).
   void wait_idle() { graph_.wait_for_all(); }
   // After wait_idle at shutdown: nacks what is still waiting in the source. Returns the count.
@@ -154,6 +160,7 @@ class Pipeline {
   void saved_body(Batch* in, SavedNode::output_ports_type& out);
   void restarted_body(Batch* in, RestartedNode::output_ports_type& out);
   void settle_body(Batch* in, SettleNode::output_ports_type& out);
+  void recorded_body(Batch* in, SettleNode::output_ports_type& out);
 
   // Completion handlers, run by the completion nodes and inline for zero-delay operations. Each
   // consumes its input batch and returns what goes on.
@@ -167,6 +174,9 @@ class Pipeline {
   RestartResults handle_restarts(Batch* in);
   // True: a parked consume should be woken.
   bool handle_settle(Batch* in);
+  bool handle_recorded(Batch* in);
+  bool settle_some(Message* const* nacks, std::uint32_t nn, Message* const* acks, std::uint32_t na,
+                   bool info);
   void complete_inline(Op op, Batch* done);
 
   // The reference's handle_results, for a message whose save and restart are both settled.
@@ -234,6 +244,8 @@ class Pipeline {
   RestartedNode restarted_;
   IoNode cleanup_;
   SettleNode settle_;
+  // A real database's acks, back from record_acks: acked now.
+  SettleNode recorded_;
 };
 
 }  // namespace mayhem

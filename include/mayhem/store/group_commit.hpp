@@ -3,7 +3,8 @@
 // The save stage only appends message pointers to a queue (one lock per batch of up to 128); the
 // writer takes everything queued (saves and settlements) and hands it to its `StoreBackend` as ONE
 // transaction (group commit: the longer a commit takes, the more the next one carries), then
-// delivers the completions in batches through the sink. A transient failure (connection lost,
+// delivers the completions in batches through the sink, and the acks it recorded (record_acks)
+// through the recorded sink. A transient failure (connection lost,
 // server restarting, lock timeout, serialization failure, deadlock) is retried with backoff
 // (50 ms doubling to 1 s) and a reconnect for up to `retry_for`; when that runs out, the saves
 // complete as failed (`save_failed`: the pipeline nacks them, never acks). The shutdown interrupts
@@ -35,6 +36,9 @@ struct Settlement {
 // What one write committed.
 struct WriteCounts {
   std::uint64_t inserted = 0, duplicates = 0, failed = 0, recorded = 0, transactions = 0;
+  // Set when the settlements (some or all) failed for good and were not committed: acks waiting
+  // for them (record_acks) are nacked instead.
+  bool settlements_lost = false;
 };
 
 // One database connection, used by the writer thread (and by the constructor that opens it).
@@ -77,9 +81,11 @@ class GroupCommitStore : public Store {
   GroupCommitStore(const GroupCommitStore&) = delete;
   GroupCommitStore& operator=(const GroupCommitStore&) = delete;
 
-  void start(SaveSink sink) override;
+  void start(SaveSink saved, RecordSink recorded) override;
+  using Store::start;
   Batch* save(Message* const* msgs, std::size_t n) override;
   void settled(Message* const* msgs, std::size_t n) override;
+  void record_acks(Message* const* msgs, std::size_t n) override;
   bool cancel_saves(Nanos give_up_at) override;
   bool close(Nanos give_up_at) override;
   using Store::close;

@@ -7,6 +7,8 @@
 // Use: made by open_store (store.hpp) for "memory"; `MemoryStore store(sim)` in tests.
 #pragma once
 
+#include <stdexcept>
+
 #include "mayhem/io/simulated_io.hpp"
 #include "mayhem/store/store.hpp"
 
@@ -16,11 +18,16 @@ class MemoryStore final : public Store {
  public:
   explicit MemoryStore(SimulatedIo& sim) : Store(&sim), sim_(sim) {}
 
-  void start(SaveSink) override {}
+  void start(SaveSink, RecordSink) override {}
+  using Store::start;
   Batch* save(Message* const* msgs, std::size_t n) override {
     return sim_.submit(Op::kSave, msgs, static_cast<std::uint32_t>(n));
   }
   void settled(Message* const*, std::size_t) override {}
+  // Never called: ack_needs_row() is false, settle acks at once (as the reference does).
+  void record_acks(Message* const*, std::size_t) override {
+    throw std::logic_error("MemoryStore::record_acks: the memory store records nothing");
+  }
   // The simulated saves are cancelled with the IoService's (IoService::cancel_all).
   bool cancel_saves(Nanos) override { return true; }
   bool close(Nanos) override { return true; }

@@ -7,10 +7,14 @@
 // idempotent on message_id, transient failures retried (group_commit.hpp). Completed saves come
 // back in batches through a sink, exactly as the IoService delivers them, so the graph keeps its
 // shape. With a real database a message is acked only once its row is committed
-// (`ack_needs_row`): settle nacks a message whose save failed or was cancelled.
+// (`ack_needs_row`): settle nacks a message whose save failed or was cancelled; and its ack is
+// recorded first (`record_acks`: the row says `acked` before the broker hears it), so a worker
+// that dies between the two leaves a row the next delivery settles again, never an acked message
+// whose row says `saved`.
 // Use: `auto store = open_store(spec, batches, clock, log, sim);` (never null; throws StoreError
-// with a one-line reason when the database cannot be used), then `store->start(sink)`,
-// `store->save(msgs, n)` from the save stage, `store->settled(msgs, n)` from settle; at shutdown
+// with a one-line reason when the database cannot be used), then `store->start(saved, recorded)`,
+// `store->save(msgs, n)` from the save stage, `store->record_acks(msgs, n)` (a real database) and
+// `store->settled(msgs, n)` (the rest) from settle; at shutdown
 // `cancel_saves(give_up_at)` before waiting for the graph, `close(give_up_at)` after (both bounded
 // by the shutdown deadline, on the clock given to open_store).
 #pragma once
@@ -68,12 +72,18 @@ inline constexpr Nanos kNoDeadline = INT64_MAX;
 // Completed saves. The sink takes ownership of the batch; batch->cancelled says the saves were
 // cancelled (shutdown) and not written; a message whose write failed has `save_failed` set.
 using SaveSink = std::function<void(Batch*)>;
+// Recorded acks (record_acks), handed back in batches the sink owns: batch->cancelled says the
+// outcome was not committed (the shutdown, or the database stayed away past the retries): those
+// are to be nacked, not acked.
+using RecordSink = std::function<void(Batch*)>;
 
 class Store {
  public:
   virtual ~Store() = default;
   // Starts the writer. Saves submitted before are queued, and written by its first transaction.
-  virtual void start(SaveSink sink) = 0;
+  // `recorded` receives what record_acks recorded (a real database only).
+  virtual void start(SaveSink saved, RecordSink recorded) = 0;
+  void start(SaveSink saved) { start(std::move(saved), RecordSink{}); }
   // Saves `n` (at most kBatchCapacity) in-flight messages; each completes later through the sink,
   // or at once: those come back in a batch (the caller owns it and completes them inline, as
   // the sink would); null when none did. Thread-safe.
@@ -91,6 +101,11 @@ class Store {
   // Records how `n` messages settled (acked or nacked, restarted or not). Copies what it needs:
   // the messages may be reused as soon as it returns. Thread-safe.
   virtual void settled(Message* const* msgs, std::size_t n) = 0;
+  // A real database (ack_needs_row): records `n` saved messages as `acked` (the outcome is
+  // committed with the next group commit) and only then hands them back through the recorded
+  // sink, for settle to ack them: one batch per call (n is at most kBatchCapacity). The messages must stay alive until then. A row once `acked`
+  // stays `acked`: a late settlement of an earlier delivery does not undo it. Thread-safe.
+  virtual void record_acks(Message* const* msgs, std::size_t n) = 0;
   // Shutdown, before waiting for the graph: saves not yet written complete now as cancelled, and
   // so do later ones. A transaction waiting for another connection's lock gives up at once (its
   // saves complete as cancelled too); one being written finishes and delivers first: this waits
