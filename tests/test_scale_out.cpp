@@ -104,6 +104,14 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
     REQUIRE(c.stream_info("MAYHEM").msgs == kN);
   }
 
+  // When each phase ended, seconds from the workers' start (reported at the end).
+  const auto t0 = std::chrono::steady_clock::now();
+  std::ostringstream phases;
+  const auto phase = [&](const char* what) {
+    phases << what << " "
+           << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+           << " s; ";
+  };
   std::vector<ScaleWorker> workers;
   for (int i = 0; i < 3; ++i) workers.push_back(scale_start_worker(c, pg, kInFlight));
   const auto progress = [&](std::uint64_t part) {
@@ -119,25 +127,31 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
   const int victim = NatsCluster::index_of(leader);
   REQUIRE(victim >= 0);
   const std::uint64_t floor_at_kill = scale_ack_floor(c);
+  phase("leader killed");
   c.kill(victim);
   REQUIRE(scale_eventually([&] { return scale_ack_floor(c) > floor_at_kill + kN / 20; }, 120s));
   const std::string new_leader = c.consumer_leader("MAYHEM", "mayhem");
   CHECK(new_leader != leader);
+  phase("new leader serving");
   c.restart(victim);
   c.wait_ready();
+  phase("old leader back");
 
   // 2. A worker dies (SIGKILL, its in-flight messages unacked) after doing a share; a fresh one
   //    joins.
   REQUIRE(progress(40));
   const std::uint64_t killed_share = scale_worker_acked(workers[1]);
   CHECK(killed_share > 0);
+  phase("worker killed");
   workers[1].proc->signal(SIGKILL);
   workers[1].proc->wait(10s);
   workers.push_back(scale_start_worker(c, pg, kInFlight));
 
   // 3. PostgreSQL restarts (fast shutdown: every connection is cut, then it starts again).
   REQUIRE(progress(55));
+  phase("PostgreSQL restarting");
   pg.restart();
+  phase("PostgreSQL back");
 
   // The servers' own accounting: every message acked, nothing pending, the stream empty.
   const bool all_acked = scale_eventually(
@@ -147,6 +161,7 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
                s.stream_msgs == 0;
       },
       180s);
+  phase("all acked");
   std::uint64_t worker_redelivered = 0;
   std::vector<std::uint64_t> shares;
   for (std::size_t i = 0; i < workers.size(); ++i) {
@@ -193,7 +208,8 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
   WARN("scale-out: shares " << killed_share << " (killed) + " << shares[0] << " / " << shares[1]
                             << " / " << shares[2] << "; redeliveries: servers "
                             << server_redelivered << ", workers " << worker_redelivered
-                            << "; consumer leader " << leader << " -> " << new_leader);
+                            << "; consumer leader " << leader << " -> " << new_leader
+                            << "; phases: " << phases.str());
   CHECK(server_redelivered > 0);
   CHECK(worker_redelivered > 0);
   CHECK(server_redelivered <= 3 * 4 * 2 * static_cast<std::uint64_t>(kInFlight));

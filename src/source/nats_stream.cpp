@@ -308,8 +308,12 @@ NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
   const natsStatus s = client_->request(
       fmt::format("bind to consumer {}", cfg_.durable),
       [&](jsOptions& o, jsErrCode& e) {
-        return js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(), cfg_.durable.c_str(),
-                                &o, &so, &e);
+        const natsStatus st = js_PullSubscribe(&sub_, client_->js(), cfg_.subject.c_str(),
+                                               cfg_.durable.c_str(), &o, &so, &e);
+        // The consumer exists (ensure_consumer found or made it), but in a cluster a consumer
+        // another worker made a moment ago may not be known yet where the bind looks it up:
+        // waited out like an election (seen with three workers starting together on R3).
+        return e == JSConsumerNotFoundErr ? NATS_TIMEOUT : st;
       },
       jerr);
   if (s != NATS_OK) throw_nats(fmt::format("bind to consumer {}", cfg_.durable), s, jerr);
