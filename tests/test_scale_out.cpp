@@ -88,7 +88,7 @@ std::array<std::uint64_t, 3> scale_three(const std::string& text) {
 TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one PostgreSQL",
           "[scaleout][cluster][postgres]") {
   const std::uint64_t kN = scaled(50000, 10);
-  const int kInFlight = kSanitized ? 50 : 200;
+  const int kInFlight = kSanitized ? 100 : 500;
   NatsCluster c;
   PostgresServer pg;
 
