@@ -25,11 +25,6 @@ constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
 constexpr auto kLastBackoff = std::chrono::milliseconds(2000);
 constexpr double kRetryLogEvery = 5.0;
 
-// JetStream had no leader to answer (yet): an election, a server restarting, a minority.
-bool no_leader(natsStatus s, jsErrCode e) {
-  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
-         e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
-}
 // The cluster cannot place that many copies of a stream (or is a single server).
 bool too_many_replicas(jsErrCode e) {
   return e == JSStreamReplicasNotSupportedErr || e == JSInsufficientResourcesErr ||
@@ -45,6 +40,11 @@ constexpr Nanos kCloseWaitNs = 5 * kNanosPerSecond;  // without a deadline (the 
 std::mutex g_orphans_mutex;
 std::vector<void*>* g_orphans = new std::vector<void*>;
 }  // namespace
+
+bool jetstream_unavailable(natsStatus s, jsErrCode e) {
+  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
+         e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
+}
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
   throw NatsError(fmt::format("{}: {}", what, describe_nats(s, jerr)));
@@ -197,7 +197,7 @@ natsStatus NatsClient::request(const std::string& what,
     o.Wait = tries == 1 ? kApiWaitMs : std::clamp<std::int64_t>(left_ms, 100, kApiWaitMs);
     jerr = jsErrCode(0);
     const natsStatus s = attempt(o, jerr);
-    if (!no_leader(s, jerr)) {
+    if (!jetstream_unavailable(s, jerr)) {
       if (tries > 1)
         log_->warn("NATS: {}: JetStream answered after {:.2f} s ({} attempts)", what,
                    seconds_since(start), tries);
