@@ -8,8 +8,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <regex>
 #include <sstream>
+#include <utility>
 
 #include "support/json_line.hpp"
 #include "support/nats_cluster.hpp"
@@ -26,12 +28,7 @@ namespace {
 // `timeout` passes.
 template <typename Pred>
 bool cluster_eventually(Pred pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
+  return eventually(pred, timeout, 50ms);
 }
 
 // Publishes `n` messages (a fixed seed, so the same message ids each time), once: publish itself
@@ -70,6 +67,16 @@ json cluster_stop_when_acked(const NatsCluster& c, Subprocess& p, std::uint64_t 
   REQUIRE(done);
   REQUIRE(r.exit_code == 0);
   return last_json_line(r);
+}
+
+// Down to a minority: SIGKILLs the server named `leader` (the first one when none is named) and
+// the next one; returns their indexes, to restart them.
+std::pair<int, int> cluster_lose_majority(NatsCluster& c, const std::string& leader) {
+  const int a = std::max(NatsCluster::index_of(leader), 0);
+  const int b = (a + 1) % NatsCluster::kNodes;
+  c.kill(a);
+  c.kill(b);
+  return {a, b};
 }
 
 // A start-up refusal: exit 2, the one error line, nothing consumed.
@@ -157,11 +164,7 @@ TEST_CASE("NATS cluster: publish rides out losing the majority and counts every 
                 "--stream-replicas", "3", "--nats-wait", "60", "--log-level", "warning", "--seed",
                 "13"});
   REQUIRE(cluster_eventually([&] { return c.stream_info("MAYHEM").msgs >= 600; }, 30s));
-  const StreamFacts f = c.stream_info("MAYHEM");
-  const int a = std::max(NatsCluster::index_of(f.leader), 0);
-  const int b = (a + 1) % NatsCluster::kNodes;
-  c.kill(a);
-  c.kill(b);
+  const auto [a, b] = cluster_lose_majority(c, c.stream_info("MAYHEM").leader);
   // The publisher notices (its publishes are not answered), says so, and keeps them.
   const bool noticed = cluster_eventually(
       [&] { return p.err_so_far().find("re-sending them") != std::string::npos; }, 30s);
@@ -243,11 +246,7 @@ TEST_CASE("NATS cluster: a worker that loses the majority waits and finishes wit
       },
       30s));
   // Down to a minority: the consumer's leader and one more server.
-  const int leader = NatsCluster::index_of(c.consumer_leader("MAYHEM", "mayhem"));
-  const int a = leader >= 0 ? leader : 0;
-  const int b = (a + 1) % NatsCluster::kNodes;
-  c.kill(a);
-  c.kill(b);
+  const auto [a, b] = cluster_lose_majority(c, c.consumer_leader("MAYHEM", "mayhem"));
   // No leader for the consumer now: the last server cannot answer for it. Meanwhile (the outage
   // lasts this long) a worker that may wait only 1 s for a leader gives up at start: exit 2.
   CHECK_FALSE(c.consumer_state("MAYHEM", "mayhem").found);
