@@ -24,6 +24,10 @@ constexpr std::int64_t kApiWaitMs = 2000;
 constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
 constexpr auto kLastBackoff = std::chrono::milliseconds(2000);
 constexpr double kRetryLogEvery = 5.0;
+// Creating a replicated stream that finds "no suitable peers" is retried this long (at most the
+// patience), this often.
+constexpr Nanos kPlacementWait = 10 * kNanosPerSecond;
+constexpr auto kPlacementRetry = std::chrono::milliseconds(250);
 
 // The cluster cannot place that many copies of a stream (or is a single server).
 bool too_many_replicas(jsErrCode e) {
@@ -261,9 +265,28 @@ void NatsClient::ensure_stream(const std::string& stream, const std::string& sub
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = kDuplicateWindowNs;
   cfg.Replicas = replicas;
-  s = request(
-      fmt::format("stream {}: create", stream),
-      [&](jsOptions& o, jsErrCode& e) { return js_AddStream(&si, js_, &cfg, &o, &e); }, jerr);
+  // A cluster that just started may not know all its servers yet: "no suitable peers" is retried
+  // for a few seconds before it counts as more replicas than the cluster has.
+  const auto placement_until =
+      std::chrono::steady_clock::now() +
+      std::min(std::chrono::nanoseconds(patience_), std::chrono::nanoseconds(kPlacementWait));
+  for (bool logged = false;; logged = true) {
+    s = request(
+        fmt::format("stream {}: create", stream),
+        [&](jsOptions& o, jsErrCode& e) { return js_AddStream(&si, js_, &cfg, &o, &e); }, jerr);
+    if (s == NATS_OK || jerr != JSClusterNoPeersErr ||
+        std::chrono::steady_clock::now() + kPlacementRetry >= placement_until ||
+        (give_up_ && give_up_()))
+      break;
+    if (!logged)
+      log_->warn(
+          "NATS: stream {}: no servers to place {} replicas on yet (a cluster that just started "
+          "may not know all its servers); retrying for up to {:g} s",
+          stream, replicas,
+          std::chrono::duration<double>(placement_until - std::chrono::steady_clock::now())
+              .count());
+    std::this_thread::sleep_for(kPlacementRetry);
+  }
   if (s != NATS_OK) {
     if (too_many_replicas(jerr))
       throw_nats(fmt::format("stream {}: cannot be created with {} replicas (--stream-replicas): "

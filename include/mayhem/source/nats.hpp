@@ -91,7 +91,9 @@ class NatsClient {
   // The stream holding `subject`, created when missing: `replicas` copies, file storage,
   // work-queue retention (a message is deleted once acked or terminated), a 2-minute
   // de-duplication window on Nats-Msg-Id. An existing stream is used as it is (a different
-  // replica count is logged). More replicas than the cluster can place: NatsError saying so.
+  // replica count is logged). More replicas than the cluster can place: NatsError saying so
+  // ("no suitable peers" is retried for up to 10 s first: a cluster that just started may not
+  // know all its servers yet).
   void ensure_stream(const std::string& stream, const std::string& subject, int replicas = 1);
 
  private:
