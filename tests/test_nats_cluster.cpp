@@ -163,8 +163,7 @@ TEST_CASE("NATS cluster: publish rides out losing the majority and counts every 
   Subprocess p({"publish", "--nats", c.urls(), "--messages", std::to_string(kN), "--rate", "500",
                 "--stream-replicas", "3", "--nats-wait", "60", "--log-level", "warning", "--seed",
                 "13"});
-  const bool started =
-      cluster_eventually([&] { return c.stream_info("MAYHEM").msgs >= 600; }, 30s);
+  const bool started = cluster_eventually([&] { return c.stream_info("MAYHEM").msgs >= 600; }, 30s);
   INFO(p.err_so_far().substr(0, 4000));
   REQUIRE(started);
   const auto [a, b] = cluster_lose_majority(c, c.stream_info("MAYHEM").leader);
