@@ -72,6 +72,52 @@ struct AckedIds {
   }
 };
 
+// A service run against `pg` in a thread (`messages` at `rate` a second, its acks audited, its log
+// kept): the set-up the fault tests share. wait_acked() waits until that many are acked (the
+// fault comes then); finish() joins the run and checks what holds whatever the fault: it ended
+// well, every message was settled, every acked one has its row, no accounting mismatch.
+struct PgFaultRun {
+  PgFaultRun(PostgresServer& pg, std::uint64_t messages, double rate, double store_retry_for)
+      : pg(pg), options(pg_options(messages, pg.url())) {
+    options.rate = rate;
+    options.store_retry_for = store_retry_for;
+    auto [l, s] = test::make_test_logger(spdlog::level::info);
+    sink = s;
+    Service::Deps d;
+    d.log = l;
+    d.audit = acked.hook();
+    svc = std::make_unique<Service>(options, std::move(d));
+    thread = std::thread([this] { rc = svc->run(); });
+    svc->wait_started();
+  }
+  ~PgFaultRun() {
+    if (thread.joinable()) thread.join();
+  }
+  bool wait_acked(std::uint64_t n) {
+    return test::eventually([&] { return svc->metrics().acked.get() >= n; }, 30s);
+  }
+  Summary finish() {
+    thread.join();
+    REQUIRE(rc == 0);
+    const Summary s = svc->summary();
+    INFO("acked " << s.acked << ", nacked " << s.nacked);
+    CHECK(s.acked + s.nacked == s.published);
+    CHECK(acked.acks == s.acked);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
+          static_cast<long long>(s.acked));
+    CHECK(sink->count("Accounting mismatch") == 0);
+    return s;
+  }
+
+  PostgresServer& pg;
+  Options options;
+  std::shared_ptr<test::TestSink> sink;
+  AckedIds acked;
+  std::unique_ptr<Service> svc;
+  int rc = -1;
+  std::thread thread;
+};
+
 }  // namespace
 
 TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and group commit",
@@ -195,75 +241,40 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each and its set
 TEST_CASE("PostgreSQL store: restarted in the middle of a run and nothing is acked without its row",
           "[postgres]") {
   PostgresServer pg;
-  Options o = pg_options(8000, pg.url());
-  o.rate = 4000;
-  auto [log, sink] = test::make_test_logger(spdlog::level::info);
-  AckedIds acked;
-  Service::Deps d;
-  d.log = log;
-  d.audit = acked.hook();
-  Service svc(o, std::move(d));
-  int rc = -1;
-  std::thread t([&] { rc = svc.run(); });
-  svc.wait_started();
-  REQUIRE(test::eventually([&] { return svc.metrics().acked.get() >= 1500; }, 30s));
+  PgFaultRun run(pg, 8000, 4000, 30);
+  REQUIRE(run.wait_acked(1500));
   pg.restart();  // fast shutdown (SIGINT), then start on the same port with the same data
-  const std::uint64_t acked_at_restart = svc.metrics().acked.get();
-  t.join();
-  REQUIRE(rc == 0);
-  const Summary s = svc.summary();
+  const std::uint64_t acked_at_restart = run.svc->metrics().acked.get();
+  const Summary s = run.finish();
   INFO("acked " << s.acked << ", nacked " << s.nacked << ", at the restart " << acked_at_restart);
   CHECK(acked_at_restart < 8000);  // the restart happened mid-run
   CHECK(s.published == 8000);
-  CHECK(s.acked + s.nacked == s.published);
-  CHECK(acked.acks == s.acked);
   // The store retried across the restart (reconnecting), so every save got its row.
-  CHECK(sink->count("retrying with backoff and reconnects") >= 1);
+  CHECK(run.sink->count("retrying with backoff and reconnects") >= 1);
   CHECK(s.acked == 8000);
-  // Every acked message has its row; rows are unique per message_id; settlements recorded.
-  CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
-        static_cast<long long>(s.acked));
+  // Rows are unique per message_id; settlements recorded.
   CHECK(pg.count("SELECT count(*) FROM saves") == static_cast<long long>(s.acked));
   CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") ==
         static_cast<long long>(s.acked));
-  CHECK(sink->count("Accounting mismatch") == 0);
 }
 
 TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and never acks",
           "[postgres]") {
   PostgresServer pg;
-  Options o = pg_options(6000, pg.url());
-  o.rate = 3000;
-  o.store_retry_for = 0.3;
-  auto [log, sink] = test::make_test_logger(spdlog::level::info);
-  AckedIds acked;
-  Service::Deps d;
-  d.log = log;
-  d.audit = acked.hook();
-  Service svc(o, std::move(d));
-  int rc = -1;
-  std::thread t([&] { rc = svc.run(); });
-  svc.wait_started();
-  REQUIRE(test::eventually([&] { return svc.metrics().acked.get() >= 1000; }, 30s));
+  PgFaultRun run(pg, 6000, 3000, 0.3);
+  REQUIRE(run.wait_acked(1000));
   pg.stop(SIGINT);
   // Down long enough for the retries to run out: saves fail and their messages are nacked.
-  const bool nacked = test::eventually([&] { return svc.metrics().nacked.get() >= 100; }, 30s);
+  const bool nacked = test::eventually([&] { return run.svc->metrics().nacked.get() >= 100; }, 30s);
   pg.start();
-  t.join();
+  // Every acked message has its row (finish() checks it; the outcomes of settlements made while
+  // the database was down may be missing, so the rows' outcome is not checked here).
+  const Summary s = run.finish();
   REQUIRE(nacked);
-  REQUIRE(rc == 0);
-  const Summary s = svc.summary();
-  INFO("acked " << s.acked << ", nacked " << s.nacked);
-  CHECK(s.acked + s.nacked == s.published);
   CHECK(s.nacked >= 100);
   CHECK(s.store_write_failures >= 100);
-  CHECK(sink->count("gave up after") >= 1);
-  CHECK(sink->count("Could not save") >= 100);
-  // Every acked message has its row (the outcomes of settlements made while the database was down
-  // may be missing, so the rows' outcome is not checked here).
-  CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
-        static_cast<long long>(s.acked));
-  CHECK(sink->count("Accounting mismatch") == 0);
+  CHECK(run.sink->count("gave up after") >= 1);
+  CHECK(run.sink->count("Could not save") >= 100);
 }
 
 TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start with exit 2",

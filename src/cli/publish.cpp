@@ -7,8 +7,12 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "mayhem/logging.hpp"
 #include "mayhem/message.hpp"
@@ -20,25 +24,204 @@ namespace mayhem::cli {
 
 namespace {
 
+using SteadyClock = std::chrono::steady_clock;
+// Re-sends back off from the first to the last, the wait for a publish's confirmation is at most
+// this long (then it counts as unanswered and is re-sent), a wait is logged this often, and the
+// first errors are logged one by one.
+constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
+constexpr auto kLastBackoff = std::chrono::milliseconds(2000);
+constexpr double kMaxAckWaitS = 5.0;
+constexpr double kRetryLogEvery = 5.0;
+constexpr std::uint64_t kErrorsLogged = 5;
+// Re-sends stop within the stream's 2-minute de-duplication window (counted from the first
+// failure, which comes at most one ack wait after the first send), so a re-send of something the
+// server did store is still recognised as a duplicate.
+constexpr double kMaxResendS = 100.0;
+
+// A publish JetStream could not take yet, and when to send it again.
+struct Resend {
+  SteadyClock::time_point first_failed, due;
+  int attempts = 0;
+};
+
 struct Confirmations {
   std::atomic<std::uint64_t> confirmed{0};
   std::atomic<std::uint64_t> duplicates{0};
   std::atomic<std::uint64_t> failed{0};
   std::shared_ptr<spdlog::logger> log;
+
+  // Publishes to send again (owned here), and re-sent ones not answered yet. The mutex is taken
+  // only while something was refused: `waiting` and `resent_out` say when, without it.
+  std::mutex mutex;
+  std::vector<std::pair<natsMsg*, Resend>> queue;
+  std::unordered_map<natsMsg*, Resend> resent;
+  std::string last_error;
+  std::atomic<std::uint64_t> waiting{0};
+  std::atomic<std::uint64_t> resent_out{0};
+  std::atomic<std::uint64_t> resent_confirmed{0};
 };
 
-// Called by nats.c's delivery thread for every publish it hears back about.
+SteadyClock::duration backoff_for(int attempts) {
+  auto b = std::chrono::duration_cast<SteadyClock::duration>(kFirstBackoff);
+  for (int i = 0; i < attempts && b < kLastBackoff; ++i) b *= 2;
+  return std::min<SteadyClock::duration>(b, kLastBackoff);
+}
+
+// Called by nats.c's delivery thread for every publish it hears back about (a confirmation, an
+// error, or no answer within the publish's MaxWait). One that JetStream could not take (no
+// responders, no answer, no leader) is kept for the main thread to send again.
 void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
   auto* c = static_cast<Confirmations*>(closure);
+  Resend r{};
+  bool was_resent = false;
+  if (c->resent_out.load(std::memory_order_acquire) != 0) {
+    std::lock_guard lock(c->mutex);
+    if (auto it = c->resent.find(msg); it != c->resent.end()) {
+      r = it->second;
+      was_resent = true;
+      c->resent.erase(it);
+      c->resent_out.fetch_sub(1, std::memory_order_release);
+    }
+  }
   if (pa != nullptr) {
     (pa->Duplicate ? c->duplicates : c->confirmed).fetch_add(1, std::memory_order_relaxed);
+    if (was_resent) c->resent_confirmed.fetch_add(1, std::memory_order_relaxed);
+  } else if (pae != nullptr && jetstream_unavailable(pae->Err, pae->ErrCode)) {
+    const auto now = SteadyClock::now();
+    if (!was_resent) r.first_failed = now;
+    r.due = now + backoff_for(r.attempts);
+    std::lock_guard lock(c->mutex);
+    c->last_error = describe_nats(pae->Err, pae->ErrCode);
+    c->queue.emplace_back(msg, r);
+    c->waiting.fetch_add(1, std::memory_order_release);
+    return;  // ours until re-sent
   } else if (pae != nullptr) {
-    if (c->failed.fetch_add(1, std::memory_order_relaxed) < 5)
+    if (c->failed.fetch_add(1, std::memory_order_relaxed) < kErrorsLogged)
       c->log->error("Publish failed: {} ({})", pae->ErrText ? pae->ErrText : "",
                     natsStatus_GetText(pae->Err));
   }
   natsMsg_Destroy(msg);
 }
+
+// The main thread's side: sends again what is due, gives up on what waited too long, and logs
+// the wait (its start, every 5 s, its end), as the worker's JetStream look-ups do.
+class Resender {
+ public:
+  Resender(Confirmations& c, jsCtx* js, double patience_s, std::int64_t ack_wait_ms)
+      : c_(c), js_(js), patience_s_(std::min(patience_s, kMaxResendS)), ack_wait_ms_(ack_wait_ms) {}
+
+  // Something is waiting to be sent again.
+  bool waiting() const { return c_.waiting.load(std::memory_order_acquire) != 0; }
+  // Something is waiting, or was re-sent and not answered yet.
+  bool busy() const { return waiting() || c_.resent_out.load(std::memory_order_acquire) != 0; }
+  std::uint64_t resends() const { return resends_; }
+  // Nothing refused, nothing re-sent outstanding, no wait being logged.
+  bool idle() const { return !in_wait_ && !busy(); }
+
+  // Sends again what is due; returns when the next one is due (or now + 50 ms).
+  SteadyClock::time_point pump() {
+    const auto now = SteadyClock::now();
+    std::vector<std::pair<natsMsg*, Resend>> due;
+    auto next = now + std::chrono::milliseconds(50);
+    std::string error;
+    std::size_t refused = 0;
+    if (waiting()) {
+      std::lock_guard lock(c_.mutex);
+      error = c_.last_error;
+      auto& q = c_.queue;
+      refused = q.size();
+      for (std::size_t i = 0; i < q.size();) {
+        if (q[i].second.due <= now) {
+          due.push_back(q[i]);
+          q[i] = q.back();
+          q.pop_back();
+          c_.waiting.fetch_sub(1, std::memory_order_release);
+        } else {
+          next = std::min(next, q[i].second.due);
+          ++i;
+        }
+      }
+    }
+    for (auto& [msg, r] : due) send_again(msg, r, now);
+    log_wait(now, refused, error);
+    return next;
+  }
+
+ private:
+  void send_again(natsMsg* msg, Resend r, SteadyClock::time_point now) {
+    if (std::chrono::duration<double>(now - r.first_failed).count() > patience_s_) {
+      if (c_.failed.fetch_add(1, std::memory_order_relaxed) < kErrorsLogged)
+        c_.log->error(
+            "Publish failed: JetStream did not take a message within {:g} s of re-sending ({} "
+            "attempts); no leader: is a majority of the cluster up? (--nats-wait sets the wait)",
+            patience_s_, r.attempts + 1);
+      natsMsg_Destroy(msg);
+      return;
+    }
+    ++r.attempts;
+    ++resends_;
+    {
+      std::lock_guard lock(c_.mutex);
+      c_.resent.emplace(msg, r);
+      c_.resent_out.fetch_add(1, std::memory_order_release);
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = ack_wait_ms_;  // the Nats-Msg-Id header is still on the message
+    natsMsg* m = msg;
+    if (js_PublishMsgAsync(js_, &m, &po) == NATS_OK) return;
+    // Not taken (e.g. the window stayed full): still ours, back in the queue.
+    std::lock_guard lock(c_.mutex);
+    if (c_.resent.erase(msg) != 0) c_.resent_out.fetch_sub(1, std::memory_order_release);
+    r.due = SteadyClock::now() + backoff_for(r.attempts);
+    c_.queue.emplace_back(msg, r);
+    c_.waiting.fetch_add(1, std::memory_order_release);
+  }
+
+  // After the re-sends: `refused` were waiting before them, for `error` (the last one).
+  void log_wait(SteadyClock::time_point now, std::size_t refused, const std::string& error) {
+    const bool busy_now = busy();
+    if (!in_wait_) {
+      if (!busy_now) return;
+      in_wait_ = true;
+      since_ = logged_ = now;
+      resends_at_start_ = resends_;
+      confirmed_at_start_ = c_.resent_confirmed.load();
+      c_.log->warn(
+          "Publish: JetStream did not take {} message(s) ({}); it may be electing a leader, or a "
+          "new stream's subject has not reached every server yet: re-sending them (same message "
+          "id: the de-duplication window keeps one copy) with backoff for up to {:g} s "
+          "(--nats-wait)",
+          refused, error.empty() ? "no answer" : error, patience_s_);
+      return;
+    }
+    const double waited = std::chrono::duration<double>(now - since_).count();
+    if (!busy_now) {
+      in_wait_ = false;
+      const std::uint64_t n = resends_ - resends_at_start_;
+      if (c_.resent_confirmed.load() != confirmed_at_start_)
+        c_.log->warn("Publish: JetStream confirmed again after {:.1f} s ({} re-sends)", waited, n);
+      else
+        c_.log->error("Publish: gave up re-sending after {:.1f} s ({} re-sends)", waited, n);
+      return;
+    }
+    if (std::chrono::duration<double>(now - logged_).count() >= kRetryLogEvery) {
+      logged_ = now;
+      c_.log->warn("Publish: still re-sending after {:.1f} s: {} waiting, {} re-sent so far ({})",
+                   waited, c_.waiting.load(), resends_ - resends_at_start_,
+                   error.empty() ? "no answer" : error);
+    }
+  }
+
+  Confirmations& c_;
+  jsCtx* js_;
+  const double patience_s_;
+  const std::int64_t ack_wait_ms_;
+  std::uint64_t resends_ = 0;
+  bool in_wait_ = false;
+  SteadyClock::time_point since_, logged_;
+  std::uint64_t resends_at_start_ = 0, confirmed_at_start_ = 0;
+};
 
 // Invalid payloads of several kinds, for tests of the consumer's malformed-message path.
 std::string malformed_payload(std::uint64_t i) {
@@ -78,12 +261,14 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
       "Copies of the stream when this creates it (1..5, at most the cluster's servers)");
   cmd->add_option(
       "--nats-wait", o.nats_wait,
-      "Seconds to keep retrying while JetStream has no leader (a cluster electing one)");
+      "Seconds to keep retrying (and re-sending publishes) while JetStream has no leader (a "
+      "cluster electing one) or no responders (a new stream); re-sends stop at 100 s");
   cmd->add_option("--max-pending", o.max_pending, "Most unconfirmed publishes at a time");
   cmd->add_option("--seed", o.seed, "Seed for instance names and ids (0 = pick one)");
   cmd->add_option("--malformed", o.malformed,
                   "Also publish this many invalid payloads, before the messages (for tests)");
-  cmd->add_option("--timeout", o.timeout, "Seconds to wait for the last confirmations");
+  cmd->add_option("--timeout", o.timeout,
+                  "Seconds to wait for the last confirmations (longer while re-sending)");
   cmd->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical|off")
       ->check(
           CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
@@ -137,10 +322,21 @@ int publish(const PublishOptions& o) {
   log->info("Publishing {} messages (+{} malformed) to {} subject {} (seed {})", o.messages,
             o.malformed, o.url, o.subject, seed);
 
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = SteadyClock::now();
   const auto deadline_of = [&](std::uint64_t i) {
-    return start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+    return start + std::chrono::duration_cast<SteadyClock::duration>(
                        std::chrono::duration<double>(static_cast<double>(i) / o.rate));
+  };
+  // Each publish waits this long for its confirmation; unanswered, it is re-sent like one that
+  // found no responders (see Resender), for up to --nats-wait.
+  const auto ack_wait_ms = static_cast<std::int64_t>(std::min(o.timeout, kMaxAckWaitS) * 1000);
+  Resender resender(conf, client->js(), o.nats_wait, ack_wait_ms);
+  // Before a new publish: what waits to be sent again goes first (nothing new while JetStream
+  // refuses: the unconfirmed window stays bounded).
+  const auto resend_first = [&] {
+    if (resender.idle()) return;  // the usual case: two atomic loads per publish
+    while (resender.waiting()) std::this_thread::sleep_until(resender.pump());
+    resender.pump();
   };
   // One publish, retried while the window stays full or the server is away (same Nats-Msg-Id:
   // a retry of something the server did store is recognised as a duplicate).
@@ -148,14 +344,15 @@ int publish(const PublishOptions& o) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = msg_id.c_str();
-    const auto give_up = std::chrono::steady_clock::now() +
-                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                             std::chrono::duration<double>(o.timeout));
+    po.MaxWait = ack_wait_ms;
+    const auto give_up = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                                  std::chrono::duration<double>(o.timeout));
     for (;;) {
+      resend_first();
       const natsStatus s = js_PublishAsync(client->js(), o.subject.c_str(), payload.data(),
                                            static_cast<int>(payload.size()), &po);
       if (s == NATS_OK) return true;
-      if (std::chrono::steady_clock::now() > give_up) {
+      if (SteadyClock::now() > give_up) {
         log->error("Publish of {} failed: {}", msg_id, natsStatus_GetText(s));
         return false;
       }
@@ -182,13 +379,32 @@ int publish(const PublishOptions& o) {
       ++not_sent;
     if (log->should_log(spdlog::level::debug)) log->debug("Published message {}", m);
   }
-  const double publish_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double publish_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
 
+  // The last confirmations: every publish is answered within its wait (or times out and is
+  // re-sent, or given up after --nats-wait), so this ends; --timeout (plus --nats-wait while
+  // re-sending) bounds it anyway.
+  const auto sends_done = SteadyClock::now();
+  const auto patience =
+      std::chrono::duration<double>(o.timeout + std::min(o.nats_wait, kMaxResendS));
   jsPubOptions co;
   jsPubOptions_Init(&co);
-  co.MaxWait = static_cast<std::int64_t>(o.timeout * 1000);
-  natsStatus s = js_PublishAsyncComplete(client->js(), &co);
+  co.MaxWait = 100;
+  natsStatus s = NATS_OK;
+  for (;;) {
+    const auto next = resender.pump();
+    if (!resender.waiting()) {
+      s = js_PublishAsyncComplete(client->js(), &co);
+      if (s == NATS_OK && !resender.busy()) break;
+    } else {
+      std::this_thread::sleep_until(next);
+    }
+    if (SteadyClock::now() - sends_done > patience) {
+      s = NATS_TIMEOUT;
+      break;
+    }
+  }
+  resender.pump();  // logs the end of a wait
   std::uint64_t unconfirmed = 0;
   if (s != NATS_OK) {
     natsMsgList pending{nullptr, 0};
@@ -196,12 +412,19 @@ int publish(const PublishOptions& o) {
       unconfirmed = static_cast<std::uint64_t>(pending.Count);
       natsMsgList_Destroy(&pending);
     }
-    log->error("{} publishes were not confirmed within {:g} s ({})", unconfirmed, o.timeout,
+    log->error("{} publishes were not confirmed within {:g} s ({})", unconfirmed,
+               std::chrono::duration<double>(SteadyClock::now() - sends_done).count(),
                natsStatus_GetText(s));
   }
-  const double wall_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double wall_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
   client.reset();
+  {
+    // Given up on before they could be sent again (the wait above ran out): ours to free.
+    std::lock_guard lock(conf.mutex);
+    for (auto& [msg, r] : conf.queue) natsMsg_Destroy(msg);
+    unconfirmed += conf.queue.size();
+    conf.queue.clear();
+  }
 
   const std::uint64_t confirmed = conf.confirmed.load(), dup = conf.duplicates.load(),
                       failed = conf.failed.load();
@@ -214,6 +437,7 @@ int publish(const PublishOptions& o) {
                      {"confirmed", confirmed},
                      {"duplicates", dup},
                      {"failed", failed},
+                     {"resent", resender.resends()},
                      {"unconfirmed", unconfirmed},
                      {"malformed", o.malformed},
                      {"publish_s", publish_s},

@@ -24,6 +24,12 @@ constexpr std::int64_t kFetchTimeoutMs = 200;  // bounds how long stop_fetching(
 constexpr auto kCheckpointEvery = std::chrono::milliseconds(100);  // ack confirmation flushes
 constexpr std::int64_t kCheckpointFlushMs = 250;
 constexpr Nanos kFetchFailLogEvery = 5 * kNanosPerSecond;
+// A fetch that times out is an idle stream or a consumer without a leader: after this long idle,
+// JetStream is asked (consumer info, waiting at most a fetch's time) this often, so a lost
+// majority is logged, not silent.
+constexpr Nanos kProbeIdleAfter = 1 * kNanosPerSecond;
+constexpr Nanos kProbeEvery = 1 * kNanosPerSecond;
+constexpr std::int64_t kProbeWaitMs = kFetchTimeoutMs;
 
 std::int64_t ms_until(const Clock& clock, Nanos give_up_at) {
   return std::max<std::int64_t>(1, (give_up_at - clock.now()) / 1'000'000);
@@ -113,14 +119,12 @@ void NatsSource::close(Nanos give_up_at) {
 
 void NatsSource::fetch_loop() {
   std::vector<Message*> buf;
-  bool failing = false;
-  std::uint64_t failed_fetches = 0;
-  Nanos failing_since = 0, logged_at = 0;
   // Every request asks for the same batch (the last one of a --messages N run aside): nats.c
   // 3.4.1 can fill a fetch's array with messages that answer an earlier request (after a
   // reconnect), and when that request was larger the array overflowed (see below).
   const std::uint64_t batch = std::min<std::uint64_t>(cfg_.fetch_batch, cfg_.max_queued);
   Nanos last_fetch_end = clock_.now();
+  Nanos idle_since = -1, probed_at = 0;
   while (!stop_.load(std::memory_order_acquire)) {
     // The lease runs from delivery: what waits in the prefetch ring is extended when due, here,
     // between fetches (so up to one fetch timeout late: the margin start_broker asks for covers
@@ -161,34 +165,31 @@ void NatsSource::fetch_loop() {
     const natsStatus s =
         natsSubscription_Fetch(&list, sub_, static_cast<int>(want), kFetchTimeoutMs, &jerr);
     last_fetch_end = clock_.now();
-    if (s == NATS_TIMEOUT) continue;  // nothing to fetch right now
+    if (s == NATS_TIMEOUT) {
+      // Nothing to fetch right now: an idle stream, or a consumer without a leader (a minority of
+      // the cluster up), which looks the same. Told apart by asking JetStream (see probe_leader).
+      if (idle_since < 0) idle_since = last_fetch_end;
+      if (last_fetch_end - idle_since >= kProbeIdleAfter &&
+          last_fetch_end - probed_at >= kProbeEvery && depth_.load() == 0) {
+        probed_at = last_fetch_end;
+        const std::string why = probe_leader();
+        if (!why.empty())
+          fetch_trouble(clock_.now(), why);
+        else
+          fetch_recovered(clock_.now());
+      }
+      continue;
+    }
+    idle_since = -1;
     if (s != NATS_OK) {
       // E.g. no responders while the consumer has no leader (a failover, a minority of the
-      // cluster up) or the connection is down: never the end of the run. Logged when it starts,
-      // then every 5 s while it lasts.
-      ++failed_fetches;
-      if (!failing) {
-        failing_since = logged_at = last_fetch_end;
-        log_->warn(
-            "NATS: fetch failed: {}; retrying every 100 ms (the consumer's leader may be "
-            "changing, or the connection is down)",
-            describe_nats(s, jerr));
-      } else if (last_fetch_end - logged_at >= kFetchFailLogEvery) {
-        logged_at = last_fetch_end;
-        log_->warn("NATS: fetches still failing after {:.1f} s ({} attempts): {}; retrying",
-                   nanos_to_seconds(last_fetch_end - failing_since), failed_fetches,
-                   describe_nats(s, jerr));
-      }
-      failing = true;
+      // cluster up) or the connection is down: never the end of the run.
+      fetch_trouble(last_fetch_end, "fetch failed: " + describe_nats(s, jerr));
       std::unique_lock lock(wait_mutex_);
       wait_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_.load(); });
       continue;
     }
-    if (failing)
-      log_->warn("NATS: fetching again after {:.1f} s ({} failed fetches)",
-                 nanos_to_seconds(last_fetch_end - failing_since), failed_fetches);
-    failing = false;
-    failed_fetches = 0;
+    fetch_recovered(last_fetch_end);
 
     // nats.c 3.4.1 handed back more messages than the batch asked for, after the connection came
     // back, when requests of different sizes were outstanding (the "server going away" test, 3 runs
@@ -265,6 +266,44 @@ void NatsSource::fetch_loop() {
     metrics_.published.add(k);  // broker mode: "published" counts messages received
     if (notify_) notify_();
   }
+}
+
+std::string NatsSource::probe_leader() {
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = kProbeWaitMs;
+  const natsStatus s =
+      js_GetConsumerInfo(&ci, client_->js(), cfg_.stream.c_str(), cfg_.durable.c_str(), &o, &jerr);
+  jsConsumerInfo_Destroy(ci);
+  if (!jetstream_unavailable(s, jerr)) return {};
+  return fmt::format("consumer {} has no leader to answer (its info: {})", cfg_.durable,
+                     describe_nats(s, jerr));
+}
+
+void NatsSource::fetch_trouble(Nanos now, const std::string& why) {
+  ++trouble_attempts_;
+  if (!trouble_) {
+    trouble_ = true;
+    trouble_since_ = trouble_logged_ = now;
+    log_->warn(
+        "NATS: {}; retrying (the consumer's leader may be changing, a majority of the cluster may "
+        "be down, or the connection is down)",
+        why);
+  } else if (now - trouble_logged_ >= kFetchFailLogEvery) {
+    trouble_logged_ = now;
+    log_->warn("NATS: still waiting after {:.1f} s ({} failed attempts): {}; retrying",
+               nanos_to_seconds(now - trouble_since_), trouble_attempts_, why);
+  }
+}
+
+void NatsSource::fetch_recovered(Nanos now) {
+  if (!trouble_) return;
+  log_->warn("NATS: fetching again after {:.1f} s ({} failed attempts)",
+             nanos_to_seconds(now - trouble_since_), trouble_attempts_);
+  trouble_ = false;
+  trouble_attempts_ = 0;
 }
 
 Nanos NatsSource::extend_queued(Nanos now) {

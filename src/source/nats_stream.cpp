@@ -24,12 +24,11 @@ constexpr std::int64_t kApiWaitMs = 2000;
 constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
 constexpr auto kLastBackoff = std::chrono::milliseconds(2000);
 constexpr double kRetryLogEvery = 5.0;
+// Creating a replicated stream that finds "no suitable peers" is retried this long (at most the
+// patience), this often.
+constexpr Nanos kPlacementWait = 10 * kNanosPerSecond;
+constexpr auto kPlacementRetry = std::chrono::milliseconds(250);
 
-// JetStream had no leader to answer (yet): an election, a server restarting, a minority.
-bool no_leader(natsStatus s, jsErrCode e) {
-  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
-         e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
-}
 // The cluster cannot place that many copies of a stream (or is a single server).
 bool too_many_replicas(jsErrCode e) {
   return e == JSStreamReplicasNotSupportedErr || e == JSInsufficientResourcesErr ||
@@ -45,6 +44,11 @@ constexpr Nanos kCloseWaitNs = 5 * kNanosPerSecond;  // without a deadline (the 
 std::mutex g_orphans_mutex;
 std::vector<void*>* g_orphans = new std::vector<void*>;
 }  // namespace
+
+bool jetstream_unavailable(natsStatus s, jsErrCode e) {
+  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
+         e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
+}
 
 void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr) {
   throw NatsError(fmt::format("{}: {}", what, describe_nats(s, jerr)));
@@ -197,7 +201,7 @@ natsStatus NatsClient::request(const std::string& what,
     o.Wait = tries == 1 ? kApiWaitMs : std::clamp<std::int64_t>(left_ms, 100, kApiWaitMs);
     jerr = jsErrCode(0);
     const natsStatus s = attempt(o, jerr);
-    if (!no_leader(s, jerr)) {
+    if (!jetstream_unavailable(s, jerr)) {
       if (tries > 1)
         log_->warn("NATS: {}: JetStream answered after {:.2f} s ({} attempts)", what,
                    seconds_since(start), tries);
@@ -261,9 +265,28 @@ void NatsClient::ensure_stream(const std::string& stream, const std::string& sub
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = kDuplicateWindowNs;
   cfg.Replicas = replicas;
-  s = request(
-      fmt::format("stream {}: create", stream),
-      [&](jsOptions& o, jsErrCode& e) { return js_AddStream(&si, js_, &cfg, &o, &e); }, jerr);
+  // A cluster that just started may not know all its servers yet: "no suitable peers" is retried
+  // for a few seconds before it counts as more replicas than the cluster has.
+  const auto placement_until =
+      std::chrono::steady_clock::now() +
+      std::min(std::chrono::nanoseconds(patience_), std::chrono::nanoseconds(kPlacementWait));
+  for (bool logged = false;; logged = true) {
+    s = request(
+        fmt::format("stream {}: create", stream),
+        [&](jsOptions& o, jsErrCode& e) { return js_AddStream(&si, js_, &cfg, &o, &e); }, jerr);
+    if (s == NATS_OK || jerr != JSClusterNoPeersErr ||
+        std::chrono::steady_clock::now() + kPlacementRetry >= placement_until ||
+        (give_up_ && give_up_()))
+      break;
+    if (!logged)
+      log_->warn(
+          "NATS: stream {}: no servers to place {} replicas on yet (a cluster that just started "
+          "may not know all its servers); retrying for up to {:g} s",
+          stream, replicas,
+          std::chrono::duration<double>(placement_until - std::chrono::steady_clock::now())
+              .count());
+    std::this_thread::sleep_for(kPlacementRetry);
+  }
   if (s != NATS_OK) {
     if (too_many_replicas(jerr))
       throw_nats(fmt::format("stream {}: cannot be created with {} replicas (--stream-replicas): "

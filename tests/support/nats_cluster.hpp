@@ -31,6 +31,7 @@
 #include "support/nats_server.hpp"
 
 #include "support/server_process.hpp"
+#include "support/subprocess.hpp"
 
 namespace mayhem::test {
 
@@ -96,7 +97,7 @@ class NatsCluster {
   void wait_ready(std::chrono::seconds timeout = std::chrono::seconds(30)) const {
     for (int i = 0; i < kNodes; ++i) {
       if (!running(i)) continue;
-      const bool ok = eventually_ok(
+      const bool ok = eventually(
           [&] {
             bool ready = false;
             with_js(url(i), [&](jsCtx* js) {
@@ -109,7 +110,7 @@ class NatsCluster {
             });
             return ready;
           },
-          timeout);
+          timeout, std::chrono::milliseconds(20));
       if (!ok) throw std::runtime_error("JetStream cluster not ready: " + name(i));
     }
   }
@@ -174,16 +175,7 @@ class NatsCluster {
           return;
         jsStreamInfo* si = nullptr;
         if (js_GetStreamInfo(&si, js, stream.c_str(), &o, nullptr) == NATS_OK) {
-          st.found = true;
-          st.delivered_stream = ci->Delivered.Stream;
-          st.delivered_consumer = ci->Delivered.Consumer;
-          st.ack_floor_stream = ci->AckFloor.Stream;
-          st.ack_pending = ci->NumAckPending;
-          st.redelivered = ci->NumRedelivered;
-          st.pending = ci->NumPending;
-          st.ack_wait_ns = ci->Config->AckWait;
-          st.stream_msgs = si->State.Msgs;
-          st.stream_last_seq = si->State.LastSeq;
+          st = consumer_state_from(ci, si);
           jsStreamInfo_Destroy(si);
         }
         jsConsumerInfo_Destroy(ci);
@@ -197,16 +189,6 @@ class NatsCluster {
     int port = 0, route = 0;
     pid_t pid = -1;
   };
-
-  template <typename Pred>
-  static bool eventually_ok(Pred pred, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-  }
 
   // Connects to one server (no reconnects, short timeout) and runs `fn` with its JetStream.
   template <typename Fn>

@@ -2,7 +2,8 @@
 // directory, stopped by its PID (SIGTERM, then SIGKILL) when the fixture goes out of scope, also
 // when a REQUIRE throws; if the test process itself dies, the kernel kills the server
 // (PR_SET_PDEATHSIG). `kill()` + `restart()` play the broker going away and coming back (same
-// port, same store). `consumer_state()` reads the server's own accounting for a durable consumer.
+// port, same store). `consumer_state()` reads the server's own accounting for a durable consumer
+// (`consumer_state_from()` maps the infos to it; the cluster fixture uses it too).
 // Use: `NatsServer srv; ... srv.url() ...; auto c = srv.consumer_state("MAYHEM", "mayhem");`
 #pragma once
 
@@ -44,6 +45,27 @@ struct ConsumerState {
   std::uint64_t stream_last_seq = 0;
   std::int64_t ack_wait_ns = 0;
 };
+
+// The servers' accounting from a consumer's and its stream's info (either may be null: found says
+// whether the consumer's was there). Both fixtures read it this way.
+inline ConsumerState consumer_state_from(const jsConsumerInfo* ci, const jsStreamInfo* si) {
+  ConsumerState st;
+  if (ci != nullptr) {
+    st.found = true;
+    st.delivered_stream = ci->Delivered.Stream;
+    st.delivered_consumer = ci->Delivered.Consumer;
+    st.ack_floor_stream = ci->AckFloor.Stream;
+    st.ack_pending = ci->NumAckPending;
+    st.redelivered = ci->NumRedelivered;
+    st.pending = ci->NumPending;
+    st.ack_wait_ns = ci->Config->AckWait;
+  }
+  if (si != nullptr) {
+    st.stream_msgs = si->State.Msgs;
+    st.stream_last_seq = si->State.LastSeq;
+  }
+  return st;
+}
 
 class NatsServer {
  public:
@@ -92,24 +114,13 @@ class NatsServer {
       throw std::runtime_error("consumer_state: cannot connect to " + url());
     if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
       jsConsumerInfo* ci = nullptr;
-      if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) ==
-          NATS_OK) {
-        st.found = true;
-        st.delivered_stream = ci->Delivered.Stream;
-        st.delivered_consumer = ci->Delivered.Consumer;
-        st.ack_floor_stream = ci->AckFloor.Stream;
-        st.ack_pending = ci->NumAckPending;
-        st.redelivered = ci->NumRedelivered;
-        st.pending = ci->NumPending;
-        st.ack_wait_ns = ci->Config->AckWait;
-        jsConsumerInfo_Destroy(ci);
-      }
       jsStreamInfo* si = nullptr;
-      if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
-        st.stream_msgs = si->State.Msgs;
-        st.stream_last_seq = si->State.LastSeq;
-        jsStreamInfo_Destroy(si);
-      }
+      if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) != NATS_OK)
+        ci = nullptr;
+      if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) != NATS_OK) si = nullptr;
+      st = consumer_state_from(ci, si);
+      jsConsumerInfo_Destroy(ci);
+      jsStreamInfo_Destroy(si);
       jsCtx_Destroy(js);
     }
     natsConnection_Destroy(nc);

@@ -113,13 +113,15 @@ class Subprocess {
   std::string out_path_, err_path_;
 };
 
-// Polls `pred` every millisecond until it holds or `timeout` passes; returns whether it held.
+// Polls `pred` every `every` (a millisecond unless said: a poll that opens a connection wants
+// longer) until it holds or `timeout` passes; returns whether it held.
 template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout) {
+bool eventually(Pred pred, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds every = std::chrono::milliseconds(1)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(every);
   }
   return true;
 }

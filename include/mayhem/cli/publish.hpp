@@ -2,7 +2,12 @@
 // N messages `{"instance_name": "cattle-xxxx", "message_id": "<uuid4>"}` asynchronously with at
 // most `max_pending` unconfirmed at a time, the message_id as the de-duplication id (Nats-Msg-Id,
 // so a re-send after a lost confirmation is not stored twice), and reports on stdout, as one JSON
-// object, what the server confirmed. Exit 0 when every message was confirmed.
+// object, what the server confirmed. A publish JetStream could not take yet (no responders: a
+// new stream's subject not on every server yet; no answer within min(--timeout, 5 s); no leader)
+// is re-sent with backoff (100 ms doubling to 2 s) for up to --nats-wait (at most 100 s, inside
+// the 2-minute de-duplication window), logged when that starts, every 5 s and when JetStream
+// confirms again; each message is counted once (confirmed or duplicate, or failed when given up).
+// Exit 0 when every message was confirmed.
 // Use: `mayhem publish --nats nats://127.0.0.1:4222 --messages 1000 [--rate 500]`.
 #pragma once
 

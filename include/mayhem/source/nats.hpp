@@ -18,6 +18,9 @@
 // it succeeded; the rest are `acks_unconfirmed()` (the server may never have got them). Shutdown:
 // `stop_fetching()` first, the pipeline nacks what it holds, then `close(give_up_at)` flushes
 // every ack to the server (until the deadline) before the subscription and connection go away.
+// A fetcher that found nothing for a second asks for the consumer's info once a second, so a
+// consumer without a leader (a lost majority) is logged (start, every 5 s, end), not taken for an
+// idle stream.
 // Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify, stopping); ...pipeline
 // uses src...; src.stop_fetching(); ...drain...; src.close(deadline);`
 #pragma once
@@ -88,7 +91,9 @@ class NatsClient {
   // The stream holding `subject`, created when missing: `replicas` copies, file storage,
   // work-queue retention (a message is deleted once acked or terminated), a 2-minute
   // de-duplication window on Nats-Msg-Id. An existing stream is used as it is (a different
-  // replica count is logged). More replicas than the cluster can place: NatsError saying so.
+  // replica count is logged). More replicas than the cluster can place: NatsError saying so
+  // ("no suitable peers" is retried for up to 10 s first: a cluster that just started may not
+  // know all its servers yet).
   void ensure_stream(const std::string& stream, const std::string& subject, int replicas = 1);
 
  private:
@@ -121,6 +126,11 @@ class NatsClient {
   bool connection_closed_ = false;
 };
 
+// JetStream had no leader to answer (yet): a timeout, no responders (e.g. a new stream's subject
+// not yet known to every server), the connection down, or "cluster not available / not leader /
+// incomplete" (an election, a server restarting, a minority). Worth retrying: what request()
+// retries, and what `mayhem publish` re-sends.
+bool jetstream_unavailable(natsStatus s, jsErrCode e = jsErrCode(0));
 // Throws NatsError with `what`, the status text and nats.c's last error detail.
 [[noreturn]] void throw_nats(const std::string& what, natsStatus s, jsErrCode jerr = jsErrCode(0));
 // The status text, nats.c's last error detail on this thread, and the JetStream error code.
@@ -195,6 +205,13 @@ class NatsSource final : public Source {
   // Fetcher thread: in-progress acks for the queued messages that are due; returns when the
   // next one is due (max when none is queued).
   Nanos extend_queued(Nanos now);
+  // Fetcher thread: asks JetStream for the consumer's info; "" when it answered, else why not
+  // (no leader, no responders, no answer in time).
+  std::string probe_leader();
+  // Fetcher thread: fetches fail or the consumer has no leader (logged when it starts, then
+  // every 5 s while it lasts), and when it is over (logged with how long it lasted).
+  void fetch_trouble(Nanos now, const std::string& why);
+  void fetch_recovered(Nanos now);
   void settle(Message* const* msgs, std::size_t n, bool ack);
   void checkpoint_loop();
   // One flush: on success, every ack sent before it is confirmed.
@@ -225,6 +242,9 @@ class NatsSource final : public Source {
   std::atomic<bool> stop_{false};
   std::uint64_t fetched_ = 0;  // fetcher thread only
   std::uint64_t seq_ = 0;      // fetcher thread only
+  bool trouble_ = false;       // fetcher thread only: see fetch_trouble()
+  std::uint64_t trouble_attempts_ = 0;
+  Nanos trouble_since_ = 0, trouble_logged_ = 0;
   alignas(64) std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> redelivered_{0};
   std::atomic<std::uint64_t> settle_errors_{0};
