@@ -319,14 +319,11 @@ bool GroupCommitStore::cancel_saves(Nanos give_up_at) {
   {
     std::unique_lock lock(s.mutex);
     s.cancelled = true;
-    // Recorded acks still come (the drain settles what finished): their writes and retries give
-    // up at the shutdown's deadline.
-    s.db->give_up_at.store(give_up_at);
     // A transaction waiting for another connection's lock, or for its next retry, has written
-    // nothing: it gives up at once.
+    // nothing: it gives up at once. So does every later one (the acks the drain still records,
+    // the last settlements): one try each, so the drain never waits on the database.
     s.db->give_up_now.store(true);
     finished = s.wait_until(lock, s.idle_cv, give_up_at, [&] { return !s.writing_saves; });
-    s.db->give_up_now.store(false);
     rest.swap(s.saves);
   }
   if (s.sink) s.deliver(rest, true);

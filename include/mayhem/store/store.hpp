@@ -103,19 +103,22 @@ class Store {
   virtual void settled(Message* const* msgs, std::size_t n) = 0;
   // A real database (ack_needs_row): records `n` saved messages as `acked` (the outcome is
   // committed with the next group commit) and only then hands them back through the recorded
-  // sink, for settle to ack them: one batch per call (n is at most kBatchCapacity). The messages must stay alive until then. A row once `acked`
-  // stays `acked`: a late settlement of an earlier delivery does not undo it. Thread-safe.
+  // sink, for settle to ack them: one batch per call (n is at most kBatchCapacity). The messages
+  // must stay alive until then. A row once `acked` stays `acked`: a late settlement of an earlier
+  // delivery does not undo it. Thread-safe.
   virtual void record_acks(Message* const* msgs, std::size_t n) = 0;
   // Shutdown, before waiting for the graph: saves not yet written complete now as cancelled, and
   // so do later ones. A transaction waiting for another connection's lock gives up at once (its
-  // saves complete as cancelled too); one being written finishes and delivers first: this waits
-  // for it until `give_up_at`, and returns false if it had not finished by then (its saves then
-  // complete whenever it does).
+  // saves complete as cancelled, its recorded acks come back cancelled); one being written
+  // finishes and delivers first: this waits for it until `give_up_at`, and returns false if it had
+  // not finished by then (its saves then complete whenever it does). From now on every write gets
+  // one try, without waiting for a lock or retrying: the acks the drain still records either
+  // commit at once or come back cancelled (nacked), so the drain never waits on the database.
   virtual bool cancel_saves(Nanos give_up_at) = 0;
-  // Shutdown, after the graph is idle: writes the settlements still queued (waiting for another
-  // connection's lock no later than `give_up_at`), stops the writer and closes the database.
-  // A writer still busy shortly after `give_up_at` (20 ms) is left behind (detached, its state kept
-  // alive, not closed): returns false. Idempotent (the destructor calls it without a deadline).
+  // Shutdown, after the graph is idle: writes the settlements still queued (one try, after
+  // cancel_saves), stops the writer and closes the database. A writer still busy shortly after
+  // `give_up_at` (20 ms) is left behind (detached, its state kept alive, not closed): returns
+  // false. Idempotent (the destructor calls it without a deadline).
   virtual bool close(Nanos give_up_at) = 0;
   bool close() { return close(kNoDeadline); }
   virtual StoreStats stats() const = 0;
