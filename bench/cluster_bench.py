@@ -319,6 +319,18 @@ def agg(values: list[float]) -> str:
     return f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
+def print_workers(args, workers, pick) -> None:
+    print(f"### a. Aggregate msgs/s, workers on one durable (`--store memory`, "
+          f"{args.cluster_messages:,} messages, median (min–max) of {args.repeats})\n")
+    print("| workers | single server, R1 stream | 3-node cluster, R3 stream | R3 / R1 |")
+    print("|---|---|---|---|")
+    for w in workers:
+        r1 = [r["msgs_per_s"] for r in pick(part="a", replicas=1, workers=w)]
+        r3 = [r["msgs_per_s"] for r in pick(part="a", replicas=3, workers=w)]
+        ratio = (f"{statistics.median(r3) / statistics.median(r1):.2f}" if r1 and r3 else "n/a")
+        print(f"| {w} | {agg(r1)} | {agg(r3)} | {ratio} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=100_000,
@@ -391,15 +403,23 @@ def main() -> int:
         if pg and row:
             gc_ratio.append(pg[0]["rows_per_s"] / row[0]["rows_per_s"])
 
-    print(f"### a. Aggregate msgs/s, workers on one durable (`--store memory`, "
-          f"{args.cluster_messages:,} messages, median (min–max) of {args.repeats})\n")
-    print("| workers | single server, R1 stream | 3-node cluster, R3 stream | R3 / R1 |")
-    print("|---|---|---|---|")
-    for w in workers:
-        r1 = [r["msgs_per_s"] for r in pick(part="a", replicas=1, workers=w)]
-        r3 = [r["msgs_per_s"] for r in pick(part="a", replicas=3, workers=w)]
-        ratio = (f"{statistics.median(r3) / statistics.median(r1):.2f}" if r1 and r3 else "n/a")
-        print(f"| {w} | {agg(r1)} | {agg(r3)} | {ratio} |")
+    if "a" in args.parts:
+        print_workers(args, workers, pick)
+    if "b" in args.parts or "c" in args.parts:
+        print_store(args, pick, gc_ratio, cost_ratio)
+    print(f"\n{len(runs)} runs, {len(b.failures)} failed, {elapsed:.0f} s in all; "
+          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}.")
+    for f in b.failures:
+        print(f"- FAILED {f['run']}: {f['error']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "runs": runs, "failures": b.failures,
+                       "group_commit_ratios": gc_ratio, "store_cost_ratios": cost_ratio,
+                       "elapsed_s": elapsed, "cpus": os.cpu_count()}, f, indent=1)
+    return 1 if b.failures else 0
+
+
+def print_store(args, pick, gc_ratio, cost_ratio) -> None:
     mem = [r["msgs_per_s"] for r in pick(part="c", store="memory")]
     pg = pick(part="c", store="postgres")
     row = pick(part="b")
@@ -428,16 +448,6 @@ def main() -> int:
           f"{gv} |")
     print(f"| postgres msgs/s ≥ {STORE_COST_TARGET:.2f} × memory msgs/s (store costs ≤ 30%) | "
           f"{c} | {cv} |")
-    print(f"\n{len(runs)} runs, {len(b.failures)} failed, {elapsed:.0f} s in all; "
-          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}.")
-    for f in b.failures:
-        print(f"- FAILED {f['run']}: {f['error']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "runs": runs, "failures": b.failures,
-                       "group_commit_ratios": gc_ratio, "store_cost_ratios": cost_ratio,
-                       "elapsed_s": elapsed, "cpus": os.cpu_count()}, f, indent=1)
-    return 1 if b.failures else 0
 
 
 if __name__ == "__main__":

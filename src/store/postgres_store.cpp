@@ -248,6 +248,12 @@ std::string PostgresBackend::set_up_session() {
       conn_, [](void*, const char*) {}, nullptr);
   if (auto e = exec("SET synchronous_commit = on"); !e.empty())
     return "cannot set synchronous_commit: " + e;
+  // The settlements' UPDATE finds each row by its key. With a few thousand settlements per commit
+  // the planner prefers hashing the whole table (a sequential scan per commit, growing with the
+  // table: 79 ms against 21 ms for 3,000 settlements in 200,000 rows); this connection runs
+  // nothing else, so it does without hash and merge joins.
+  if (auto e = exec("SET enable_hashjoin = off; SET enable_mergejoin = off"); !e.empty())
+    return "cannot set the planner's options: " + e;
   PGresult* r = PQprepare(conn_, "mayhem_write", kWrite, 9, nullptr);
   std::string err;
   if (PQresultStatus(r) != PGRES_COMMAND_OK) err = "cannot prepare the write: " + result_error(r);
