@@ -18,8 +18,8 @@ is dropped before each PostgreSQL run, and every run's rows are counted afterwar
 A missed target is reported, not an error: the exit status is 1 only when a run failed.
 Standard library only.
 
-    python3 bench/cluster_bench.py [--messages 100000] [--cluster-messages 30000]
-        [--per-row-messages 3000] [--workers 1,2,3] [--repeats 3] [--parts abc]
+    python3 bench/cluster_bench.py [--messages 150000] [--cluster-messages 40000]
+        [--per-row-messages 4000] [--workers 1,2,3] [--repeats 5] [--parts abc]
         [--build build/release] [--json OUT]
 """
 import argparse
@@ -333,14 +333,14 @@ def print_workers(args, workers, pick) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--messages", type=int, default=100_000,
+    ap.add_argument("--messages", type=int, default=150_000,
                     help="messages per run of b (group commit) and c")
-    ap.add_argument("--cluster-messages", type=int, default=30_000,
+    ap.add_argument("--cluster-messages", type=int, default=40_000,
                     help="messages per run of a (workers, R1 and R3)")
-    ap.add_argument("--per-row-messages", type=int, default=3_000,
+    ap.add_argument("--per-row-messages", type=int, default=4_000,
                     help="messages per run of b with --store-group-commit 0")
     ap.add_argument("--workers", default="1,2,3")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--parts", default="abc", help="which parts to run: a (workers), b and c "
                     "(the PostgreSQL store; b and c share their group-commit runs)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds a run may take")
