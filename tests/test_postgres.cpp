@@ -1,9 +1,10 @@
 // The PostgreSQL store (--store postgres://...) against a throwaway cluster that each test starts
-// (support/postgres_server.hpp): one row per message_id and duplicates counted, group commit,
-// processes racing to create the table, a service run acking everything with one row each and
-// its settlement recorded, PostgreSQL restarted in the middle of a run (no ack without its row),
-// an outage longer than --store-retry-for (those messages nacked, never acked), and bad URLs and
-// roles refused at start by the binary with one line and exit 2.
+// (support/postgres_server.hpp): one row per message_id and duplicates counted, group commit, a
+// message's ack (else its last settlement) kept of several in one commit, processes racing to
+// create the table, a service run acking everything with one row each and its settlement
+// recorded, PostgreSQL restarted in the middle of a run (no ack without its row), an outage longer
+// than --store-retry-for (those messages nacked, never acked), and bad URLs and roles refused at
+// start by the binary with one line and exit 2.
 #include <signal.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -153,6 +154,48 @@ TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and 
   CHECK(pg.count("SELECT count(DISTINCT message_id) FROM saves") == 1000);
   CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked' AND restarted = 1 AND "
                  "hostname = instance_name || '.example.net' AND settled_at >= saved_at") == 1000);
+}
+
+TEST_CASE("PostgreSQL store: a message settled twice in one commit keeps its ack, else its last",
+          "[postgres]") {
+  PostgresServer pg;
+  BatchPool batches{64};
+  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+  PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
+  test::SaveCompletions c(batches);
+  test::SaveMessages m(300, 21);
+  m.save(store);
+  store.start(c.sink());
+  REQUIRE(c.wait_for(300));
+  // Two settlements of each message in one call, so in one group commit: the first 100 nacked
+  // then acked, the next 100 acked then nacked (a late nack of an earlier delivery: acked is
+  // final), the last 100 nacked twice.
+  std::vector<Message> first(m.msgs.size()), second(m.msgs.size());
+  std::vector<Message*> both;
+  std::string acked_ids = "'{";
+  for (std::size_t i = 0; i < m.msgs.size(); ++i) {
+    for (Message* x : {&first[i], &second[i]}) {
+      x->id = m.msgs[i].id;
+      x->saved = true;
+      x->nacked = true;
+    }
+    if (i < 200) {
+      Message& ack = i < 100 ? second[i] : first[i];
+      ack.nacked = false;
+      ack.acked = ack.restarted = true;
+      acked_ids += m.msgs[i].id_string() + (i < 199 ? "," : "}'");
+    }
+  }
+  for (Message& x : first) both.push_back(&x);
+  for (Message& x : second) both.push_back(&x);
+  store.settled(both.data(), both.size());
+  REQUIRE(store.close());
+
+  CHECK(store.stats().outcomes == 300);
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked' AND restarted = 1 AND "
+                 "message_id = ANY(" +
+                 acked_ids + ")") == 200);
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'nacked' AND restarted = 0") == 100);
 }
 
 TEST_CASE("PostgreSQL store: processes racing to create the table all start", "[postgres]") {

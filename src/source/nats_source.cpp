@@ -155,6 +155,13 @@ void NatsSource::fetch_loop() {
     }
     std::uint64_t want = batch;
     if (cfg_.limit != 0) want = std::min(want, cfg_.limit - fetched_);
+    // Messages already pending in the library (late answers to an earlier request) are what makes
+    // 3.4.1's fetch write past its array (below): take them one at a time, as a fetch of 1 cannot.
+    int pending_msgs = 0;
+    int pending_bytes = 0;
+    if (natsSubscription_GetPending(sub_, &pending_msgs, &pending_bytes) == NATS_OK &&
+        pending_msgs > 0)
+      want = 1;
     natsMsgList list{nullptr, 0};
     jsErrCode jerr = jsErrCode(0);
     // The lease's start for what this fetch returns: the server's ack timer runs from delivery,

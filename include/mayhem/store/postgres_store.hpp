@@ -5,7 +5,8 @@
 // everything queued since the last commit is written by ONE statement, in one round trip and one
 // transaction: a data-modifying CTE that inserts the saves from arrays (`INSERT ... SELECT FROM
 // unnest($1, ...) ON CONFLICT (message_id) DO NOTHING`: idempotent, a redelivered message counts
-// as a duplicate) and updates the settlements' rows (the last settlement of a message wins). A
+// as a duplicate) and updates the settlements' rows (a message's ack, else its last settlement; an
+// `acked` row stays `acked`), all in message_id order, the arrays in binary format. A
 // statement that fails for good (one bad row) is redone row by row, so only the bad rows fail.
 // Lost connections, a server restarting, serialization failures and deadlocks are transient:
 // retried with a reconnect. At start it connects, creates the table when missing (under an
