@@ -34,6 +34,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nats_bench  # noqa: E402  (its Server: one nats-server -js, stopped by PID)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 GROUP_COMMIT_TARGET = 10.0  # group commit rows/s over per-row rows/s
@@ -42,12 +45,6 @@ STORE_COST_TARGET = 0.70  # postgres msgs/s over memory msgs/s (the store costs 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Nats:
@@ -95,38 +92,13 @@ class Nats:
         self.sock.close()
 
 
-class SingleServer:
-    """One `nats-server -js` in a temporary folder, stopped by PID."""
+class SingleServer(nats_bench.Server):
+    """One `nats-server -js` in a temporary folder, stopped by PID (bench/nats_bench.py's)."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="mayhem-cluster-bench-")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd",
-             os.path.join(self.dir, "store"), "-l", os.path.join(self.dir, "server.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("nats-server did not start")
-                time.sleep(0.02)
-        self.urls = f"nats://127.0.0.1:{self.port}"
+        super().__init__()
+        self.urls = self.url
         self.api_port = self.port
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Cluster:

@@ -119,19 +119,29 @@ struct PgFaultRun {
   std::thread thread;
 };
 
+// A server and a store whose writer has committed `n` made-up messages (saved before it
+// started, as the save stage may): what the store tests start from.
+struct PgSaved {
+  PostgresServer pg;
+  BatchPool batches{64};
+  std::shared_ptr<spdlog::logger> log = test::make_test_logger(spdlog::level::warn).first;
+  PostgresStore store{pg.url(), batches, SteadyClock::instance(), log};
+  test::SaveCompletions c{batches};
+  test::SaveMessages m;
+  PgSaved(std::size_t n, std::uint64_t seed) : m(n, seed) {
+    m.save(store);
+    store.start(c.sink());
+    REQUIRE(c.wait_for(n));
+  }
+};
+
 }  // namespace
 
 TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and group commit",
           "[postgres]") {
-  PostgresServer pg;
-  BatchPool batches{64};
-  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
-  PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
-  test::SaveCompletions c(batches);
-  test::SaveMessages m(1000, 11);
-  m.save(store);  // 8 submissions queued before the writer runs: its first commit takes them all
-  store.start(c.sink());
-  REQUIRE(c.wait_for(1000));
+  // 8 submissions queued before the writer runs: its first commit takes them all.
+  PgSaved f(1000, 11);
+  auto& [pg, batches, log, store, c, m] = f;
   CHECK(store.stats().transactions == 1);
   CHECK(store.stats().rows_inserted == 1000);
   m.settle(store, false);
@@ -158,15 +168,8 @@ TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and 
 
 TEST_CASE("PostgreSQL store: a message settled twice in one commit keeps its ack, else its last",
           "[postgres]") {
-  PostgresServer pg;
-  BatchPool batches{64};
-  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
-  PostgresStore store(pg.url(), batches, SteadyClock::instance(), log);
-  test::SaveCompletions c(batches);
-  test::SaveMessages m(300, 21);
-  m.save(store);
-  store.start(c.sink());
-  REQUIRE(c.wait_for(300));
+  PgSaved f(300, 21);
+  auto& [pg, batches, log, store, c, m] = f;
   // Two settlements of each message in one call, so in one group commit: the first 100 nacked
   // then acked, the next 100 acked then nacked (a late nack of an earlier delivery: acked is
   // final), the last 100 nacked twice.
