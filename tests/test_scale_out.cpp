@@ -58,16 +58,6 @@ std::uint64_t scale_worker_acked(const ScaleWorker& w) {
   return json::parse(r->body)["counters"]["acked"].get<std::uint64_t>();
 }
 
-template <typename Pred>
-bool scale_eventually(Pred pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
-}
-
 // The servers' ack floor (stream sequence up to which everything is acked); 0 while no server
 // can answer for the consumer (e.g. during an election).
 std::uint64_t scale_ack_floor(const NatsCluster& c) {
@@ -115,21 +105,21 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
   std::vector<ScaleWorker> workers;
   for (int i = 0; i < 3; ++i) workers.push_back(scale_start_worker(c, pg, kInFlight));
   const auto progress = [&](std::uint64_t part) {
-    return scale_eventually([&] { return scale_ack_floor(c) >= kN * part / 100; }, 120s);
+    return eventually([&] { return scale_ack_floor(c) >= kN * part / 100; }, 120s, 50ms);
   };
 
   // 1. The server leading the consumer dies (SIGKILL); it comes back once the others have
   //    elected a new leader and the work has moved on.
   REQUIRE(progress(15));
   std::string leader;
-  REQUIRE(scale_eventually(
-      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
+  REQUIRE(eventually([&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s,
+                     50ms));
   const int victim = NatsCluster::index_of(leader);
   REQUIRE(victim >= 0);
   const std::uint64_t floor_at_kill = scale_ack_floor(c);
   phase("leader killed");
   c.kill(victim);
-  REQUIRE(scale_eventually([&] { return scale_ack_floor(c) > floor_at_kill + kN / 20; }, 120s));
+  REQUIRE(eventually([&] { return scale_ack_floor(c) > floor_at_kill + kN / 20; }, 120s, 50ms));
   const std::string new_leader = c.consumer_leader("MAYHEM", "mayhem");
   CHECK(new_leader != leader);
   phase("new leader serving");
@@ -154,13 +144,13 @@ TEST_CASE("Scale-out under faults: R3 cluster, workers on one durable, one Postg
   phase("PostgreSQL back");
 
   // The servers' own accounting: every message acked, nothing pending, the stream empty.
-  const bool all_acked = scale_eventually(
+  const bool all_acked = eventually(
       [&] {
         const ConsumerState s = c.consumer_state("MAYHEM", "mayhem");
         return s.found && s.pending == 0 && s.ack_pending == 0 && s.ack_floor_stream == kN &&
                s.stream_msgs == 0;
       },
-      180s);
+      180s, 50ms);
   phase("all acked");
   std::uint64_t worker_redelivered = 0;
   std::vector<std::uint64_t> shares;
