@@ -123,12 +123,13 @@ struct Service::Impl {
     started_cv.notify_all();
   }
   void shut_down(StopReason why);
-  // Waits until the graph is idle; false once `timeout` has passed on `clock` (the waiter is then
-  // left behind).
-  bool wait_idle_for(Nanos timeout);
+  // Waits until the graph is idle; false once `clock` reaches `give_up_at` (the waiter is then left
+  // behind). An absolute deadline: a relative one read the clock twice, and a clock moved between
+  // the reads pushed the deadline past the shutdown's (seen under load on a test's ManualClock).
+  bool wait_idle_until(Nanos give_up_at);
 };
 
-bool Service::Impl::wait_idle_for(Nanos timeout) {
+bool Service::Impl::wait_idle_until(Nanos give_up_at) {
   struct Waiter {
     std::mutex mutex;
     std::condition_variable cv;
@@ -146,7 +147,6 @@ bool Service::Impl::wait_idle_for(Nanos timeout) {
   }).detach();
   // The deadline is on the service's clock, waited for in real slices of at most 10 ms: on a test's
   // ManualClock the drain gives up only once the test moves the clock past it, never by itself.
-  const Nanos give_up_at = clock.now() + timeout;
   std::unique_lock lock(w->mutex);
   while (!w->idle) {
     const Nanos left = give_up_at - clock.now();
@@ -301,7 +301,7 @@ void Service::Impl::shut_down(StopReason why) {
   if (!store->cancel_saves(give_up_at))
     log->error("Shutdown: the database transaction being written did not finish within {:g} s",
                opts.shutdown_timeout);
-  if (!wait_idle_for(until(0) - clock.now())) {
+  if (!wait_idle_until(until(0))) {
     // A stage is stuck (it never returned) or slow. Seal settle: from now on it counts nothing,
     // and every message not settled yet is counted nacked once, below (an in-process pub/sub
     // would redeliver them; a broker gets them back as the graph settles them, or after AckWait).
