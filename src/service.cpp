@@ -14,6 +14,7 @@
 #include "mayhem/io/simulated_io.hpp"
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
+#include "mayhem/notify.hpp"
 #include "mayhem/observe/stage_collector.hpp"
 #include "mayhem/observe/stats_server.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
@@ -47,8 +48,7 @@ struct Service::Impl {
   // Deps::clock (a test's ManualClock) or the steady clock: every timed part below takes this one
   // (the blocking I/O model alone really blocks, in real time).
   const Clock& clock = deps.clock ? *deps.clock : SteadyClock::instance();
-  // Watching (--stats-addr, --live): the stage collector joins any observer from Deps. Declared
-  // before what calls it (lease, pipeline), so it outlives them.
+  // Watching (--stats-addr, --live): joins any observer from Deps; outlives the lease, pipeline.
   std::unique_ptr<StageCollector> collector;
   FanOutObserver observers;
   Observer* observer = nullptr;
@@ -64,13 +64,12 @@ struct Service::Impl {
   std::unique_ptr<tbb::global_control> parallelism;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoService> io;
-  // The simulated I/O draws, over `io`.
-  std::unique_ptr<SimulatedIo> sim;
-  // --store: memory (the null store), sqlite or postgres.
-  std::unique_ptr<Store> store;
+  std::unique_ptr<SimulatedIo> sim;  // the simulated I/O draws, over `io`
+  std::unique_ptr<Store> store;      // --store: memory (the null store), sqlite or postgres
   std::unique_ptr<LeaseManager> lease;
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<Pacer> pacer;
+  Notifier notifier{Notifier::from_environment()};  // systemd's READY/STOPPING/WATCHDOG; or none
 
   std::mutex started_mutex;
   std::condition_variable started_cv;
@@ -260,9 +259,9 @@ int Service::Impl::run() {
   }
   mark_started();
   stats_ready.store(true, std::memory_order_release);
+  notifier.ready([this] { return metrics.settled(); }, [this] { return metrics.in_flight.load(); });
 
-  // Wait for a stop reason; meanwhile flush the log once a second, so `tail -f` on a log file
-  // stays current without flushing on every line.
+  // Wait for a stop reason, flushing the log once a second (`tail -f` stays current).
   StopReason why;
   while ((why = shutdown.wait_for(std::chrono::seconds(1))) == StopReason::kNone) log->flush();
   shut_down(why);
@@ -281,6 +280,7 @@ void Service::Impl::shut_down(StopReason why) {
   // join waits out its current fetch, up to 200 ms), the drain, the store, the lease thread and
   // the broker's last flush each get what is left of it (a healthy thread at least 50 ms).
   const Nanos give_up_at = clock.now() + seconds_to_nanos(opts.shutdown_timeout);
+  notifier.stopping();
   if (why == StopReason::kSignal) {
     log->info("Received exit signal {}...", signal_name(shutdown.signal_number()));
   } else if (why == StopReason::kCompleted) {
