@@ -1,4 +1,6 @@
-// Issue 16, item 3: `mayhem --version` (one line per fact, exit 0).
+// Issue 16, item 3: `mayhem --version` (one line per fact, exit 0), the process metrics and
+// mayhem_build_info on /metrics (Prometheus client library names and types, sane values, a valid
+// exposition, and `promtool check metrics` when promtool is installed).
 #include <httplib.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
@@ -16,7 +18,6 @@
 #include "mayhem/observe/build_info.hpp"
 #include "mayhem/observe/process_stats.hpp"
 #include "mayhem/observe/stats_server.hpp"
-#include "mayhem/service.hpp"
 #include "support/known_snapshot.hpp"
 #include "support/prometheus_check.hpp"
 #include "support/subprocess.hpp"
@@ -76,4 +77,67 @@ TEST_CASE("mayhem --version prints one line per fact and exits 0", "[cli][versio
   // The version is the project's (CMakeLists.txt), MAJOR.MINOR.PATCH.
   CHECK(std::count(lines[0].begin(), lines[0].end(), '.') == 2);
   CHECK(r.out == version_text());
+}
+
+TEST_CASE("/metrics carries the process metrics and mayhem_build_info, with sane values",
+          "[observe][process]") {
+  const double before = build_info_now_s();
+  auto [log, sink] = test::make_test_logger();
+  StatsServer server(
+      {"127.0.0.1", 0}, [] { return test::known_snapshot(); }, log);
+  REQUIRE_FALSE(server.start());
+  // Burn a little CPU so the CPU time is visibly above zero (ticks are 10 ms).
+  volatile std::uint64_t spin = 0;
+  const auto until = std::chrono::steady_clock::now() + 50ms;
+  while (std::chrono::steady_clock::now() < until) spin = spin + 1;
+  httplib::Client client("127.0.0.1", server.port());
+  auto res = client.Get("/metrics");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const std::string& text = res->body;
+  INFO(text.substr(text.find("# HELP process_")));
+  REQUIRE(test::check_prometheus(text).empty());
+  const test::PromParse prom = test::parse_prometheus(text);
+  const std::vector<std::pair<std::string, std::string>> families = {
+      {"process_cpu_seconds_total", "counter"},
+      {"process_resident_memory_bytes", "gauge"},
+      {"process_virtual_memory_bytes", "gauge"},
+      {"process_open_fds", "gauge"},
+      {"process_max_fds", "gauge"},
+      {"process_start_time_seconds", "gauge"},
+      {"process_threads", "gauge"},
+      {"mayhem_build_info", "gauge"}};
+  for (const auto& [name, type] : families) {
+    INFO(name);
+    REQUIRE(prom.types.count(name) == 1);
+    CHECK(prom.types.at(name) == type);
+  }
+  const auto v = [&](const char* name) { return prom.value(name, {}); };
+  CHECK(v("process_cpu_seconds_total") > 0);
+  CHECK(v("process_resident_memory_bytes") > 1e6);
+  CHECK(v("process_virtual_memory_bytes") >= v("process_resident_memory_bytes"));
+  CHECK(v("process_open_fds") > 0);
+  CHECK(v("process_max_fds") >= v("process_open_fds"));
+  // This test process started within the last hour, and before this test began.
+  CHECK(v("process_start_time_seconds") <= before + 1);
+  CHECK(v("process_start_time_seconds") > build_info_now_s() - 3600);
+  CHECK(v("process_threads") >= 3);  // this thread and the endpoint's (accept + 2 workers)
+  CHECK(prom.value("mayhem_build_info",
+                   {{"version", build_version()}, {"revision", build_revision()}}) == 1);
+
+  // The direct reading agrees with /proc's view of this process.
+  const ProcessStats p = read_process_stats();
+  REQUIRE(p.ok);
+  CHECK(p.open_fds > 0);
+  CHECK(p.max_fds > 0);
+  CHECK(p.threads >= 3);
+
+  if (const auto r = build_info_promtool(text)) {
+    INFO("promtool: " << r->out << r->err);
+    CHECK(r->exit_code == 0);
+    CHECK(r->out + r->err == "");
+  } else {
+    WARN("promtool is not installed: `promtool check metrics` skipped");
+  }
+  server.stop();
 }
