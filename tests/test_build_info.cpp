@@ -1,6 +1,7 @@
 // Issue 16, item 3: `mayhem --version` (one line per fact, exit 0), the process metrics and
 // mayhem_build_info on /metrics (Prometheus client library names and types, sane values, a valid
-// exposition, and `promtool check metrics` when promtool is installed).
+// exposition, and `promtool check metrics` when promtool is installed), the stage histograms
+// filled before anyone first looks, and /stats histograms carrying their unit and bucket bounds.
 #include <httplib.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
@@ -18,6 +19,7 @@
 #include "mayhem/observe/build_info.hpp"
 #include "mayhem/observe/process_stats.hpp"
 #include "mayhem/observe/stats_server.hpp"
+#include "mayhem/service.hpp"
 #include "support/known_snapshot.hpp"
 #include "support/prometheus_check.hpp"
 #include "support/subprocess.hpp"
@@ -140,4 +142,64 @@ TEST_CASE("/metrics carries the process metrics and mayhem_build_info, with sane
     WARN("promtool is not installed: `promtool check metrics` skipped");
   }
   server.stop();
+}
+
+TEST_CASE("Stage histograms are filled before the first scrape; /stats histograms carry bounds",
+          "[observe][process]") {
+  // mayhem --messages 3000 --publish-interval 0 --latency-scale 0.01 --stats-addr 127.0.0.1:0,
+  // run to completion with nobody looking, then looked at for the first time.
+  auto [log, sink] = test::make_test_logger(spdlog::level::warn);
+  Options o;
+  o.messages = 3000;
+  o.publish_interval = 0;
+  o.latency_scale = 0.01;
+  o.stats_addr = "127.0.0.1:0";
+  Service svc(o, Service::Deps{log, nullptr, false, {}});
+  REQUIRE(svc.run() == 0);
+  httplib::Client client("127.0.0.1", svc.stats_port());
+  auto res = client.Get("/stats");  // the first look
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const json j = json::parse(res->body);
+  const auto check_hist = [](const json& h) {
+    CHECK(h.at("unit") == "ns");
+    const auto& buckets = h.at("buckets");
+    const auto& bounds = h.at("bucket_bounds_ns");
+    REQUIRE(bounds.size() == buckets.size());
+    std::uint64_t in_buckets = 0, last_to = 0;
+    for (std::size_t k = 0; k < buckets.size(); ++k) {
+      const int index = buckets[k].at(0).get<int>();
+      in_buckets += buckets[k].at(1).get<std::uint64_t>();
+      const auto from = bounds[k].at(0).get<std::uint64_t>();
+      const auto to = bounds[k].at(1).get<std::uint64_t>();
+      CHECK(from == Histogram::lower_bound_of(index));
+      CHECK(to == Histogram::upper_bound_of(index));
+      CHECK(from <= to);
+      if (k > 0) CHECK(from > last_to);
+      last_to = to;
+    }
+    CHECK(in_buckets == h.at("count").get<std::uint64_t>());
+    if (!buckets.empty()) CHECK(h.at("max_ns").get<std::uint64_t>() <= last_to);
+  };
+  INFO(j.dump(1).substr(0, 3000));
+  CHECK(j.at("latency").at("count") == 3000);
+  check_hist(j.at("latency"));
+  std::uint64_t timed = 0;
+  for (const auto& row : j.at("stages")) {
+    INFO(row.at("stage"));
+    check_hist(row.at("own"));
+    check_hist(row.at("total"));
+    // Every body that ran was timed: nobody had looked before.
+    CHECK(row.at("own").at("count") == row.at("calls"));
+    timed += row.at("own").at("count").get<std::uint64_t>();
+  }
+  CHECK(timed > 0);
+  // What mayhem top reads back is unchanged by the added fields.
+  const StatsSnapshot s = j.get<StatsSnapshot>();
+  CHECK(s.latency.count == 3000);
+  auto metrics = client.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(test::check_prometheus(metrics->body).empty());
+  CHECK(metrics->body.find("mayhem_stage_own_seconds_count{stage=\"save\"} 0\n") ==
+        std::string::npos);
 }
