@@ -1,5 +1,5 @@
 // The stage collector behind `--stats-addr`, `mayhem top` and `--live`: own time excludes nested
-// stage bodies, total includes them; bodies are timed only while someone looks, counted always.
+// stage bodies, total includes them; bodies are timed for a first window, then only while someone looks; counted always.
 #include <catch2/catch.hpp>
 
 #include <thread>
@@ -51,30 +51,32 @@ TEST_CASE("Stage collector: own time excludes nested stage bodies, total include
   c.on_exit(Stage::kRestart, 3);
 }
 
-TEST_CASE("Stage collector: untimed while nobody looks, counted always", "[observe]") {
+TEST_CASE("Stage collector: timed from the start, then only while someone looks; counted always",
+          "[observe]") {
   ManualClock clock(1000);
   StageCollector c(clock, 1'000'000);  // a 1 ms watch window
-  c.on_entry(Stage::kSettle, 5);       // nobody has looked yet
-  clock.advance(100);
-  c.on_exit(Stage::kSettle, 5);
-  auto rows = c.collect();  // arms timing
-  const auto& settle = rows[static_cast<int>(Stage::kSettle)];
-  CHECK(settle.calls == 1);
-  CHECK(settle.items == 5);
-  CHECK(settle.own.count == 0);
-
+  REQUIRE(c.timing());                 // nobody has looked yet, and bodies are timed
   c.on_entry(Stage::kSettle, 5);
   clock.advance(100);
   c.on_exit(Stage::kSettle, 5);
-  CHECK(c.collect()[static_cast<int>(Stage::kSettle)].own.count == 1);
 
-  clock.advance(2'000'000);       // the window passes with nobody looking
+  clock.advance(2'000'000);       // the first window passes with nobody looking
   c.on_entry(Stage::kSettle, 5);  // this body notices and stops timing (it is still timed)
   c.on_exit(Stage::kSettle, 5);
   CHECK_FALSE(c.timing());
   c.on_entry(Stage::kSettle, 5);
   c.on_exit(Stage::kSettle, 5);
+  auto rows = c.collect();  // the first look: the histogram was filled before it; arms timing
+  const auto& settle = rows[static_cast<int>(Stage::kSettle)];
+  CHECK(settle.calls == 3);
+  CHECK(settle.items == 15);
+  CHECK(settle.own.count == 2);
+  CHECK(settle.own.sum == 100);
+
+  c.on_entry(Stage::kSettle, 5);
+  clock.advance(100);
+  c.on_exit(Stage::kSettle, 5);
   rows = c.collect();
   CHECK(rows[static_cast<int>(Stage::kSettle)].calls == 4);
-  CHECK(rows[static_cast<int>(Stage::kSettle)].own.count == 2);
+  CHECK(rows[static_cast<int>(Stage::kSettle)].own.count == 3);
 }

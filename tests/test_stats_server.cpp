@@ -218,7 +218,7 @@ TEST_CASE("A running service serves live per-stage numbers", "[observe]") {
     auto res = client.Get("/stats");
     REQUIRE(res);
     j = json::parse(res->body);
-    // The first request arms timing; later ones see timed bodies.
+    // Bodies are timed from the start (and each request keeps timing on).
     if (j["counters"]["acked"].get<std::uint64_t>() > 0 && j["stages"][2]["own"]["count"] > 0)
       break;
     std::this_thread::sleep_for(20ms);

@@ -17,6 +17,7 @@
 #include "mayhem/cli/top.hpp"
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
+#include "mayhem/observe/build_info.hpp"
 #include "mayhem/observe/profiler.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/shutdown.hpp"
@@ -255,6 +256,8 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "(mayhem top --help)");
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
+  app.set_version_flag("--version", version_text,
+                       "Print the version, git revision, compiler and library versions, and exit");
   PublishOptions pub_opts;
   CLI::App* pub = add_publish_command(app, pub_opts);
   const auto fail = [&message](const std::string& what, const char* prefix = "mayhem: error: ") {
@@ -269,6 +272,9 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     return 0;
   } catch (const CLI::CallForAllHelp&) {
     message = app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    message = e.what();
     return 0;
   } catch (const CLI::ParseError& e) {
     return fail(std::string(e.what()) + " (see --help)");

@@ -17,9 +17,12 @@ thread_local LastSlot t_last;
 }  // namespace
 
 StageCollector::StageCollector(const Clock& clock, Nanos watch_window)
-    : clock_(clock),
-      window_(watch_window),
-      id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {}
+    : clock_(clock), window_(watch_window), id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {
+  // Timed from the start for one window, as if someone had just looked: the first scrape (or a
+  // scraper's first minutes) sees the stage histograms filled, not empty.
+  watch_.until.store(clock_.now() + window_, std::memory_order_relaxed);
+  watch_.armed.store(true, std::memory_order_release);
+}
 
 StageCollector::Slot& StageCollector::slot() {
   if (t_last.owner == id_) return *static_cast<Slot*>(t_last.slot);

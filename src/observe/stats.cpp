@@ -92,15 +92,22 @@ StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier) {
 // ---- JSON ---------------------------------------------------------------------------------------
 
 void to_json(nlohmann::json& j, const HistogramData& h) {
-  auto buckets = nlohmann::json::array();
-  for (const auto& [index, n] : h.buckets) buckets.push_back({index, n});
-  j = {{"count", h.count},
+  // `buckets` stays (index, count) pairs (mayhem top and tools/lib/soak_sampler.py read them);
+  // `bucket_bounds_ns` gives each listed bucket's value range, inclusive, in the same order.
+  auto buckets = nlohmann::json::array(), bounds = nlohmann::json::array();
+  for (const auto& [index, n] : h.buckets) {
+    buckets.push_back({index, n});
+    bounds.push_back({Histogram::lower_bound_of(index), Histogram::upper_bound_of(index)});
+  }
+  j = {{"unit", "ns"},
+       {"count", h.count},
        {"sum_ns", h.sum},
        {"max_ns", h.max},
        {"mean_ns", h.mean()},
        {"p50_ns", h.percentile(0.5)},
        {"p99_ns", h.percentile(0.99)},
-       {"buckets", std::move(buckets)}};
+       {"buckets", std::move(buckets)},
+       {"bucket_bounds_ns", std::move(bounds)}};
 }
 
 void from_json(const nlohmann::json& j, HistogramData& h) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mayhem/clock.hpp"
+#include "mayhem/observe/process_stats.hpp"
 
 namespace mayhem {
 
@@ -123,7 +124,9 @@ struct StatsServer::Impl {
     const StatsSnapshot s = snapshot();
     json_text = nlohmann::json(s).dump();
     json_text += '\n';
-    prom_text = render_prometheus(s);
+    // The process's own facts (not pipeline numbers: observe/process_stats.hpp), read here, once
+    // per snapshot.
+    prom_text = render_prometheus(s) + render_process_metrics(read_process_stats());
     cached_at = now;
     have_cache = true;
   }

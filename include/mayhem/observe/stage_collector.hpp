@@ -4,8 +4,9 @@
 // only its own slot (single-writer relaxed atomics, no locks, no shared cache lines); `collect()`
 // sums the slots while the service runs. Installed only when someone may look (--stats-addr,
 // --live): with no observer the pipeline pays one branch per batch. Timing costs two clock reads
-// per body (their cost: docs/PROFILING.md, "Cost"), so bodies are timed only while someone watches: each
-// `collect()` arms timing for `watch_window`; calls and messages are always counted.
+// per body (their cost: docs/PROFILING.md, "Cost"), so bodies are timed for the first `watch_window`
+// (the histograms are filled before anyone first looks) and afterwards only while someone watches:
+// each `collect()` arms timing for `watch_window` again; calls and messages are always counted.
 // Use: `StageCollector c(clock); deps.observer = &c; ... auto rows = c.collect();`
 #pragma once
 

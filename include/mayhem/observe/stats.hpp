@@ -63,6 +63,9 @@ struct StatsSnapshot : Numbers {
 // gauges and names stay `now`'s.
 StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier);
 
+// A histogram as JSON: unit ("ns"), count, sum_ns, max_ns, mean_ns, p50_ns, p99_ns, buckets
+// ([index, count] for each non-empty bucket) and bucket_bounds_ns ([from, to], inclusive, per
+// listed bucket). Reading it back needs only count, sum_ns, max_ns and buckets.
 void to_json(nlohmann::json& j, const HistogramData& h);
 void from_json(const nlohmann::json& j, HistogramData& h);
 void to_json(nlohmann::json& j, const StageSnapshot& s);

@@ -1,4 +1,5 @@
-// The read-only stats endpoint (cpp-httplib): `GET /metrics` (Prometheus text format) and
+// The read-only stats endpoint (cpp-httplib): `GET /metrics` (Prometheus text format: the
+// snapshot, then the process's own metrics and build info, observe/process_stats.hpp) and
 // `GET /stats` (the JSON snapshot), nothing else. It runs on its own few threads, never on the
 // pipeline's: snapshots are built at most every `min_interval` and shared between requests, at most
 // `threads` requests are served at once, a handful more connections wait, and every read, write
