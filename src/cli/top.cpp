@@ -419,7 +419,7 @@ int top_main(int argc, char** argv) {
     return 2;
   }
   std::string err;
-  const auto addr = parse_stats_address(addr_text, err);
+  const auto addr = parse_stats_address(addr_text, err, "--addr");
   if (!addr) {
     std::cerr << "mayhem top: error: " << err << "\n";
     return 2;
