@@ -105,6 +105,9 @@ TEST_CASE("Bad flags print one clear line and exit 2 before anything starts", "[
       {"--inject", "timer:explode:0.5"},
       {"--inject", "timer:hang:0x1"},
       {"--log-overflow", "sometimes"},
+      {"--stats-addr", "999.1.1.1:80", "--log-level", "off"},  // used to be a log line, or nothing
+      {"--stats-addr", "no-such-host.invalid:9100"},
+      {"--threads=", "--messages", "10"},  // used to take --messages as its value
   };
   for (const auto& args : bad) {
     std::string joined;
