@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "mayhem/flags.hpp"
+#include "support/scale.hpp"
 #include "support/subprocess.hpp"
 
 using namespace mayhem;
@@ -101,6 +102,8 @@ TEST_CASE(
   CHECK(cases.size() == 9 * (flag_ranges().size() - kPublishOnly.size() + kPublishFlags.size()));
   // In batches, each batch's processes at once (most refuse within milliseconds).
   constexpr std::size_t kBatch = 8;
+  // 10 s for a run of 10 messages; sanitizer builds run several times slower, 8 at a time.
+  const auto kWait = kSanitized ? std::chrono::milliseconds(60s) : std::chrono::milliseconds(10s);
   for (std::size_t first = 0; first < cases.size(); first += kBatch) {
     const std::size_t last = std::min(cases.size(), first + kBatch);
     std::vector<std::unique_ptr<Subprocess>> procs;
@@ -111,11 +114,11 @@ TEST_CASE(
       Subprocess& p = *procs[i - first];
       INFO(c.label);
       if (!c.publish && c.valid && c.flag == "--messages") {  // runs until a signal
-        CHECK(eventually([&] { return p.err_so_far().find("Pulled") != std::string::npos; }, 10s,
+        CHECK(eventually([&] { return p.err_so_far().find("Pulled") != std::string::npos; }, kWait,
                          5ms));
         p.signal(SIGINT);
       }
-      const Result r = p.wait(10s);
+      const Result r = p.wait(kWait);
       CHECK_FALSE(r.timed_out);
       const auto lines = flags_lines(r.err);
       const std::string prefix =
