@@ -2,13 +2,17 @@
 // validate() plus the --inject parser). The input is one argument per line (so the corpus in
 // fuzz/corpus/fuzz_cli_args/ is readable); an embedded NUL ends its argument, as in a real argv.
 // Properties: it never crashes, throws or exits; bad input gives exit status 2 and exactly one line
-// "mayhem: error: ..."; --help gives status 0 and the help text; anything accepted is valid.
+// "mayhem: error: ..." ("mayhem publish: error: ..." for the subcommand's flags), and a number out
+// of its range (src/flags.cpp) names its flag first ("--rate: must be ..."); --help gives status
+// 0 and the help text; anything accepted is valid (the service's options or publish's).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/run.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -30,15 +34,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   mayhem::Options opts;
   std::vector<mayhem::FaultSpec> faults;
   std::string message;
-  const auto rc =
-      mayhem::cli::parse_args(static_cast<int>(args.size()), argv.data(), opts, faults, message);
+  std::optional<mayhem::cli::PublishOptions> publish;
+  const auto rc = mayhem::cli::parse_args(static_cast<int>(args.size()), argv.data(), opts, faults,
+                                          message, &publish);
   if (!rc) {
-    if (mayhem::validate(opts) || !message.empty()) std::abort();  // accepted means valid
+    if (!message.empty()) std::abort();
+    if (publish ? mayhem::cli::validate(*publish).has_value() : mayhem::validate(opts).has_value())
+      std::abort();  // accepted means valid
     for (const auto& f : faults)
       if (!(f.probability >= 0 && f.probability <= 1)) std::abort();
   } else if (*rc == 2) {
-    if (message.rfind("mayhem: error: ", 0) != 0 || message.find('\n') != std::string::npos)
-      std::abort();  // one clear line
+    const bool ours = message.rfind("mayhem: error: ", 0) == 0 ||
+                      message.rfind("mayhem publish: error: ", 0) == 0;
+    if (!ours || message.find('\n') != std::string::npos) std::abort();  // one clear line
+    const auto why = message.find(": must be ");
+    if (why != std::string::npos && message.find(": error: --") == std::string::npos)
+      std::abort();  // a range error names its flag
   } else if (*rc == 0) {
     if (message.find("--messages") == std::string::npos) std::abort();  // the help text
   } else {

@@ -4,7 +4,10 @@
 
 #include <cmath>
 #include <thread>
+#include <utility>
 
+#include "mayhem/flags.hpp"
+#include "mayhem/observe/stats_server.hpp"
 #include "mayhem/store/store.hpp"
 
 namespace mayhem {
@@ -15,9 +18,6 @@ std::uint32_t default_threads() {
 }
 
 namespace {
-bool finite_non_negative(double v) {
-  return std::isfinite(v) && v >= 0;
-}
 // JetStream stream and consumer names: no '.', '*', '>', path separators or whitespace.
 bool valid_js_name(const std::string& s) {
   if (s.empty() || s.size() > 200) return false;
@@ -48,35 +48,36 @@ bool valid_nats_urls(const std::string& list) {
 }
 
 std::optional<std::string> validate(const Options& o) {
-  if (!finite_non_negative(o.publish_interval))
-    return fmt::format("--publish-interval must be >= 0 seconds (got {})", o.publish_interval);
-  if (!finite_non_negative(o.rate)) return fmt::format("--rate must be >= 0 (got {})", o.rate);
-  if (!finite_non_negative(o.latency_scale))
-    return fmt::format("--latency-scale must be >= 0 (got {})", o.latency_scale);
-  if (!(o.fail_rate >= 0 && o.fail_rate <= 1))
-    return fmt::format("--fail-rate must be within [0, 1] (got {})", o.fail_rate);
-  if (o.restart_retries > 16)
-    return fmt::format("--restart-retries must be <= 16 (got {})", o.restart_retries);
-  if (!finite_non_negative(o.restart_backoff))
-    return fmt::format("--restart-backoff must be >= 0 seconds (got {})", o.restart_backoff);
-  if (!(std::isfinite(o.extend_interval) && o.extend_interval > 0))
-    return fmt::format("--extend-interval must be > 0 seconds (got {})", o.extend_interval);
-  if (!(std::isfinite(o.ack_deadline) && o.ack_deadline > 0))
-    return fmt::format("--ack-deadline must be > 0 seconds (got {})", o.ack_deadline);
-  if (o.max_in_flight == 0) return std::string("--max-in-flight must be at least 1");
-  if (o.queue_capacity == 0) return std::string("--queue-capacity must be at least 1");
-  if (o.batch_size == 0 || o.batch_size > 128)
-    return fmt::format("--batch-size must be within [1, 128] (got {})", o.batch_size);
-  if (o.threads == 0 || o.threads > 1024)
-    return fmt::format("--threads must be within [1, 1024] (got {})", o.threads);
-  if (o.io_threads == 0 || o.io_threads > 4096)
-    return fmt::format("--io-threads must be within [1, 4096] (got {})", o.io_threads);
-  if (o.save_concurrency > 4096 || o.restart_concurrency > 4096)
-    return std::string("--save-concurrency and --restart-concurrency must be <= 4096");
-  if (o.log_queue == 0) return std::string("--log-queue must be at least 1");
-  if (o.log_buffer > 64u * 1024 * 1024) return std::string("--log-buffer must be at most 67108864");
-  if (!(std::isfinite(o.shutdown_timeout) && o.shutdown_timeout > 0))
-    return fmt::format("--shutdown-timeout must be > 0 seconds (got {})", o.shutdown_timeout);
+  // Every number against its range in the one table (src/flags.cpp), as the CLI checks them.
+  const std::pair<const char*, double> numbers[] = {
+      {"--messages", static_cast<double>(o.messages)},
+      {"--publish-interval", o.publish_interval},
+      {"--rate", o.rate},
+      {"--latency-scale", o.latency_scale},
+      {"--fail-rate", o.fail_rate},
+      {"--restart-retries", o.restart_retries},
+      {"--restart-backoff", o.restart_backoff},
+      {"--io-threads", o.io_threads},
+      {"--store-retry-for", o.store_retry_for},
+      {"--extend-interval", o.extend_interval},
+      {"--ack-deadline", o.ack_deadline},
+      {"--max-in-flight", static_cast<double>(o.max_in_flight)},
+      {"--queue-capacity", static_cast<double>(o.queue_capacity)},
+      {"--batch-size", o.batch_size},
+      {"--threads", o.threads},
+      {"--save-concurrency", o.save_concurrency},
+      {"--restart-concurrency", o.restart_concurrency},
+      {"--log-queue", o.log_queue},
+      {"--log-buffer", o.log_buffer},
+      {"--shutdown-timeout", o.shutdown_timeout},
+      {"--trace-sample", o.trace_sample},
+      {"--slow-task-ms", o.slow_task_ms},
+      {"--stream-replicas", o.stream_replicas},
+      {"--nats-wait", o.nats_wait},
+  };
+  for (const auto& [flag, value] : numbers)
+    if (auto why = check_value(flag_range(flag), value)) return fmt::format("{}: {}", flag, *why);
+  if (std::string err; !o.stats_addr.empty() && !parse_stats_address(o.stats_addr, err)) return err;
   if (!o.source.empty() && !valid_nats_urls(o.source))
     return fmt::format(
         "--source must be nats://HOST:PORT or a comma-separated list of them (got '{}')", o.source);
@@ -86,29 +87,16 @@ std::optional<std::string> validate(const Options& o) {
   if (!valid_js_name(o.stream))
     return fmt::format("--stream must be a JetStream name without . * > / or spaces (got '{}')",
                        o.stream);
-  if (o.stream_replicas == 0 || o.stream_replicas > 5)
-    return fmt::format(
-        "--stream-replicas must be within [1, 5] (JetStream keeps at most 5 copies; got {})",
-        o.stream_replicas);
-  if (!(std::isfinite(o.nats_wait) && o.nats_wait >= 0 && o.nats_wait <= 3600))
-    return fmt::format("--nats-wait must be within [0, 3600] seconds (got {})", o.nats_wait);
   if (!valid_js_name(o.durable))
     return fmt::format("--durable must be a JetStream name without . * > / or spaces (got '{}')",
                        o.durable);
   if (!valid_subject(o.subject))
     return fmt::format("--subject must be a NATS subject like a.b.c (got '{}')", o.subject);
   if (std::string err; !parse_store_spec(o.store, err)) return err;
-  if (!finite_non_negative(o.store_retry_for) || o.store_retry_for > 86400)
-    return fmt::format("--store-retry-for must be within [0, 86400] seconds (got {})",
-                       o.store_retry_for);
   if (o.profile_sort != "tottime" && o.profile_sort != "cumtime" && o.profile_sort != "ncalls" &&
       o.profile_sort != "name")
     return fmt::format("--profile-sort must be tottime, cumtime, ncalls or name (got '{}')",
                        o.profile_sort);
-  if (!(std::isfinite(o.trace_sample) && o.trace_sample > 0 && o.trace_sample <= 1))
-    return fmt::format("--trace-sample must be within (0, 1] (got {})", o.trace_sample);
-  if (!finite_non_negative(o.slow_task_ms))
-    return fmt::format("--slow-task-ms must be >= 0 (got {})", o.slow_task_ms);
   return std::nullopt;
 }
 

@@ -124,7 +124,7 @@ TEST_CASE(
 
   // 0 replicas: bad input. 5 on a 3-server cluster: JetStream cannot place them.
   Subprocess zero({"--source", c.urls(), "--stream-replicas", "0", "--messages", "1"});
-  cluster_refused(zero.wait(10s), "--stream-replicas must be within [1, 5]");
+  cluster_refused(zero.wait(10s), "--stream-replicas: must be a whole number within [1, 5]");
   Subprocess five({"--source", c.urls(), "--stream", "FIVE", "--subject", "five.x",
                    "--stream-replicas", "5", "--messages", "1", "--summary-json"});
   cluster_refused(five.wait(30s), "stream FIVE: cannot be created with 5 replicas");

@@ -381,7 +381,8 @@ TEST_CASE("PostgreSQL store: URLs are parsed and validated and redacted", "[post
   Options o;
   o.store = "postgres://h/db";
   o.store_retry_for = 1e9;
-  CHECK(validate(o).value_or("").find("--store-retry-for must be within [0, 86400]") == 0);
+  CHECK(validate(o).value_or("").find(
+            "--store-retry-for: must be a finite number within [0, 86400]") == 0);
   o.store_retry_for = 0;
   CHECK_FALSE(validate(o));
 }

@@ -74,11 +74,17 @@ TEST_CASE("Stats address: loopback unless a host is given, bad text refused", "[
   a = parse_stats_address("[::1]:80", err);
   REQUIRE(a);
   CHECK(a->host == "::1");
-  for (const char* bad : {"", "host:", "host:99999", "host:port", "[::1]80", "1:2:x"}) {
+  a = parse_stats_address("localhost:0", err);
+  REQUIRE(a);
+  CHECK(a->host == "localhost");
+  for (const char* bad : {"", "host:", "host:99999", "host:port", "[::1]80", "1:2:x",
+                          "999.1.1.1:80", "1.2.3:80", "[::g]:80", "no-such-host.invalid:80"}) {
     INFO(bad);
     CHECK_FALSE(parse_stats_address(bad, err));
-    CHECK_FALSE(err.empty());
+    CHECK(err.rfind("--stats-addr: ", 0) == 0);
   }
+  CHECK_FALSE(parse_stats_address("nonsense", err, "--addr"));
+  CHECK(err.rfind("--addr: ", 0) == 0);
   CHECK(is_loopback("127.0.0.1"));
   CHECK(is_loopback("127.1.2.3"));
   CHECK(is_loopback("localhost"));

@@ -309,7 +309,8 @@ TEST_CASE("SQLite store: a database that cannot be used is refused at start", "[
     o.store = "postgres://x";
     CHECK_FALSE(validate(o).has_value());
     o.store_retry_for = -1;
-    CHECK(validate(o).value_or("").find("--store-retry-for must be within") == 0);
+    CHECK(validate(o).value_or("").find(
+              "--store-retry-for: must be a finite number within [0, 86400]") == 0);
   }
   SECTION("the binary: one line on stderr, exit 2") {
     test::Subprocess p({"--messages", "1", "--store", "sqlite:" + dir.file("missing/x.db")});

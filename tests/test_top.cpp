@@ -114,6 +114,9 @@ TEST_CASE("mayhem top and --stats-addr refuse bad input, and top says when nothi
   r = Subprocess({"top"}).wait(20s);
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("--addr") != std::string::npos);
+  r = Subprocess({"top", "--addr", "nonsense"}).wait(20s);  // names its own flag
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("mayhem top: error: --addr: ", 0) == 0);
   r = Subprocess({"--live", "--messages", "1"}).wait(20s);  // stdin is /dev/null
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("terminal") != std::string::npos);

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "mayhem/cli/number_flag.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/message.hpp"
 #include "mayhem/options.hpp"
@@ -252,23 +253,21 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
   cmd->add_option("--nats", o.url,
                   "Server URL, nats://HOST:PORT, or a comma-separated list (a cluster's servers)")
       ->required();
-  cmd->add_option("--messages", o.messages, "Messages to publish")->required();
-  cmd->add_option("--rate", o.rate, "Messages per second (0 = as fast as confirmations allow)");
+  add_number(*cmd, "--messages", o.messages, "Messages to publish")->required();
+  add_number(*cmd, "--rate", o.rate, "Messages per second (0 = as fast as confirmations allow)");
   cmd->add_option("--stream", o.stream, "JetStream stream");
   cmd->add_option("--subject", o.subject, "Subject to publish on");
-  cmd->add_option(
-      "--stream-replicas", o.stream_replicas,
-      "Copies of the stream when this creates it (1..5, at most the cluster's servers)");
-  cmd->add_option(
-      "--nats-wait", o.nats_wait,
-      "Seconds to keep retrying (and re-sending publishes) while JetStream has no leader (a "
-      "cluster electing one) or no responders (a new stream); re-sends stop at 100 s");
-  cmd->add_option("--max-pending", o.max_pending, "Most unconfirmed publishes at a time");
-  cmd->add_option("--seed", o.seed, "Seed for instance names and ids (0 = pick one)");
-  cmd->add_option("--malformed", o.malformed,
-                  "Also publish this many invalid payloads, before the messages (for tests)");
-  cmd->add_option("--timeout", o.timeout,
-                  "Seconds to wait for the last confirmations (longer while re-sending)");
+  add_number(*cmd, "--stream-replicas", o.stream_replicas,
+             "Copies of the stream when this creates it (1..5, at most the cluster's servers)");
+  add_number(*cmd, "--nats-wait", o.nats_wait,
+             "Seconds to keep retrying (and re-sending publishes) while JetStream has no leader (a "
+             "cluster electing one) or no responders (a new stream); re-sends stop at 100 s");
+  add_number(*cmd, "--max-pending", o.max_pending, "Most unconfirmed publishes at a time");
+  add_number(*cmd, "--seed", o.seed, "Seed for instance names and ids (0 = pick one)");
+  add_number(*cmd, "--malformed", o.malformed,
+             "Also publish this many invalid payloads, before the messages (for tests)");
+  add_number(*cmd, "--timeout", o.timeout,
+             "Seconds to wait for the last confirmations (longer while re-sending)");
   cmd->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical|off")
       ->check(
           CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
@@ -279,13 +278,17 @@ std::optional<std::string> validate(const PublishOptions& o) {
   if (!valid_nats_urls(o.url))
     return fmt::format(
         "--nats must be nats://HOST:PORT or a comma-separated list of them (got '{}')", o.url);
-  if (o.messages == 0 && o.malformed == 0) return std::string("--messages must be at least 1");
-  if (!(std::isfinite(o.rate) && o.rate >= 0))
-    return fmt::format("--rate must be >= 0 (got {})", o.rate);
-  if (o.max_pending == 0 || o.max_pending > 1'000'000)
-    return fmt::format("--max-pending must be within [1, 1000000] (got {})", o.max_pending);
-  if (!(std::isfinite(o.timeout) && o.timeout > 0))
-    return fmt::format("--timeout must be > 0 seconds (got {})", o.timeout);
+  if (o.messages == 0 && o.malformed == 0)
+    return std::string("--messages: must be at least 1 (or --malformed)");
+  const std::pair<const char*, double> numbers[] = {
+      {"--messages", static_cast<double>(o.messages)},
+      {"--malformed", static_cast<double>(o.malformed)},
+      {"--rate", o.rate},
+      {"--max-pending", static_cast<double>(o.max_pending)},
+      {"--timeout", o.timeout},
+  };
+  for (const auto& [flag, value] : numbers)
+    if (auto why = check_value(flag_range(flag), value)) return fmt::format("{}: {}", flag, *why);
   Options run;  // the same name rules as the consumer's flags
   run.stream = o.stream;
   run.subject = o.subject;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "mayhem/cli/number_flag.hpp"
 #include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/top.hpp"
 #include "mayhem/faults.hpp"
@@ -25,13 +26,6 @@
 namespace mayhem::cli {
 
 namespace {
-
-// CLI11 2.1 parses "-5" into an unsigned option by wrapping it around; refuse it by name.
-const CLI::Validator kNotNegative(
-    [](std::string& v) -> std::string {
-      return !v.empty() && v[0] == '-' ? "must not be negative (got " + v + ")" : "";
-    },
-    "", "not negative");
 
 // A flag with two values: `--NAME other` sets `field` to other's value, `--NAME dflt` to dflt's;
 // anything else is refused. `dflt` is the default --help shows (the field's initial value).
@@ -54,45 +48,39 @@ CLI::Option* add_choice(CLI::App& app, const std::string& name, E& field,
 void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.option_defaults()->always_capture_default();
   auto* run = "Run contract";
-  app.add_option("--messages", o.messages,
-                 "Publish N messages, finish when all are settled (0 = run until a signal)")
-      ->check(kNotNegative)
+  add_number(app, "--messages", o.messages,
+             "Publish N messages, finish when all are settled (0 = run until a signal)")
       ->group(run);
-  app.add_option("--publish-interval", o.publish_interval,
-                 "Pause uniform(0,1) x this many seconds between messages; 0 = as fast as possible")
+  add_number(app, "--publish-interval", o.publish_interval,
+             "Pause uniform(0,1) x this many seconds between messages; 0 = as fast as possible")
       ->group(run);
-  app.add_option(
-         "--rate", o.rate,
-         "Publish at a fixed rate, msgs/s, open loop (overrides --publish-interval; 0 = off)")
+  add_number(app, "--rate", o.rate,
+             "Publish at a fixed rate, msgs/s, open loop (overrides --publish-interval; 0 = off)")
       ->group(run);
-  app.add_option("--seed", o.seed, "Seed for every random choice (0 = pick one; it is logged)")
-      ->check(kNotNegative)
+  add_number(app, "--seed", o.seed, "Seed for every random choice (0 = pick one; it is logged)")
       ->group(run);
   app.add_flag("--summary-json", o.summary_json,
                "At exit print one JSON object with the run's numbers on stdout")
       ->group(run);
 
   auto* io = "Simulated I/O";
-  app.add_option("--latency-scale", o.latency_scale,
-                 "Each I/O call (save, restart, cleanup) takes uniform(0,1) x this many seconds")
+  add_number(app, "--latency-scale", o.latency_scale,
+             "Each I/O call (save, restart, cleanup) takes uniform(0,1) x this many seconds")
       ->group(io);
-  app.add_option("--fail-rate", o.fail_rate,
-                 "Probability that a save or a restart attempt fails, in [0,1]")
+  add_number(app, "--fail-rate", o.fail_rate,
+             "Probability that a save or a restart attempt fails, in [0,1]")
       ->group(io);
-  app.add_option("--restart-retries", o.restart_retries, "Retries after a failed restart")
-      ->check(kNotNegative)
+  add_number(app, "--restart-retries", o.restart_retries, "Retries after a failed restart")
       ->group(io);
-  app.add_option("--restart-backoff", o.restart_backoff,
-                 "Backoff before retry k: this x 2^(k-1) x --latency-scale seconds")
+  add_number(app, "--restart-backoff", o.restart_backoff,
+             "Backoff before retry k: this x 2^(k-1) x --latency-scale seconds")
       ->group(io);
   add_choice(
       app, "--io-model", o.io_model, {"async", IoModel::kAsync}, {"blocking", IoModel::kBlocking},
       "async: I/O completed by a timer thread (async_node); blocking: a pool of --io-threads "
       "that really block")
       ->group(io);
-  app.add_option("--io-threads", o.io_threads, "Threads of the blocking I/O pool")
-      ->check(kNotNegative)
-      ->group(io);
+  add_number(app, "--io-threads", o.io_threads, "Threads of the blocking I/O pool")->group(io);
   app.add_option("--store", o.store,
                  "Where save writes: memory (the reference's simulated save), sqlite:PATH (a "
                  "real SQLite database: WAL, one writer, group commit, one row per message_id) or "
@@ -101,45 +89,39 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "With a database, a message is acked only once its row is committed")
       ->type_name("memory|sqlite:PATH|postgres://...")
       ->group(io);
-  app.add_option("--store-retry-for", o.store_retry_for,
-                 "Seconds a database's transient failures (lost connection, server restarting, "
-                 "lock timeout, deadlock) are retried, with backoff and reconnects, before those "
-                 "saves fail and their messages are nacked")
+  add_number(app, "--store-retry-for", o.store_retry_for,
+             "Seconds a database's transient failures (lost connection, server restarting, "
+             "lock timeout, deadlock) are retried, with backoff and reconnects, before those "
+             "saves fail and their messages are nacked")
       ->group(io);
-  app.add_option("--store-group-commit", o.store_group_commit,
-                 "1: a database writes everything queued in one transaction (group commit); 0: "
-                 "one transaction per save (slow: to measure group commit against)")
-      ->type_name("0|1")
-      ->check(CLI::IsMember({"0", "1"}))
+  add_number(app, "--store-group-commit", o.store_group_commit,
+             "1: a database writes everything queued in one transaction (group commit); 0: "
+             "one transaction per save (slow: to measure group commit against)")
       ->group(io);
 
   auto* lease = "Leases";
-  app.add_option("--extend-interval", o.extend_interval,
-                 "Seconds between deadline extensions of an in-flight message")
+  add_number(app, "--extend-interval", o.extend_interval,
+             "Seconds between deadline extensions of an in-flight message")
       ->group(lease);
-  app.add_option("--ack-deadline", o.ack_deadline, "Seconds each extension adds to the deadline")
+  add_number(app, "--ack-deadline", o.ack_deadline, "Seconds each extension adds to the deadline")
       ->group(lease);
 
   auto* flow = "Flow control and threads";
-  app.add_option("--max-in-flight", o.max_in_flight,
-                 "Most messages being worked on at once; consume waits beyond it")
-      ->check(kNotNegative)
+  add_number(app, "--max-in-flight", o.max_in_flight,
+             "Most messages being worked on at once; consume waits beyond it")
       ->group(flow);
-  app.add_option("--queue-capacity", o.queue_capacity,
-                 "Most messages waiting in the in-process pub/sub; publish waits beyond it")
-      ->check(kNotNegative)
+  add_number(app, "--queue-capacity", o.queue_capacity,
+             "Most messages waiting in the in-process pub/sub; publish waits beyond it")
       ->group(flow);
-  app.add_option("--batch-size", o.batch_size, "Messages per hand-off between graph nodes (1..128)")
-      ->check(kNotNegative)
+  add_number(app, "--batch-size", o.batch_size,
+             "Messages per hand-off between graph nodes (1..128)")
       ->group(flow);
-  app.add_option("--threads", o.threads, "TBB worker threads")->check(kNotNegative)->group(flow);
-  app.add_option("--save-concurrency", o.save_concurrency,
-                 "TBB tasks running the save stage at once (0 = unlimited)")
-      ->check(kNotNegative)
+  add_number(app, "--threads", o.threads, "TBB worker threads")->group(flow);
+  add_number(app, "--save-concurrency", o.save_concurrency,
+             "TBB tasks running the save stage at once (0 = unlimited)")
       ->group(flow);
-  app.add_option("--restart-concurrency", o.restart_concurrency,
-                 "TBB tasks running the restart stage at once (0 = unlimited)")
-      ->check(kNotNegative)
+  add_number(app, "--restart-concurrency", o.restart_concurrency,
+             "TBB tasks running the restart stage at once (0 = unlimited)")
       ->group(flow);
 
   auto* logs = "Logging and shutdown";
@@ -154,22 +136,19 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       "sync: log on the calling thread; async: spdlog's async logger (a queue and one writer "
       "thread)")
       ->group(logs);
-  app.add_option("--log-queue", o.log_queue, "Async logger queue size, in lines")
-      ->check(kNotNegative)
-      ->group(logs);
+  add_number(app, "--log-queue", o.log_queue, "Async logger queue size, in lines")->group(logs);
   add_choice(
       app, "--log-overflow", o.log_overflow, {"block", LogOverflow::kBlock},
       {"drop-oldest", LogOverflow::kDropOldest},
       "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
       "never wait; dropped lines are counted in the summary's log_dropped)")
       ->group(logs);
-  app.add_option("--log-buffer", o.log_buffer,
-                 "With --log-file: bytes each logging thread buffers before one write (also "
-                 "written every second and at exit); 0 = one shared buffer locked per line (strict "
-                 "line order across threads, slower with several threads)")
-      ->check(kNotNegative)
+  add_number(app, "--log-buffer", o.log_buffer,
+             "With --log-file: bytes each logging thread buffers before one write (also "
+             "written every second and at exit); 0 = one shared buffer locked per line (strict "
+             "line order across threads, slower with several threads)")
       ->group(logs);
-  app.add_option("--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
+  add_number(app, "--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);
   auto* prof = "Profiling (all off by default: then no observer is installed)";
   app.add_flag("--profile", o.profile,
@@ -185,13 +164,13 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--trace-out", o.trace_out,
                  "Write a Chrome trace-event JSON timeline (open it in ui.perfetto.dev)")
       ->group(prof);
-  app.add_option("--trace-sample", o.trace_sample,
-                 "Fraction of messages whose stages and waits are traced, in (0, 1] (rounded to "
-                 "a multiple of 1/1024)")
+  add_number(app, "--trace-sample", o.trace_sample,
+             "Fraction of messages whose stages and waits are traced, in (0, 1] (rounded to "
+             "a multiple of 1/1024)")
       ->group(prof);
-  app.add_option("--slow-task-ms", o.slow_task_ms,
-                 "Warn when a stage body runs longer than this (and while one is still stuck); "
-                 "0 = off")
+  add_number(app, "--slow-task-ms", o.slow_task_ms,
+             "Warn when a stage body runs longer than this (and while one is still stuck); "
+             "0 = off")
       ->group(prof);
   app.add_option("--inject", faults,
                  "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
@@ -207,14 +186,13 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(broker);
   app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
   app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
-  app.add_option("--stream-replicas", o.stream_replicas,
-                 "Copies of the stream when Mayhem creates it (1..5, at most the servers of the "
-                 "cluster; the consumer follows the stream); an existing stream is used as it is")
-      ->check(kNotNegative)
+  add_number(app, "--stream-replicas", o.stream_replicas,
+             "Copies of the stream when Mayhem creates it (1..5, at most the servers of the "
+             "cluster; the consumer follows the stream); an existing stream is used as it is")
       ->group(broker);
-  app.add_option("--nats-wait", o.nats_wait,
-                 "Seconds start-up keeps retrying stream and consumer look-ups that time out or "
-                 "find no leader (a cluster electing one) before it gives up (exit 2)")
+  add_number(app, "--nats-wait", o.nats_wait,
+             "Seconds start-up keeps retrying stream and consumer look-ups that time out or "
+             "find no leader (a cluster electing one) before it gives up (exit 2)")
       ->group(broker);
   app.add_option("--durable", o.durable,
                  "Durable pull consumer (created when missing; every process binds to it and "
@@ -265,6 +243,19 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
     return 2;
   };
+  // `--flag=` with nothing after the '=': CLI11 would take the next argument as the value.
+  bool in_publish = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    in_publish = in_publish || arg == "publish";
+    if (arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=')
+      return fail(arg.substr(0, arg.size() - 1) + ": needs a value (got an empty one after '=')",
+                  in_publish ? "mayhem publish: error: " : "mayhem: error: ");
+  }
+  // An error in `mayhem publish`'s flags names the subcommand.
+  const auto prefix_for = [](const CLI::App* sub) {
+    return sub->parsed() ? "mayhem publish: error: " : "mayhem: error: ";
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -277,9 +268,9 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     message = e.what();
     return 0;
   } catch (const CLI::ParseError& e) {
-    return fail(std::string(e.what()) + " (see --help)");
+    return fail(std::string(e.what()) + " (see --help)", prefix_for(pub));
   } catch (const std::exception& e) {  // a conversion CLI11 did not wrap: still bad input
-    return fail(std::string(e.what()) + " (see --help)");
+    return fail(std::string(e.what()) + " (see --help)", prefix_for(pub));
   }
   if (pub->parsed()) {
     if (auto err = validate(pub_opts)) return fail(*err, "mayhem publish: error: ");

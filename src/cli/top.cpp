@@ -17,6 +17,7 @@
 #include <sstream>
 #include <vector>
 
+#include "mayhem/cli/number_flag.hpp"
 #include "mayhem/observe/stats_server.hpp"
 
 namespace mayhem::cli {
@@ -406,9 +407,7 @@ int top_main(int argc, char** argv) {
   double interval = 1.0;
   bool once = false;
   app.add_option("--addr", addr_text, "HOST:PORT of the service's --stats-addr")->required();
-  app.add_option("--interval", interval, "Seconds between refreshes")
-      ->check(CLI::Range(0.05, 3600.0))
-      ->capture_default_str();
+  add_number(app, "--interval", interval, "Seconds between refreshes");
   app.add_flag("--once", once, "Print one screen (two samples, --interval apart) and exit");
   try {
     app.parse(argc, argv);
@@ -419,7 +418,7 @@ int top_main(int argc, char** argv) {
     return 2;
   }
   std::string err;
-  const auto addr = parse_stats_address(addr_text, err);
+  const auto addr = parse_stats_address(addr_text, err, "--addr");
   if (!addr) {
     std::cerr << "mayhem top: error: " << err << "\n";
     return 2;

@@ -1,7 +1,9 @@
 #include "mayhem/observe/stats_server.hpp"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <httplib.h>
+#include <netdb.h>
 #include <signal.h>
 
 #include <condition_variable>
@@ -16,15 +18,18 @@
 
 namespace mayhem {
 
-std::optional<StatsAddress> parse_stats_address(const std::string& text, std::string& err) {
+std::optional<StatsAddress> parse_stats_address(const std::string& text, std::string& err,
+                                                const char* flag) {
   StatsAddress a;
   std::string port_text = text;
+  const auto fail = [&](const char* why) {
+    err = fmt::format("{}: {} (got '{}')", flag, why, text);
+    return std::nullopt;
+  };
   if (!text.empty() && text[0] == '[') {  // [v6]:port
     const auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      err = "--stats-addr '" + text + "': expected [IPV6]:PORT";
-      return std::nullopt;
-    }
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return fail("expected [IPV6]:PORT");
     a.host = text.substr(1, close - 1);
     port_text = text.substr(close + 2);
   } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
@@ -33,11 +38,27 @@ std::optional<StatsAddress> parse_stats_address(const std::string& text, std::st
   }
   if (a.host.empty() || port_text.empty() || port_text.size() > 5 ||
       port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port_text) > 65535) {
-    err = "--stats-addr '" + text + "': expected HOST:PORT with a port in 0..65535";
-    return std::nullopt;
-  }
+      std::stoul(port_text) > 65535)
+    return fail("expected HOST:PORT with a port in 0..65535");
   a.port = static_cast<std::uint16_t>(std::stoul(port_text));
+  // The host, now rather than at bind time (where a bad one looks like "address in use"): an
+  // IPv4 or IPv6 address, or a name this machine resolves.
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, a.host.c_str(), &v4) == 1 || inet_pton(AF_INET6, a.host.c_str(), &v6) == 1)
+    return a;
+  if (a.host.find_first_not_of("0123456789.") == std::string::npos ||
+      a.host.find(':') != std::string::npos)
+    return fail("the host is not an IP address");
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (a.host.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+          std::string::npos ||
+      getaddrinfo(a.host.c_str(), nullptr, &hints, &found) != 0)
+    return fail("the host is not an IP address or a name this machine resolves");
+  freeaddrinfo(found);
   return a;
 }
 

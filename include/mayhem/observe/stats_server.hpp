@@ -31,8 +31,10 @@ struct StatsAddress {
 };
 
 // "HOST:PORT", "[v6]:PORT", ":PORT" or "PORT" (host defaults to 127.0.0.1); nullopt and `err` set
-// when unusable.
-std::optional<StatsAddress> parse_stats_address(const std::string& text, std::string& err);
+// when unusable ("FLAG: why (got 'TEXT')", FLAG the flag that gave it). The host must be an IP
+// address or a name this machine resolves.
+std::optional<StatsAddress> parse_stats_address(const std::string& text, std::string& err,
+                                                const char* flag = "--stats-addr");
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback(const std::string& host);
 
