@@ -311,7 +311,6 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
     if (nn != 0) source_.return_unsettled(nacks, nn);
   }
   if (nn != 0) store_.settled(nacks, nn);
-  if (na != 0 && !store_.ack_needs_row()) store_.settled(acks, na);
   metrics_.in_flight.fetch_sub(na + nn);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&
