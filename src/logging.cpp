@@ -2,73 +2,19 @@
 
 #include <spdlog/async.h>
 #include <spdlog/async_logger.h>
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <chrono>
-#include <ctime>
-#include <mutex>
 #include <stdexcept>
 #include <vector>
 
-#include "mayhem/chunked_file_sink.hpp"
+#include "mayhem/log/format.hpp"
+#include "mayhem/log/locked_file_sink.hpp"
+#include "mayhem/log/ordered_file_sink.hpp"
 
 namespace mayhem {
 
 namespace {
-
-// The reference's line format, "%(asctime)s,%(msecs)03d %(levelname)s: %(message)s" with datefmt
-// "%H:%M:%S", written by hand: the "HH:MM:SS," prefix is rebuilt once a second, the rest is three
-// digits, a level name and the message (spdlog's pattern_formatter calls one virtual flag
-// formatter per pattern element per line for the same output).
-class ReferenceFormatter final : public spdlog::formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    using namespace std::chrono;
-    const auto since = msg.time.time_since_epoch();
-    const auto secs = duration_cast<seconds>(since);
-    if (secs.count() != cached_secs_) {
-      cached_secs_ = secs.count();
-      const std::time_t t = static_cast<std::time_t>(cached_secs_);
-      std::tm tm{};
-      localtime_r(&t, &tm);
-      two(prefix_ + 0, tm.tm_hour);
-      prefix_[2] = ':';
-      two(prefix_ + 3, tm.tm_min);
-      prefix_[5] = ':';
-      two(prefix_ + 6, tm.tm_sec);
-      prefix_[8] = ',';
-    }
-    const auto ms = static_cast<int>(duration_cast<milliseconds>(since - secs).count());
-    char tail[4] = {static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
-                    static_cast<char>('0' + ms % 10), ' '};
-    dest.append(prefix_, prefix_ + sizeof prefix_);
-    dest.append(tail, tail + sizeof tail);
-    static constexpr std::string_view kNames[] = {
-        "TRACE: ", "DEBUG: ", "INFO: ", "WARNING: ", "ERROR: ", "CRITICAL: ", "OFF: "};
-    const auto name = kNames[static_cast<int>(msg.level)];
-    dest.append(name.data(), name.data() + name.size());
-    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
-    dest.push_back('\n');
-  }
-  std::unique_ptr<spdlog::formatter> clone() const override {
-    return std::make_unique<ReferenceFormatter>();
-  }
-
- private:
-  static void two(char* p, int v) {
-    p[0] = static_cast<char>('0' + v / 10);
-    p[1] = static_cast<char>('0' + v % 10);
-  }
-  std::int64_t cached_secs_ = -1;
-  char prefix_[9] = {};
-};
-
-std::unique_ptr<spdlog::formatter> reference_formatter() {
-  return std::make_unique<ReferenceFormatter>();
-}
 
 // The async logger and its thread pool. async_logger keeps only a weak reference to its pool: the
 // logger make_logger() hands out is an aliasing pointer into this holder, which owns both. Members
@@ -121,15 +67,21 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
-      if (opts.log_buffer == 0)  // one shared stdio buffer under a lock: strict line order
-        sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, true);
-      else
-        sink = std::make_shared<ChunkedFileSink>(opts.log_file, opts.log_buffer);
+      if (opts.log_mode == LogMode::kAsync) {
+        // One thread writes: the lines keep spdlog's stamps, in the queue's order.
+        sink = std::make_shared<LockedFileSink>(opts.log_file, false);
+      } else if (opts.log_buffer == 0) {
+        sink = std::make_shared<LockedFileSink>(opts.log_file);
+      } else {
+        OrderedFileSink::Options o;
+        o.block_bytes = opts.log_buffer;
+        sink = std::make_shared<OrderedFileSink>(opts.log_file, o);
+      }
     } catch (const std::exception& e) {
       throw std::runtime_error("cannot open log file '" + opts.log_file + "': " + e.what());
     }
   }
-  sink->set_formatter(reference_formatter());
+  sink->set_formatter(make_formatter(opts.log_format));
   std::shared_ptr<spdlog::logger> log;
   if (opts.log_mode == LogMode::kAsync) {
     auto* raw = new AsyncHolder;
@@ -146,6 +98,29 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& opts) {
   log->set_level(*level);
   log->flush_on(spdlog::level::critical);
   return log;
+}
+
+Reopened reopen_log_file(const std::shared_ptr<spdlog::logger>& log) {
+  for (const auto& sink : log->sinks()) {
+    if (auto* o = dynamic_cast<OrderedFileSink*>(sink.get())) return {true, o->reopen()};
+    if (auto* l = dynamic_cast<LockedFileSink*>(sink.get())) return {true, l->reopen()};
+  }
+  return {};
+}
+
+LogFileStats log_file_stats(const std::shared_ptr<spdlog::logger>& log) {
+  LogFileStats s;
+  for (const auto& sink : log->sinks())
+    if (const auto* o = dynamic_cast<const OrderedFileSink*>(sink.get())) {
+      s.ordered = true;
+      s.lines = o->lines();
+      s.writes = o->writes();
+      s.write_errors = o->write_errors();
+      s.late_lines = o->late_lines();
+      s.waits = o->waits();
+      s.restamped = o->restamped();
+    }
+  return s;
 }
 
 }  // namespace mayhem

@@ -3,7 +3,8 @@
 #include "mayhem/cli/run.hpp"
 
 namespace {
-// SIGINT/SIGTERM/SIGHUP are blocked before anything else of the process runs: this runs from
+// SIGINT/SIGTERM/SIGHUP (and SIGUSR1, which reopens the log file) are blocked before anything
+// else of the process runs: this runs from
 // .preinit_array, right after the dynamic loader relocated the libraries and before their
 // initialisers (OpenSSL's, libstdc++'s: tens of milliseconds on a loaded machine), so a signal
 // sent at start-up waits, pending, for the service's signal thread instead of killing the process
@@ -15,6 +16,7 @@ void block_shutdown_signals_early(int, char**, char**) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);
   sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 __attribute__((section(".preinit_array"),

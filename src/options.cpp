@@ -106,6 +106,9 @@ const char* to_string(IoModel m) {
 const char* to_string(LogMode m) {
   return m == LogMode::kSync ? "sync" : "async";
 }
+const char* to_string(LogFormat f) {
+  return f == LogFormat::kReference ? "reference" : f == LogFormat::kIso ? "iso" : "json";
+}
 const char* to_string(LogOverflow p) {
   return p == LogOverflow::kBlock ? "block" : "drop-oldest";
 }

@@ -1,4 +1,6 @@
 #include "mayhem/shutdown.hpp"
+
+#include "mayhem/logging.hpp"
 #include "mayhem/thread_name.hpp"
 
 #include <pthread.h>
@@ -17,6 +19,7 @@ sigset_t shutdown_signals() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);  // not a shutdown: reopen the log file (logrotate's postrotate)
   return set;
 }
 }  // namespace
@@ -29,6 +32,8 @@ const char* signal_name(int signo) {
       return "SIGTERM";
     case SIGHUP:
       return "SIGHUP";
+    case SIGUSR1:
+      return "SIGUSR1";
     default:
       return "signal";
   }
@@ -64,6 +69,15 @@ void ShutdownManager::signal_loop() {
     siginfo_t info;
     const int signo = sigtimedwait(&set, &info, &timeout);
     if (signo < 0) continue;  // EAGAIN (timeout) or EINTR
+    if (signo == SIGUSR1) {
+      const auto r = reopen_log_file(log_);
+      if (r.error)
+        log_->error("SIGUSR1: could not reopen the log file: {}; still writing to the old one",
+                    *r.error);
+      else if (r.file)
+        log_->info("SIGUSR1: reopened the log file");
+      continue;
+    }
     if (++received == 1) {
       request(StopReason::kSignal, signo);
     } else {

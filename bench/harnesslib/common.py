@@ -51,6 +51,7 @@ HEADLINE_RATE = 1_000_000  # scenario 3's target rate (msgs/s, scale 1, --io-mod
 T_S1_MSGS = 10e6          # scenario 1: mayhem msgs/s
 T_S1_FLOOR = 0.5          # scenario 1: mayhem / floor
 T_S2_MSGS = 300e3         # scenario 2: mayhem msgs/s with INFO logging, every line written
+T_S2_ORDERED = 500e3      # scenario 2: the default logger, every line written and in time order
 T_S3_INFLIGHT = 1_000_000  # scenario 3: peak in flight must exceed this
 T_S3_BYTES = 512          # scenario 3: peak RSS / peak in flight, bytes
 

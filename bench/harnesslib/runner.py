@@ -123,35 +123,56 @@ class Runner:
         return rec
 
 
+def _stamp_ms(stamp: bytes) -> int:
+    """'HH:MM:SS,mmm' (the reference's line prefix) in milliseconds of the day."""
+    return (int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + int(stamp[6:8])) * 1000 + int(stamp[9:12])
+
+
 def check_log(path: str, s: dict) -> dict:
-    """Every per-message log line written? Per-message lines contain 'PubSubMessage(' (pulled,
-    extended, saved, could not save, done) or '.example.net' (restarted, retrying, could not
-    restart), never both; the few start/shutdown lines contain neither."""
+    """Every per-message log line written, and in time order? Per-message lines contain
+    'PubSubMessage(' (pulled, extended, saved, could not save, done) or '.example.net' (restarted,
+    retrying, could not restart), never both; the few start/shutdown lines contain neither.
+    Order: every line's 'HH:MM:SS,mmm' stamp against the line before it; a step back is an
+    inversion (a step back of more than 12 h is taken as midnight)."""
     pulled = s.get("published", 0) - s.get("nacked", 0)  # == acked for a complete run
     expected = (pulled + s.get("extensions", 0) + s.get("saved", 0) + s.get("save_failed", 0)
                 + s.get("restarted", 0) + s.get("restart_failed", 0)
                 + s.get("restart_retries", 0) + s.get("acked", 0))
-    lines = msg_lines = 0
+    lines = msg_lines = inversions = 0
+    worst_ms = 0
+    prev = None
     keys = (b"PubSubMessage(", b".example.net")
     carry = b""
     try:
         with open(path, "rb") as f:
             while True:
                 chunk = f.read(1 << 22)
+                buf = carry + chunk
+                if chunk:
+                    cut = buf.rfind(b"\n") + 1  # complete lines only
+                    part, carry = buf[:cut], buf[cut:]
+                else:
+                    part, carry = buf, b""
+                if part:
+                    n = part.count(b"\n") + (0 if part.endswith(b"\n") else 1)
+                    lines += n
+                    msg_lines += sum(part.count(k) for k in keys)
+                    stamps = [ln[:12] for ln in part.split(b"\n") if ln]
+                    if prev is not None:
+                        stamps.insert(0, prev)
+                    for a, b in zip(stamps, stamps[1:]):
+                        if b < a:
+                            back = _stamp_ms(a) - _stamp_ms(b)
+                            if back < 12 * 3600 * 1000:
+                                inversions += 1
+                                worst_ms = max(worst_ms, back)
+                    if stamps:
+                        prev = stamps[-1]
                 if not chunk:
                     break
-                buf = carry + chunk
-                cut = buf.rfind(b"\n") + 1  # count complete lines only
-                part, carry = buf[:cut], buf[cut:]
-                lines += part.count(b"\n")
-                msg_lines += sum(part.count(k) for k in keys)
-        if carry:
-            lines += 1
-            msg_lines += sum(carry.count(k) for k in keys)
         size = os.path.getsize(path)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         return {"ok": False, "why": f"cannot read log: {e}"}
     return {"ok": msg_lines == expected, "expected_msg_lines": expected,
             "msg_lines": msg_lines, "total_lines": lines, "other_lines": lines - msg_lines,
-            "bytes": size}
-
+            "bytes": size, "inversions": inversions, "worst_step_back_ms": worst_ms}

@@ -1,7 +1,8 @@
-// The service's logger: spdlog, with the reference's line format
-// ("%(asctime)s,%(msecs)d %(levelname)s: %(message)s", datefmt "%H:%M:%S"; milliseconds are
-// zero-padded here) and its messages at its levels. Logs go to
-// stderr or a file, never stdout (stdout carries the JSON summary). `--log-mode async` uses
+// The service's logger: spdlog, with the reference's messages at its levels, in the format
+// --log-format picks (log/format.hpp; by default the reference's line). Logs go to stderr or a
+// file, never stdout (stdout carries the JSON summary). A file is appended to and kept in
+// timestamp order (log/ordered_file_sink.hpp; log/locked_file_sink.hpp for --log-buffer 0), and
+// reopen_log_file() opens it again after logrotate moved it (the service does on SIGUSR1). `--log-mode async` uses
 // spdlog's async logger (the reference's aiologger point); its policy for a full queue is explicit
 // (--log-overflow): `block` (the default: callers wait, no line is lost) or `drop-oldest` (callers
 // never wait; every dropped line is counted by spdlog's thread pool and reported by log_dropped()).
@@ -33,5 +34,24 @@ struct LogQueueStats {
   std::uint64_t depth = 0, overruns = 0;
 };
 LogQueueStats log_queue_stats(const std::shared_ptr<spdlog::logger>& log);
+
+// Opens the log file again (same path) for a logger made by make_logger(): false when it logs to
+// stderr; true and the error (if any: the old file is kept) otherwise. Lines logged before the
+// call are in the old file.
+struct Reopened {
+  bool file = false;
+  std::optional<std::string> error;
+};
+Reopened reopen_log_file(const std::shared_ptr<spdlog::logger>& log);
+
+// The ordered file sink's counters (all zero for another sink): lines, write(2) calls, failed
+// writes, lines that arrived after a later-stamped line was written (the wall clock stepped
+// back), times a logging thread waited for the writer to free memory, and lines stamped again
+// (their thread was preempted past the writer's watermark).
+struct LogFileStats {
+  bool ordered = false;
+  std::uint64_t lines = 0, writes = 0, write_errors = 0, late_lines = 0, waits = 0, restamped = 0;
+};
+LogFileStats log_file_stats(const std::shared_ptr<spdlog::logger>& log);
 
 }  // namespace mayhem

@@ -14,6 +14,9 @@ enum class LogMode { kSync, kAsync };
 // Async logger with a full queue: callers wait (no line lost) or the oldest queued line is dropped
 // (callers never wait; drops are counted: Summary::log_dropped).
 enum class LogOverflow { kBlock, kDropOldest };
+// The log line's format (log/format.hpp): the reference's, ISO 8601 time with date and zone, or
+// one JSON object a line.
+enum class LogFormat { kReference, kIso, kJson };
 enum class OnFailure { kAck, kNack };
 
 std::uint32_t default_threads();  // the machine's core count (at least 1)
@@ -59,9 +62,10 @@ struct Options {
   std::uint32_t log_queue = 8192;  // async logger queue (lines)
   // Async logger, queue full: wait, or drop the oldest line and count it.
   LogOverflow log_overflow = LogOverflow::kBlock;
-  // --log-file: bytes each logging thread buffers before one write(2) (also written once a second
-  // and at exit); 0 = spdlog's basic_file_sink_mt: one shared buffer under a lock per line, so
-  // lines of all threads keep their exact order.
+  LogFormat log_format = LogFormat::kReference;
+  // --log-file: each logging thread's block of formatted lines, merged in timestamp order into the
+  // file by one writer thread (log/ordered_file_sink.hpp); 0 = one shared stdio buffer under a
+  // lock per line (log/locked_file_sink.hpp).
   std::uint32_t log_buffer = 64 * 1024;
   double shutdown_timeout = 10.0;  // graceful shutdown gives up waiting after this long
 
@@ -111,6 +115,7 @@ std::optional<std::string> validate(const Options& o);
 const char* to_string(IoModel m);
 const char* to_string(LogMode m);
 const char* to_string(LogOverflow p);
+const char* to_string(LogFormat f);
 const char* to_string(OnFailure f);
 
 }  // namespace mayhem

@@ -1,9 +1,10 @@
 // Why and when the service stops: signals, the global exception handler, and "all N messages
 // settled" all funnel into one ShutdownManager. The first reason wins; the main thread wakes and
 // runs the shutdown sequence (Service::run). Signals are never handled in a signal handler: the
-// process blocks SIGINT/SIGTERM/SIGHUP before starting any thread and one thread `sigtimedwait`s
-// for them, so no async-signal-unsafe code (spdlog, allocation) ever runs in signal context. A
-// second signal forces a prompt exit. Use: `ShutdownManager sm(log);
+// process blocks SIGINT/SIGTERM/SIGHUP (and SIGUSR1) before starting any thread and one thread
+// `sigtimedwait`s for them, so no async-signal-unsafe code (spdlog, allocation) ever runs in
+// signal context. A second signal forces a prompt exit. SIGUSR1 is no shutdown: it reopens the
+// log file (logrotate's postrotate). Use: `ShutdownManager sm(log);
 // ShutdownManager::block_signals(); sm.start_signal_thread();
 // ... auto why = sm.wait_for(1s); ...`. Stages read `sm.stopping()` and report `sm.fatal(e)`.
 #pragma once

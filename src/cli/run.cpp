@@ -30,19 +30,33 @@ namespace {
 // A flag with two values: `--NAME other` sets `field` to other's value, `--NAME dflt` to dflt's;
 // anything else is refused. `dflt` is the default --help shows (the field's initial value).
 template <typename E>
-CLI::Option* add_choice(CLI::App& app, const std::string& name, E& field,
-                        std::pair<const char*, E> dflt, std::pair<const char*, E> other,
-                        const std::string& help) {
+CLI::Option* add_choices(CLI::App& app, const std::string& name, E& field,
+                         std::vector<std::pair<std::string, E>> choices, const std::string& help) {
+  std::vector<std::string> names;
+  std::string type;
+  for (const auto& c : choices) {
+    names.push_back(c.first);
+    type += (type.empty() ? "" : "|") + c.first;
+  }
+  const std::string dflt = choices.front().first;
   return app
       .add_option_function<std::string>(
           name,
-          [&field, dflt, other](const std::string& v) {
-            field = v == other.first ? other.second : dflt.second;
+          [&field, choices](const std::string& v) {
+            for (const auto& c : choices)
+              if (c.first == v) field = c.second;
           },
           help)
-      ->check(CLI::IsMember({dflt.first, other.first}))
-      ->type_name(std::string(dflt.first) + "|" + other.first)
-      ->default_str(dflt.first);
+      ->check(CLI::IsMember(names))
+      ->type_name(type)
+      ->default_str(dflt);
+}
+template <typename E>
+CLI::Option* add_choice(CLI::App& app, const std::string& name, E& field,
+                        std::pair<const char*, E> dflt, std::pair<const char*, E> other,
+                        const std::string& help) {
+  return add_choices<E>(app, name, field, {{dflt.first, dflt.second}, {other.first, other.second}},
+                        help);
 }
 
 void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
@@ -143,10 +157,17 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       "Async logger, queue full: block (callers wait, no line is lost) or drop-oldest (callers "
       "never wait; dropped lines are counted in the summary's log_dropped)")
       ->group(logs);
+  add_choices<LogFormat>(
+      app, "--log-format", o.log_format,
+      {{"reference", LogFormat::kReference}, {"iso", LogFormat::kIso}, {"json", LogFormat::kJson}},
+      "reference: the reference's line (HH:MM:SS,mmm LEVEL: text); iso: ISO 8601 time with "
+      "date, microseconds and zone; json: one object a line (ts, level, msg, and stage, "
+      "message_id, instance_name for a message's lines)")
+      ->group(logs);
   add_number(app, "--log-buffer", o.log_buffer,
-             "With --log-file: bytes each logging thread buffers before one write (also "
-             "written every second and at exit); 0 = one shared buffer locked per line (strict "
-             "line order across threads, slower with several threads)")
+             "With --log-file: bytes of each logging thread's block; one writer thread merges "
+             "the blocks into the file in timestamp order. 0 = one shared buffer locked per line "
+             "(slower with several threads). The file is appended to; SIGUSR1 reopens it")
       ->group(logs);
   add_number(app, "--shutdown-timeout", o.shutdown_timeout, "Seconds a graceful shutdown may take")
       ->group(logs);

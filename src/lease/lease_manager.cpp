@@ -1,4 +1,5 @@
 #include "mayhem/lease/lease_manager.hpp"
+#include "mayhem/log/context.hpp"
 #include "mayhem/thread_name.hpp"
 
 #include <algorithm>
@@ -168,8 +169,10 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
   if (failed.any()) ++lot->failed_passes;
   metrics_.extensions.add(extend_buf_.size());
   if (log_->should_log(spdlog::level::info)) {
-    for (Message* m : extend_buf_)
+    for (Message* m : extend_buf_) {
+      LogScope scope(*m, to_string(Stage::kLease));
       log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
+    }
   }
 }
 

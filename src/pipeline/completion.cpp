@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "mayhem/faults.hpp"
+#include "mayhem/log/context.hpp"
 #include "mayhem/observe/zone.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
 
@@ -74,8 +75,14 @@ void Pipeline::complete_inline(Op op, Batch* done) {
 // ---- saved / restarted: the gather's two branches, and handle_results -------------------------
 
 void Pipeline::handle_results(Message& m) {
-  if (m.save_failed) log_->error("Handling general error: Could not save {}", m);
-  if (m.restart_failed) log_->error("Handling general error: Could not restart {}", Host{m});
+  if (m.save_failed) {
+    LogScope scope(m, to_string(Stage::kSave));
+    log_->error("Handling general error: Could not save {}", m);
+  }
+  if (m.restart_failed) {
+    LogScope scope(m, to_string(Stage::kRestart));
+    log_->error("Handling general error: Could not restart {}", Host{m});
+  }
   // The reference's event.set() stopped extensions here; the lease now holds until settle
   // (Leases::done there): cleanup may wait for a pool thread, and a broker redelivers
   // a message whose lease lapsed meanwhile.
@@ -121,7 +128,10 @@ Batch* Pipeline::handle_saves(Batch* in) {
       } else {
         m.saved = true;
         ++ok;
-        if (info) MAYHEM_ZONED(observer_, log_->info("Saved {} into database", m));
+        if (info) {
+          LogScope scope(m, to_string(Stage::kSave));
+          MAYHEM_ZONED(observer_, log_->info("Saved {} into database", m));
+        }
       }
     } catch (...) {
       guard_failed(m, Op::kSave);
@@ -152,7 +162,10 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       } else if (injected_failure(Op::kRestart, m) ||
                  io_.fails(m, Op::kRestart, m.restart_attempts)) {
         if (m.restart_attempts < opts_.restart_retries && !stopping) {
-          log_->error("Retrying for failure to restart: {}", Host{m});
+          {
+            LogScope scope(m, to_string(Stage::kRestart));
+            log_->error("Retrying for failure to restart: {}", Host{m});
+          }
           ++m.restart_attempts;
           ++retried;
           if (!retry) retry = new_batch();
@@ -164,7 +177,10 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
       } else {
         m.restarted = true;
         ++ok;
-        if (info) MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
+        if (info) {
+          LogScope scope(m, to_string(Stage::kRestart));
+          MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
+        }
       }
     } catch (...) {
       guard_failed(m, Op::kRestart);
@@ -222,7 +238,10 @@ bool Pipeline::handle_settle(Batch* in) {
     } else {
       m.nacked = true;
       nacks[nn++] = &m;
-      if (debug) log_->debug("Nacked {}", m);
+      if (debug) {
+        LogScope scope(m, to_string(Stage::kSettle));
+        log_->debug("Nacked {}", m);
+      }
     }
   });
   bool wake = false;
@@ -288,7 +307,10 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
     Message& m = *acks[i];
     end_lease(m);
     latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
-    if (info) MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
+    if (info) {
+      LogScope scope(m, to_string(Stage::kSettle));
+      MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
+    }
   }
   // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
   // messages nacked already). The gate makes count-or-not and the seal one decision, and

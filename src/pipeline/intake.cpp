@@ -3,6 +3,7 @@
 // source within --max-in-flight, starts their leases and hands them to save.
 #include <algorithm>
 
+#include "mayhem/log/context.hpp"
 #include "mayhem/observe/zone.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
 
@@ -123,7 +124,9 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
       Leases::extend_first(m, deadline);  // the reference's extend(), first iteration
       earliest = std::min(earliest, m.deadline_ns);
       if (info) {
+        LogScope scope(m, to_string(Stage::kConsume));
         MAYHEM_ZONED(observer_, log_->info("Pulled {}", m));
+        LogScope lease(m, to_string(Stage::kLease));
         MAYHEM_ZONED(observer_, leases_.log_first_extension(m));
       }
     });

@@ -1,6 +1,7 @@
 // NatsSource at run time: the fetcher thread and its prefetch ring (with the extensions of what
 // waits there), pull/drain, acks and nacks, the checkpoint thread that confirms acks, and close().
 // The connection and the stream/consumer setup are in nats_stream.cpp.
+#include "mayhem/log/context.hpp"
 #include "mayhem/source/nats.hpp"
 
 #include <fmt/format.h>
@@ -344,8 +345,10 @@ Nanos NatsSource::extend_queued(Nanos now) {
     // the pool in broker mode.
     if (log_->should_log(spdlog::level::info)) {
       const double secs = nanos_to_seconds(cfg_.ack_wait);
-      for (Message* m : extended_)
+      for (Message* m : extended_) {
+        LogScope scope(*m, to_string(Stage::kLease));
         log_->info("Extended deadline by {:g} seconds for {} (prefetched)", secs, *m);
+      }
     }
   }
   return next;
