@@ -144,7 +144,7 @@ TEST_CASE("/metrics carries the process metrics and mayhem_build_info, with sane
   server.stop();
 }
 
-TEST_CASE("Stage histograms are filled before the first scrape; /stats histograms carry bounds",
+TEST_CASE("Stage histograms are filled before the first scrape and /stats histograms carry bounds",
           "[observe][process]") {
   // mayhem --messages 3000 --publish-interval 0 --latency-scale 0.01 --stats-addr 127.0.0.1:0,
   // run to completion with nobody looking, then looked at for the first time.

@@ -51,8 +51,9 @@ TEST_CASE("Stage collector: own time excludes nested stage bodies, total include
   c.on_exit(Stage::kRestart, 3);
 }
 
-TEST_CASE("Stage collector: timed from the start, then only while someone looks; counted always",
-          "[observe]") {
+TEST_CASE(
+    "Stage collector: timed from the start, then only while someone looks, and counted always",
+    "[observe]") {
   ManualClock clock(1000);
   StageCollector c(clock, 1'000'000);  // a 1 ms watch window
   REQUIRE(c.timing());                 // nobody has looked yet, and bodies are timed

@@ -20,6 +20,10 @@ packages=(
   # the PostgreSQL store (libpq) and the server its tests and tools/cluster.sh start
   libpq-dev postgresql
   valgrind linux-perf graphviz  # profiling: callgrind_annotate (tests), tools/profile-*.sh, docs
+  # the monitoring test (tests/test_prometheus.cpp): prometheus and promtool. The test runs its own
+  # server (own config, temporary data, a free loopback port); on a machine with systemd the
+  # package also enables its own service on :9090 (`systemctl disable --now prometheus` stops it)
+  prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
