@@ -290,6 +290,9 @@ TEST_CASE("Config: unknown keys, sections and unreadable files are refused", "[c
     CfgEnv e(CfgVars{{"MAYHEM_CONFIG", dir.file("missing.toml")}});
     cfg_refused(cfg_parse({}), {"--config (from MAYHEM_CONFIG): cannot read"});
   }
+  SECTION("a device that never ends") {
+    cfg_refused(cfg_parse({"--config", "/dev/zero"}), {"larger than 1 MiB"});
+  }
   SECTION("a directory") {
     cfg_refused(cfg_parse({"--config", dir.path().string()}), {"is a directory"});
   }

@@ -45,9 +45,16 @@ class StrictToml : public CLI::ConfigBase {
   explicit StrictToml(const CLI::App& app) : app_(app) {}
 
   std::vector<CLI::ConfigItem> from_config(std::istream& in) const override {
+    // At most a mebibyte: /dev/zero or a log file given by mistake is refused, not read forever.
+    constexpr std::streamsize kMax = 1 << 20;
+    std::string text(kMax + 1, '\0');
+    in.read(text.data(), kMax + 1);
+    if (in.gcount() > kMax) throw CLI::ConfigError("larger than 1 MiB: not a config file");
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    std::istringstream lines(text);
     std::vector<CLI::ConfigItem> kept;
     std::set<std::string> seen;
-    for (auto& item : CLI::ConfigBase::from_config(in)) {
+    for (auto& item : CLI::ConfigBase::from_config(lines)) {
       if (!item.parents.empty()) {
         const bool section = item.name == "++" || item.name == "--";  // CLI11's [section] marks
         throw CLI::ConfigError(fmt::format(

@@ -1,7 +1,6 @@
 // The `mayhem` command line: parses flags (and MAYHEM_* variables, a --config file) into `Options`
-// (CLI11), validates them, runs the
-// service with real signal handling, and prints the JSON summary. Bad input prints one line to
-// stderr and returns 2 before anything starts.
+// (CLI11), validates them, runs the service with real signal handling, and prints the JSON
+// summary. Bad input prints one line to stderr and returns 2 before anything starts.
 // Use: `int main(int argc, char** argv) { return mayhem::cli::main(argc, argv); }`
 #pragma once
 
