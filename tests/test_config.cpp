@@ -231,9 +231,19 @@ TEST_CASE("Config: a bad value from the environment or the file is one line nami
     CfgEnv e(CfgVars{{"MAYHEM_SUMMARY_JSON", "maybe"}});
     cfg_refused(cfg_parse({}), {"--summary-json (from MAYHEM_SUMMARY_JSON)"});
   }
-  SECTION("environment, a bad fault") {
-    CfgEnv e(CfgVars{{"MAYHEM_INJECT", "save:error:2"}});
-    cfg_refused(cfg_parse({}), {});
+  SECTION("environment, a bad fault; checks after the parse name the source too") {
+    {
+      CfgEnv e(CfgVars{{"MAYHEM_INJECT", "save:error:2"}});
+      cfg_refused(cfg_parse({}), {"--inject (from MAYHEM_INJECT)"});
+    }
+    {
+      CfgEnv e(CfgVars{{"MAYHEM_STORE", "bogus"}});
+      cfg_refused(cfg_parse({}), {"--store (from MAYHEM_STORE) must be"});
+    }
+    const std::string f = cfg_write(dir, "bad.toml", "stats-addr = \"nonsense\"\n");
+    cfg_refused(cfg_parse({"--config", f}), {"--stats-addr (from config file '" + f + "')"});
+    // A default named in a message is not said to come from anywhere.
+    cfg_refused(cfg_parse({"--config", f, "--inject", "x"}), {});
   }
   SECTION("a flag on the command line hides a bad variable") {
     CfgEnv e(CfgVars{{"MAYHEM_RATE", "fast"}});

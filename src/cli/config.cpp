@@ -174,6 +174,15 @@ std::string explain_parse_error(const CLI::App& app, int argc, const char* const
     return fmt::format("--config{}: cannot read '{}': {}", file_from, file, why_unreadable(file));
   if (dynamic_cast<const CLI::ConfigError*>(&e))
     return fmt::format("config file '{}'{}: {}", file, file_from, what);
+  return with_source(app, argc, argv, what);
+}
+
+std::string with_source(const CLI::App& app, int argc, const char* const* argv,
+                        const std::string& what) {
+  const CLI::Option* cfg = app.get_config_ptr();
+  const std::string file = cfg && !cfg->results().empty() ? cfg->results().front() : "";
+  const std::string file_from =
+      on_command_line("--config", argc, argv) ? "" : " (from MAYHEM_CONFIG)";
   // The option the error is about: the one named first (the longest name at that place).
   const CLI::Option* about = nullptr;
   std::size_t where = std::string::npos, len = 0;
@@ -184,10 +193,11 @@ std::string explain_parse_error(const CLI::App& app, int argc, const char* const
     if (at != std::string::npos && (at < where || (at == where && name.size() > len)))
       about = opt, where = at, len = name.size();
   }
-  if (about == nullptr || about->get_envname().empty() ||
+  // A value (count() > 0) not from the command line: from its variable if set (it beats the
+  // file), else from the file. No value: the default, nothing to add.
+  if (about == nullptr || about->get_envname().empty() || about->count() == 0 ||
       on_command_line(what.substr(where, len), argc, argv))
     return what;
-  // Not on the command line: from its variable if set (it beats the file), else from the file.
   const std::string from = env_set(about->get_envname())
                                ? " (from " + about->get_envname() + ")"
                                : fmt::format(" (from config file '{}'{})", file, file_from);

@@ -316,11 +316,12 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     if (publish) *publish = pub_opts;
     return std::nullopt;
   }
-  if (auto err = validate(opts)) return fail(*err);
+  // Checks made after the parse: the line says where a value came from, as the parser's do.
+  if (auto err = validate(opts)) return fail(with_source(app, argc, argv, *err));
   for (const auto& text : fault_texts) {
     std::string err;
     auto spec = parse_fault(text, err);
-    if (!spec) return fail(err);
+    if (!spec) return fail(with_source(app, argc, argv, err));
     faults.push_back(*spec);
   }
   return std::nullopt;

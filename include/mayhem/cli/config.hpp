@@ -34,6 +34,10 @@ void ignore_config_sources(CLI::App& app);
 // errors ("config file 'x': unknown key 'raet' ...", "--config: cannot read 'x': ...").
 std::string explain_parse_error(const CLI::App& app, int argc, const char* const* argv,
                                 const CLI::ParseError& e);
+// The same for a message about an option's value found after the parse ("--inject wants ...",
+// "--store must be ..."): "--store (from MAYHEM_STORE) must be ...".
+std::string with_source(const CLI::App& app, int argc, const char* const* argv,
+                        const std::string& what);
 
 // A TOML file with every option of `app` commented out at its default, with its help and its
 // variable (`mayhem --config-example`; deploy/mayhem.toml is its output).
