@@ -1,10 +1,15 @@
 // libFuzzer target for the command-line flag decoder, mayhem::cli::parse_args (CLI11 plus
 // validate() plus the --inject parser). The input is one argument per line (so the corpus in
-// fuzz/corpus/fuzz_cli_args/ is readable); an embedded NUL ends its argument, as in a real argv.
+// fuzz/corpus/fuzz_cli_args/ is readable); an embedded NUL ends its argument, as in a real argv. A
+// line `ENV:MAYHEM_NAME=VALUE` is not an argument: it sets that variable for this input (unset
+// after), so the MAYHEM_* variables and MAYHEM_CONFIG (include/mayhem/cli/config.hpp) are fuzzed
+// too.
 // Properties: it never crashes, throws or exits; bad input gives exit status 2 and exactly one line
 // "mayhem: error: ..." ("mayhem publish: error: ..." for the subcommand's flags), and a number out
-// of its range (src/flags.cpp) names its flag first ("--rate: must be ..."); --help gives status
-// 0 and the help text; anything accepted is valid (the service's options or publish's).
+// of its range (src/flags.cpp) names its flag first ("--rate: must be ...", "--rate (from
+// MAYHEM_RATE): must be ..."); --help, --version and --config-example give status 0 and their
+// text; anything accepted is valid (the service's options or publish's).
+#include <stdlib.h>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,17 +21,29 @@
 #include "mayhem/cli/run.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::vector<std::string> args{"mayhem"};
+  std::vector<std::string> args{"mayhem"}, env_values, env_names;
   std::string current;
+  const auto take = [&](const std::string& line) {
+    const auto eq = line.find('=');
+    // Only the service's own variables, no NUL in them (setenv would cut them).
+    if (line.rfind("ENV:MAYHEM_", 0) == 0 && eq != std::string::npos &&
+        line.find('\0') == std::string::npos) {
+      env_names.push_back(line.substr(4, eq - 4));
+      env_values.push_back(line.substr(eq + 1));
+      setenv(env_names.back().c_str(), env_values.back().c_str(), 1);
+    } else {
+      args.push_back(line);
+    }
+  };
   for (std::size_t i = 0; i < size && args.size() < 64; ++i) {
     if (data[i] == '\n') {
-      args.push_back(current);
+      take(current);
       current.clear();
     } else {
       current.push_back(static_cast<char>(data[i]));
     }
   }
-  if (size != 0 && args.size() < 64) args.push_back(current);
+  if (size != 0 && args.size() < 64) take(current);
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());  // c_str(): a NUL cuts the argument
   argv.push_back(nullptr);
@@ -37,6 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::optional<mayhem::cli::PublishOptions> publish;
   const auto rc = mayhem::cli::parse_args(static_cast<int>(args.size()), argv.data(), opts, faults,
                                           message, &publish);
+  for (const auto& name : env_names) unsetenv(name.c_str());
   if (!rc) {
     if (!message.empty()) std::abort();
     if (publish ? mayhem::cli::validate(*publish).has_value() : mayhem::validate(opts).has_value())
@@ -51,11 +69,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // input's own text: the property is checked only where no argument carries it.
     bool echoed = false;
     for (const auto& a : args) echoed = echoed || a.find(": must be") != std::string::npos;
+    for (const auto& v : env_values) echoed = echoed || v.find(": must be") != std::string::npos;
+    // A config file's errors quote its text (a key), which may say anything.
+    echoed = echoed || message.rfind("mayhem: error: config file ", 0) == 0;
     const auto why = message.find(": must be ");
     if (!echoed && why != std::string::npos && message.find(": error: --") == std::string::npos)
       std::abort();
   } else if (*rc == 0) {
-    if (message.find("--messages") == std::string::npos) std::abort();  // the help text
+    // The help text, the version or the config example.
+    if (message.find("--messages") == std::string::npos &&
+        message.find("revision: ") == std::string::npos &&
+        message.find("# messages = ") == std::string::npos)
+      std::abort();
   } else {
     std::abort();  // no other exit status is documented
   }

@@ -252,11 +252,12 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
   cmd->option_defaults()->always_capture_default();
   cmd->add_option("--nats", o.url,
                   "Server URL, nats://HOST:PORT, or a comma-separated list (a cluster's servers)")
+      ->type_name("URL[,URL...]")
       ->required();
   add_number(*cmd, "--messages", o.messages, "Messages to publish")->required();
   add_number(*cmd, "--rate", o.rate, "Messages per second (0 = as fast as confirmations allow)");
-  cmd->add_option("--stream", o.stream, "JetStream stream");
-  cmd->add_option("--subject", o.subject, "Subject to publish on");
+  cmd->add_option("--stream", o.stream, "JetStream stream")->type_name("NAME");
+  cmd->add_option("--subject", o.subject, "Subject to publish on")->type_name("SUBJECT");
   add_number(*cmd, "--stream-replicas", o.stream_replicas,
              "Copies of the stream when this creates it (1..5, at most the cluster's servers)");
   add_number(*cmd, "--nats-wait", o.nats_wait,
@@ -268,9 +269,7 @@ CLI::App* add_publish_command(CLI::App& app, PublishOptions& o) {
              "Also publish this many invalid payloads, before the messages (for tests)");
   add_number(*cmd, "--timeout", o.timeout,
              "Seconds to wait for the last confirmations (longer while re-sending)");
-  cmd->add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical|off")
-      ->check(
-          CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
+  add_log_level(*cmd, o.log_level);
   return cmd;
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "mayhem/cli/config.hpp"
 #include "mayhem/cli/number_flag.hpp"
 #include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/top.hpp"
@@ -27,8 +28,8 @@ namespace mayhem::cli {
 
 namespace {
 
-// A flag with two values: `--NAME other` sets `field` to other's value, `--NAME dflt` to dflt's;
-// anything else is refused. `dflt` is the default --help shows (the field's initial value).
+// A flag with a few named values: `--NAME value` sets `field` to that value's enum; anything else
+// is refused. The first is the default --help shows (the field's initial value).
 template <typename E>
 CLI::Option* add_choices(CLI::App& app, const std::string& name, E& field,
                          std::vector<std::pair<std::string, E>> choices, const std::string& help) {
@@ -36,7 +37,7 @@ CLI::Option* add_choices(CLI::App& app, const std::string& name, E& field,
   std::string type;
   for (const auto& c : choices) {
     names.push_back(c.first);
-    type += (type.empty() ? "" : "|") + c.first;
+    type += (type.empty() ? "" : ",") + c.first;
   }
   const std::string dflt = choices.front().first;
   return app
@@ -47,8 +48,8 @@ CLI::Option* add_choices(CLI::App& app, const std::string& name, E& field,
               if (c.first == v) field = c.second;
           },
           help)
-      ->check(CLI::IsMember(names))
-      ->type_name(type)
+      ->check(CLI::IsMember(names).description(""))
+      ->type_name("{" + type + "}")
       ->default_str(dflt);
 }
 template <typename E>
@@ -130,7 +131,8 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   add_number(app, "--batch-size", o.batch_size,
              "Messages per hand-off between graph nodes (1..128)")
       ->group(flow);
-  add_number(app, "--threads", o.threads, "TBB worker threads")->group(flow);
+  add_number(app, "--threads", o.threads, "TBB worker threads (default: one per core)")
+      ->group(flow);
   add_number(app, "--save-concurrency", o.save_concurrency,
              "TBB tasks running the save stage at once (0 = unlimited)")
       ->group(flow);
@@ -139,11 +141,9 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
       ->group(flow);
 
   auto* logs = "Logging and shutdown";
-  app.add_option("--log-level", o.log_level, "trace|debug|info|warning|error|critical|off")
-      ->check(
-          CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}))
-      ->group(logs);
+  add_log_level(app, o.log_level)->group(logs);
   app.add_option("--log-file", o.log_file, "Write logs to this file instead of stderr")
+      ->type_name("FILE")
       ->group(logs);
   add_choice(
       app, "--log-mode", o.log_mode, {"sync", LogMode::kSync}, {"async", LogMode::kAsync},
@@ -177,13 +177,16 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                "line_profiler-style zone timings (stdout; stderr with --summary-json)")
       ->group(prof);
   app.add_option("--profile-sort", o.profile_sort, "Order of the --profile table")
-      ->check(CLI::IsMember({"tottime", "cumtime", "ncalls", "name"}))
+      ->check(CLI::IsMember({"tottime", "cumtime", "ncalls", "name"}).description(""))
+      ->type_name("{tottime,cumtime,ncalls,name}")
       ->group(prof);
   app.add_option("--profile-out", o.profile_out,
                  "Write the profile in Callgrind format (kcachegrind, callgrind_annotate)")
+      ->type_name("FILE")
       ->group(prof);
   app.add_option("--trace-out", o.trace_out,
                  "Write a Chrome trace-event JSON timeline (open it in ui.perfetto.dev)")
+      ->type_name("FILE")
       ->group(prof);
   add_number(app, "--trace-sample", o.trace_sample,
              "Fraction of messages whose stages and waits are traced, in (0, 1] (rounded to "
@@ -196,7 +199,11 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--inject", faults,
                  "Fault injection, repeatable: STAGE:FAULT:PROBABILITY with STAGE "
                  "save|restart|cleanup|timer and FAULT error (an expected I/O failure) | crash (an "
-                 "unexpected exception) | hang (the stage never returns)")
+                 "unexpected exception) | hang (the stage never returns); several in one value: "
+                 "comma-separated")
+      ->type_name("STAGE:FAULT:PROBABILITY")
+      ->default_str("")
+      ->delimiter(',')
       ->group("Fault injection");
 
   auto* broker = "Broker source (NATS JetStream, see docs/NATS.md)";
@@ -204,9 +211,14 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "nats://HOST:PORT, or a comma-separated list of a cluster's servers: consume "
                  "from JetStream (empty: the in-process pub/sub); --messages N then stops after "
                  "N settled, 0 runs until a signal")
+      ->type_name("URL[,URL...]")
       ->group(broker);
-  app.add_option("--stream", o.stream, "JetStream stream (created when missing)")->group(broker);
-  app.add_option("--subject", o.subject, "Subject the stream holds")->group(broker);
+  app.add_option("--stream", o.stream, "JetStream stream (created when missing)")
+      ->type_name("NAME")
+      ->group(broker);
+  app.add_option("--subject", o.subject, "Subject the stream holds")
+      ->type_name("SUBJECT")
+      ->group(broker);
   add_number(app, "--stream-replicas", o.stream_replicas,
              "Copies of the stream when Mayhem creates it (1..5, at most the servers of the "
              "cluster; the consumer follows the stream); an existing stream is used as it is")
@@ -218,6 +230,7 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
   app.add_option("--durable", o.durable,
                  "Durable pull consumer (created when missing; every process binds to it and "
                  "they share the work)")
+      ->type_name("NAME")
       ->group(broker);
   add_choice(app, "--on-failure", o.on_failure, {"ack", OnFailure::kAck},
              {"nack", OnFailure::kNack},
@@ -249,16 +262,36 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "concurrently on a oneTBB flow graph, extends its ack deadline from one timer thread, then "
       "acks. SIGINT/SIGTERM/SIGHUP shut it down gracefully (outstanding messages are nacked).",
       "mayhem"};
-  // `top` is dispatched before this parser runs (it has flags of its own); say it exists.
-  app.footer(
-      "Also: mayhem top --addr HOST:PORT   live view of a service run with --stats-addr "
-      "(mayhem top --help)");
   std::vector<std::string> fault_texts;
   add_flags(app, opts, fault_texts);
   app.set_version_flag("--version", version_text,
                        "Print the version, git revision, compiler and library versions, and exit");
+  bool config_example_flag = false;
+  app.add_flag("--config-example", config_example_flag,
+               "Print a config file with every option commented out at its default, and exit")
+      ->configurable(false);
+  add_config_sources(app, argc, argv);
   PublishOptions pub_opts;
   CLI::App* pub = add_publish_command(app, pub_opts);
+  // `publish` takes flags only: its --rate, --messages... are not the service's.
+  pub->preparse_callback([&app](std::size_t) { ignore_config_sources(app); });
+  pub->footer("Flags only: the service's MAYHEM_* variables and --config file do not apply here.");
+  // `top` is dispatched by main() before this parser runs (it has flags of its own): here it is
+  // listed in --help, and refused after service flags.
+  CLI::App* top = app.add_subcommand(
+      "top", "Live per-stage view of a service run with --stats-addr (mayhem top --help)");
+  top->prefix_command();
+  top->set_help_flag();
+  app.footer(
+      "Configuration: every option above (but --help, --version, --config-example) can also come "
+      "from the "
+      "environment, MAYHEM_ and the flag's name in capitals with '-' as '_' (--latency-scale: "
+      "MAYHEM_LATENCY_SCALE, --inject: comma-separated; an empty variable counts as unset), or "
+      "from a TOML file, --config FILE or MAYHEM_CONFIG=FILE: one `name = value` line per "
+      "option, the flag's name without its leading -- (latency-scale = 0.1, io-model = "
+      "\"blocking\", summary-json = true). A flag beats the environment, which beats the file, "
+      "which beats the default. Example with every option: deploy/mayhem.toml (or mayhem "
+      "--config-example). `mayhem publish` and `mayhem top` take flags only.");
   const auto fail = [&message](const std::string& what, const char* prefix = "mayhem: error: ") {
     message = prefix + what;
     std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
@@ -289,20 +322,27 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
     message = e.what();
     return 0;
   } catch (const CLI::ParseError& e) {
-    return fail(std::string(e.what()) + " (see --help)", prefix_for(pub));
+    return fail(explain_parse_error(app, argc, argv, e) + " (see --help)", prefix_for(pub));
   } catch (const std::exception& e) {  // a conversion CLI11 did not wrap: still bad input
     return fail(std::string(e.what()) + " (see --help)", prefix_for(pub));
+  }
+  if (top->parsed())
+    return fail("top: give it first, with its own flags only: mayhem top --addr HOST:PORT");
+  if (config_example_flag) {
+    message = config_example(app);
+    return 0;
   }
   if (pub->parsed()) {
     if (auto err = validate(pub_opts)) return fail(*err, "mayhem publish: error: ");
     if (publish) *publish = pub_opts;
     return std::nullopt;
   }
-  if (auto err = validate(opts)) return fail(*err);
+  // Checks made after the parse: the line says where a value came from, as the parser's do.
+  if (auto err = validate(opts)) return fail(with_source(app, argc, argv, *err));
   for (const auto& text : fault_texts) {
     std::string err;
     auto spec = parse_fault(text, err);
-    if (!spec) return fail(err);
+    if (!spec) return fail(with_source(app, argc, argv, err));
     faults.push_back(*spec);
   }
   return std::nullopt;

@@ -406,7 +406,9 @@ int top_main(int argc, char** argv) {
   std::string addr_text;
   double interval = 1.0;
   bool once = false;
-  app.add_option("--addr", addr_text, "HOST:PORT of the service's --stats-addr")->required();
+  app.add_option("--addr", addr_text, "HOST:PORT of the service's --stats-addr")
+      ->type_name("HOST:PORT")
+      ->required();
   add_number(app, "--interval", interval, "Seconds between refreshes");
   app.add_flag("--once", once, "Print one screen (two samples, --interval apart) and exit");
   try {

@@ -1,5 +1,6 @@
 // Runs the `mayhem` binary as a child process for end-to-end tests: captures stdout and stderr into
-// temporary files, sends signals, and waits with a deadline (never forever).
+// temporary files, sends signals, and waits with a deadline (never forever). The child inherits
+// this process's environment, with `env` ("NAME=VALUE") added or replacing.
 // Use: `Subprocess p({"--messages", "10"}); auto r = p.wait(30s); REQUIRE(r.exit_code == 0);`
 #pragma once
 
@@ -38,7 +39,8 @@ inline std::string read_file(const std::string& path) {
 
 class Subprocess {
  public:
-  explicit Subprocess(std::vector<std::string> args, std::string binary = MAYHEM_BINARY) {
+  explicit Subprocess(std::vector<std::string> args, std::string binary = MAYHEM_BINARY,
+                      std::vector<std::string> env = {}) {
     char out_tmpl[] = "/tmp/mayhem-test-out-XXXXXX";
     char err_tmpl[] = "/tmp/mayhem-test-err-XXXXXX";
     const int out_fd = mkstemp(out_tmpl);
@@ -61,7 +63,17 @@ class Subprocess {
     sigemptyset(&empty);
     posix_spawnattr_setsigmask(&attr, &empty);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    const int rc = posix_spawn(&pid_, binary.c_str(), &fa, &attr, argv.data(), environ);
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      const std::string name = entry.substr(0, entry.find('=') + 1);
+      bool replaced = false;
+      for (const auto& x : env) replaced = replaced || x.rfind(name, 0) == 0;
+      if (!replaced) envp.push_back(*e);
+    }
+    for (auto& x : env) envp.push_back(x.data());
+    envp.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, binary.c_str(), &fa, &attr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     close(out_fd);

@@ -1,6 +1,7 @@
 // Binds a numeric flag to a field with the range from the one table (include/mayhem/flags.hpp):
 // the value is checked while the command line is parsed (a bad one is a CLI::ValidationError,
-// "--flag: why", before anything starts) and --help shows the range after the type.
+// "--flag: why", before anything starts) and --help shows the range after the type. Also
+// `add_log_level`, the one choice flag `mayhem` and `mayhem publish` share.
 // Use: `add_number(app, "--rate", opts.rate, "Publish at a fixed rate")->group(run);`.
 #pragma once
 
@@ -43,6 +44,16 @@ CLI::Option* add_number(CLI::App& app, const std::string& name, T& field, const 
       ->check(in_range)
       ->type_name(std::string(r.integer ? "INT" : "NUMBER") + " in " + describe(r))
       ->default_str(dflt);
+}
+
+// --log-level: spdlog's level names (warn is warning's alias); --help shows the choices once.
+inline CLI::Option* add_log_level(CLI::App& app, std::string& field) {
+  return app
+      .add_option("--log-level", field, "Least severe level logged (warn: the same as warning)")
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"})
+              .description(""))
+      ->type_name("{trace,debug,info,warning,error,critical,off}");
 }
 
 }  // namespace mayhem::cli
