@@ -167,7 +167,7 @@ TEST_CASE("Both file sinks keep the order of lines logged in turn by two threads
   }
 }
 
-TEST_CASE("Ordered sink: flush writes what was logged before it; memory stays within its bound",
+TEST_CASE("Ordered sink: flush writes what was logged before it, and memory stays within its bound",
           "[logging]") {
   TempDir dir;
   const auto path = dir.file("bounded.log");

@@ -48,11 +48,11 @@ class SecondCache {
   std::tm tm_{};
 };
 
-struct Split {
+struct StampParts {
   std::int64_t secs;
   long micros;
 };
-Split split(const spdlog::details::log_msg& msg) {
+StampParts stamp_parts(const spdlog::details::log_msg& msg) {
   using namespace std::chrono;
   const auto since = msg.time.time_since_epoch();
   const auto secs = duration_cast<seconds>(since);
@@ -63,7 +63,7 @@ Split split(const spdlog::details::log_msg& msg) {
 class ReferenceFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, memory_buf_t& dest) override {
-    const auto [secs, micros] = split(msg);
+    const auto [secs, micros] = stamp_parts(msg);
     if (cache_.advance(secs)) {
       const auto& tm = cache_.tm();
       two(prefix_ + 0, tm.tm_hour);
@@ -96,7 +96,7 @@ class ReferenceFormatter final : public spdlog::formatter {
 class IsoTime {
  public:
   void append_to(const spdlog::details::log_msg& msg, memory_buf_t& dest) {
-    const auto [secs, micros] = split(msg);
+    const auto [secs, micros] = stamp_parts(msg);
     if (cache_.advance(secs)) {
       const auto& tm = cache_.tm();
       digits(prefix_, 4, tm.tm_year + 1900);

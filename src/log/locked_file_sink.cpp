@@ -9,14 +9,14 @@
 namespace mayhem {
 
 namespace {
-std::FILE* open_append(const std::string& path) {
+std::FILE* fopen_append(const std::string& path) {
   return std::fopen(path.c_str(), "ae");  // append, close-on-exec
 }
 }  // namespace
 
 LockedFileSink::LockedFileSink(const std::string& path, bool restamp)
     : path_(path), restamp_(restamp) {
-  file_ = open_append(path_);
+  file_ = fopen_append(path_);
   if (file_ == nullptr) throw std::runtime_error(std::strerror(errno));
 }
 
@@ -26,7 +26,7 @@ LockedFileSink::~LockedFileSink() {
 
 std::optional<std::string> LockedFileSink::reopen() {
   std::lock_guard lock(mutex_);
-  std::FILE* fresh = open_append(path_);
+  std::FILE* fresh = fopen_append(path_);
   if (fresh == nullptr) return std::string(std::strerror(errno));
   std::fclose(file_);  // writes what the old file's buffer holds
   file_ = fresh;
