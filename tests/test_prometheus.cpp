@@ -30,6 +30,7 @@
 
 #include "mayhem/observe/stats.hpp"
 #include "support/prometheus_check.hpp"
+#include "support/scale.hpp"
 #include "support/server_process.hpp"
 #include "support/subprocess.hpp"
 #include "support/temp_dir.hpp"
@@ -190,6 +191,8 @@ struct PromStatsLook {
 
 PromStatsLook prom_look(int port) {
   httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(5);  // a sanitizer build on a loaded machine can be slow to accept
+  c.set_read_timeout(10);
   const double before = prom_wall_now();
   auto r = c.Get("/stats");
   const double after = prom_wall_now();
@@ -279,14 +282,21 @@ TEST_CASE(
   }
   PromMayhem mayhem = prom_start_mayhem();
   const std::string target = "127.0.0.1:" + std::to_string(mayhem.port);
-  // Scraped every 500 ms; the alert rules evaluated as often.
+  // Scraped every 500 ms (2 s in a sanitizer build, whose /metrics can take longer than 400 ms to
+  // answer on a loaded machine); the alert rules evaluated as often.
+  const std::string every = test::kSanitized ? "2s" : "500ms";
+  const std::string timeout = test::kSanitized ? "1900ms" : "400ms";
+  const double window = test::kSanitized ? 10.0 : 4.0;  // about 8 scrapes (5 when sanitized)
+  // Grafana's $__rate_interval: four scrape intervals (a rate() needs two samples in its range).
+  const std::string rate_interval = test::kSanitized ? "8s" : "2s";
   const PromServer prom(prometheus,
                         "global:\n"
-                        "  scrape_interval: 500ms\n"
-                        "  scrape_timeout: 400ms\n"
-                        "  evaluation_interval: 500ms\n"
-                        "rule_files:\n"
-                        "  - " +
+                        "  scrape_interval: " +
+                            every + "\n  scrape_timeout: " + timeout +
+                            "\n  evaluation_interval: " + every +
+                            "\n"
+                            "rule_files:\n"
+                            "  - " +
                             kPromSourceDir +
                             "/deploy/prometheus/alerts.yml\n"
                             "scrape_configs:\n"
@@ -301,7 +311,7 @@ TEST_CASE(
   // scrape comes 5-6 s after the start).
   const std::string sel = "job=\"mayhem\"";
   REQUIRE(test::eventually([&] { return prom.scalar("count_over_time(up{" + sel + "}[1m])") >= 2; },
-                           25s, 100ms));
+                           test::kSanitized ? 60s : 25s, 100ms));
   CHECK(prom.scalar("up{" + sel + "}") == 1);
   {
     const json targets = prom.call("/api/v1/targets");
@@ -312,17 +322,17 @@ TEST_CASE(
     CHECK(t["labels"]["instance"] == target);
   }
 
-  // A 4-second window, looked at by both: the service's own /stats at its two ends, and
-  // Prometheus's samples in it (about 8 scrapes).
+  // A 4-second window (10 s when sanitized), looked at by both: the service's own /stats at its
+  // two ends, and Prometheus's samples in it (about 8 scrapes; 5 when sanitized).
   const PromStatsLook first = prom_look(mayhem.port);
   std::this_thread::sleep_until(std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::duration<double>(first.wall + 4.0))));
+          std::chrono::duration<double>(first.wall + window))));
   const PromStatsLook last = prom_look(mayhem.port);
   // Until Prometheus holds a scrape taken after the window's end (so the window's samples are all
   // in: a scrape is stored when it completes).
   REQUIRE(test::eventually([&] { return prom.scalar("timestamp(up{" + sel + "})") >= last.wall; },
-                           10s, 50ms));
+                           30s, 50ms));
   const double window_s = last.wall - first.wall;
   const std::string range = "[" + std::to_string(std::lround(window_s * 1000)) + "ms]";
   const StatsSnapshot win = since(last.snap, first.snap);
@@ -353,6 +363,8 @@ TEST_CASE(
   // bucket holding the service's own p99 (its fine histogram's, within 3%), or, when that p99 is
   // within 10% of a bound, in the neighbouring bucket.
   httplib::Client stats("127.0.0.1", mayhem.port);
+  stats.set_connection_timeout(5);
+  stats.set_read_timeout(10);
   auto metrics = stats.Get("/metrics");
   REQUIRE(metrics);
   REQUIRE(metrics->status == 200);
@@ -439,8 +451,8 @@ TEST_CASE(
   for (const auto& [title, expr] : exprs) {
     std::string q = expr;
     for (const auto& [var, value] :
-         std::vector<std::pair<std::string, std::string>>{{"$__rate_interval", "2s"},
-                                                          {"$__interval", "500ms"},
+         std::vector<std::pair<std::string, std::string>>{{"$__rate_interval", rate_interval},
+                                                          {"$__interval", every},
                                                           {"$__range", "1m"},
                                                           {"$job", "mayhem"},
                                                           {"$instance", target}})
