@@ -6,6 +6,7 @@
 #include <httplib.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -15,8 +16,10 @@
 #include "mayhem/observe/stage_collector.hpp"
 #include "mayhem/observe/stats_server.hpp"
 #include "support/known_snapshot.hpp"
+#include "support/subprocess.hpp"
 
 using namespace mayhem;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -292,4 +295,41 @@ TEST_CASE("Stats endpoint: /stats?zones= asks the service to time a stage's zone
   CHECK(res->status == 200);
   CHECK(asked == std::vector<std::string>{"save", "nonsense"});
   server.stop();
+}
+
+TEST_CASE("mayhem top --record/--replay/--zones: bad input refused at start, a replay printed",
+          "[top][cli]") {
+  using test::Subprocess;
+  auto r = Subprocess({"top", "--addr", "127.0.0.1:1", "--zones", "bogus", "--once"}).wait(20s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("mayhem top: error: --zones: not a stage name", 0) == 0);
+  r = Subprocess({"top", "--replay", "/nonexistent/rec.jsonl", "--once"}).wait(20s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("cannot read") != std::string::npos);
+  r = Subprocess({"top", "--addr", "127.0.0.1:1", "--record", "/nonexistent/rec.jsonl"}).wait(20s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("--record: cannot open") != std::string::npos);
+
+  char path[] = "/tmp/mayhem-top-record-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  const StatsSnapshot s = zoned_snapshot();
+  const std::string line = cli::record_line("127.0.0.1:9100", 1700000000000, &s, "");
+  REQUIRE(::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()));
+  ::close(fd);
+  r = Subprocess({"top", "--replay", path, "--addr", "127.0.0.1:1"}).wait(20s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("takes no --addr") != std::string::npos);
+  r = Subprocess({"top", "--replay", path, "--at", "2", "--once"}).wait(20s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("the recording has 1 samples") != std::string::npos);
+  r = Subprocess({"top", "--replay", path}).wait(20s);  // stdin is not a terminal
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("needs a terminal") != std::string::npos);
+  r = Subprocess({"top", "--replay", path, "--once", "--zones", "save"}).wait(20s);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("[replay 1/1 1x paused]") != std::string::npos);
+  CHECK(r.out.find("completion.cpp:33") != std::string::npos);
+  CHECK(r.out.find("keys:") == std::string::npos);
+  ::unlink(path);
 }

@@ -70,6 +70,10 @@ def main():
                 break
         assert first != "exited", "the service did not start"
 
+        # A session that outlives the others: the tmux server exits with its last session, and a
+        # new session must not race with that exit.
+        subprocess.run(tmux + ["new-session", "-d", "-s", "keep", "-x", "80", "-y", "24",
+                               "sleep 600"], check=True)
         rec_live = os.path.join(tmp, "live.jsonl")
         subprocess.run(tmux + ["new-session", "-d", "-s", "top", "-x", "80", "-y", "24",
                                "%s top --addr 127.0.0.1:%d --record %s"

@@ -118,13 +118,23 @@ void run_replay_tui(const Recording& r, const std::string& file, const TuiOption
   model.view().keys =
       "keys: space play/pause  left/right step  +/- speed  enter zones  ? help  q quit";
   install_stop_signals(false);
-  bool started = false;
+  using clock = std::chrono::steady_clock;
+  // When the sample on screen is due to give way to the next (ticks also come early: a key).
+  auto due = clock::time_point::max();
   LoopHooks hooks;
-  hooks.tick = [&](TopModel& m) -> std::chrono::steady_clock::duration {
-    if (started && !m.paused() && !player.at_end()) player.step(1);
-    started = true;
+  hooks.tick = [&](TopModel& m) -> clock::duration {
+    const auto now = clock::now();
+    if (m.paused() || player.at_end()) {
+      due = clock::time_point::max();
+    } else if (due == clock::time_point::max()) {
+      due = now + std::chrono::milliseconds(player.gap_ms());  // playing (again) from here
+    } else if (now >= due) {
+      player.step(1);
+      due = now + std::chrono::milliseconds(player.gap_ms());
+    }
     player.show(m);
-    return std::chrono::milliseconds(m.paused() ? 100 : player.gap_ms());
+    return due == clock::time_point::max() ? clock::duration(std::chrono::milliseconds(100))
+                                           : std::max<clock::duration>(due - now, {});
   };
   hooks.key = [&](int k, TopModel& m, bool& tick_now) {
     if (m.view().help) return false;
