@@ -243,10 +243,14 @@ TEST_CASE("Stage collector: zones are timed per stage, only while watched", "[ob
   CHECK(rows[static_cast<int>(Stage::kSave)].zones.calls == 0);
   CHECK(rows[static_cast<int>(Stage::kSave)].zones.rows.empty());
 
+  const int listeners = g_zone_listeners.load();
   CHECK(!c.watch_zones(std::string("save,nonsense")));
   CHECK(!c.watching_zones(Stage::kSave));
   REQUIRE(c.watch_zones(std::string("save")));
   CHECK(c.watching_zones(Stage::kSave));
+  CHECK(g_zone_listeners.load() == listeners + 1);  // zones call observers while watched
+  REQUIRE(c.watch_zones(std::string("save")));  // again: still one listener
+  CHECK(g_zone_listeners.load() == listeners + 1);
   body();
   rows = c.collect();
   const StageZones& z = rows[static_cast<int>(Stage::kSave)].zones;
@@ -266,6 +270,7 @@ TEST_CASE("Stage collector: zones are timed per stage, only while watched", "[ob
   clock.advance(2'000'000);  // the watch window passes: the next body stops the timing
   body();
   CHECK(!c.watching_zones(Stage::kSave));
+  CHECK(g_zone_listeners.load() == listeners);  // no stage watched: zones call nobody
   CHECK(c.collect()[static_cast<int>(Stage::kSave)].zones.calls == 1);
 }
 

@@ -30,6 +30,11 @@ StageCollector::StageCollector(const Clock& clock, Nanos watch_window, Nanos zon
   watch_.armed.store(true, std::memory_order_release);
 }
 
+StageCollector::~StageCollector() {
+  if (watch_.zone_mask.load(std::memory_order_relaxed) != 0)
+    g_zone_listeners.fetch_sub(1, std::memory_order_relaxed);
+}
+
 StageCollector::Slot& StageCollector::slot() {
   if (t_last.owner == id_) return *static_cast<Slot*>(t_last.slot);
   Slot*& mine = local_.local();
@@ -66,7 +71,9 @@ void StageCollector::on_entry(Stage stage, std::uint32_t items, Message* const* 
         watch_.armed.store(false, std::memory_order_relaxed);
       if (zoned &&
           start > watch_.zone_until[static_cast<int>(stage)].load(std::memory_order_relaxed)) {
-        watch_.zone_mask.fetch_and(~bit, std::memory_order_relaxed);
+        const std::uint32_t before = watch_.zone_mask.fetch_and(~bit, std::memory_order_relaxed);
+        // The last watched stage's window ended: zones stop calling observers for it.
+        if (before == bit) g_zone_listeners.fetch_sub(1, std::memory_order_relaxed);
         zoned = false;
       }
     }
@@ -128,7 +135,9 @@ void StageCollector::watch_zones(Stage stage) {
   const int i = static_cast<int>(stage);
   if (i < 0 || i >= kStageCount) return;
   watch_.zone_until[i].store(clock_.now() + zone_window_, std::memory_order_relaxed);
-  watch_.zone_mask.fetch_or(1u << i, std::memory_order_relaxed);
+  // The first watched stage: zones call observers from now on (see g_zone_listeners).
+  if (watch_.zone_mask.fetch_or(1u << i, std::memory_order_relaxed) == 0)
+    g_zone_listeners.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool StageCollector::watch_zones(const std::string& stages) {

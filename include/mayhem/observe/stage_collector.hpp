@@ -39,6 +39,9 @@ class StageCollector final : public Observer {
  public:
   explicit StageCollector(const Clock& clock, Nanos watch_window = 60 * kNanosPerSecond,
                           Nanos zone_window = 10 * kNanosPerSecond);
+  ~StageCollector() override;
+  StageCollector(const StageCollector&) = delete;
+  StageCollector& operator=(const StageCollector&) = delete;
 
   void on_entry(Stage stage, std::uint32_t items, Message* const* msgs = nullptr) override;
   void on_exit(Stage stage, std::uint32_t items) override;
