@@ -2,7 +2,6 @@
 
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/task_arena.h>
-#include <sys/resource.h>
 
 #include <condition_variable>
 #include <mutex>
@@ -15,6 +14,7 @@
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/notify.hpp"
+#include "mayhem/observe/process_stats.hpp"
 #include "mayhem/observe/stage_collector.hpp"
 #include "mayhem/observe/stats_server.hpp"
 #include "mayhem/pipeline/pipeline.hpp"
@@ -26,20 +26,6 @@
 #include "mayhem/thread_name.hpp"
 
 namespace mayhem {
-
-namespace {
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-std::uint64_t max_rss_kb() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<std::uint64_t>(ru.ru_maxrss);
-}
-}  // namespace
 
 struct Service::Impl {
   Options opts;
@@ -207,6 +193,9 @@ int Service::Impl::run() {
   if (stats_addr) {
     stats_server = std::make_unique<StatsServer>(
         *stats_addr, [this] { return stats_snapshot(); }, log);
+    // /stats?zones=STAGE: mayhem top's drill-down (the collector exists with --stats-addr).
+    stats_server->set_zones_hook(
+        [c = collector.get()](const std::string& z) { return c->watch_zones(z); });
     if (auto err = stats_server->start()) {
       log->error("Stats endpoint: {}", *err);
       return exit_code = 2;
@@ -246,7 +235,7 @@ int Service::Impl::run() {
       opts.messages, to_string(opts.io_model), threads, opts.io_threads, opts.latency_scale,
       opts.fail_rate, opts.max_in_flight, opts.seed);
   start_ns = clock.now();
-  cpu_start = cpu_seconds();
+  cpu_start = rusage_cpu_seconds();
   if (nats) {
     nats->start([p = pipeline.get()] { p->notify_source(); },  // no publish stage
                 [this] { return shutdown.stopping(); });
@@ -265,7 +254,7 @@ int Service::Impl::run() {
   StopReason why;
   while ((why = shutdown.wait_for(std::chrono::seconds(1))) == StopReason::kNone) log->flush();
   shut_down(why);
-  cpu_end = cpu_seconds();
+  cpu_end = rusage_cpu_seconds();
   exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
   log->info("Successfully shutdown the Mayhem service.");
   log->flush();
@@ -419,6 +408,10 @@ StatsSnapshot Service::stats_snapshot() const {
   return impl_->stats_snapshot();
 }
 
+bool Service::watch_zones(const std::string& stages) {
+  return impl_->collector && impl_->collector->watch_zones(stages);
+}
+
 std::uint16_t Service::stats_port() const {
   return impl_->stats_server ? impl_->stats_server->port() : 0;
 }
@@ -479,7 +472,7 @@ Summary Service::summary() const {
   s.latency_p50_ms = static_cast<double>(h.percentile(0.50)) / 1e6;
   s.latency_p99_ms = static_cast<double>(h.percentile(0.99)) / 1e6;
   s.latency_max_ms = static_cast<double>(h.max()) / 1e6;
-  s.max_rss_kb = max_rss_kb();
+  s.max_rss_kb = rusage_max_rss_kb();
   s.exit_code = i.exit_code;
   s.io_model = to_string(i.opts.io_model);
   s.threads = i.opts.threads;

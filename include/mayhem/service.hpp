@@ -75,6 +75,10 @@ class Service {
   // endpoint (--stats-addr) serves and `--live` shows. After run() its numbers are the summary's;
   // the endpoint keeps serving them until the Service is destroyed.
   StatsSnapshot stats_snapshot() const;
+  // Times the zones of these stages ("save" or "save,saved") for the next 10 s, so the following
+  // snapshots carry their `zones` (`mayhem top`'s drill-down). False: an unknown stage name, or
+  // no stage collector (neither --stats-addr nor --live).
+  bool watch_zones(const std::string& stages);
   std::uint16_t stats_port() const;  // the endpoint's bound port once run() started it; else 0
   const Metrics& metrics() const;
   const InProcessPubSub& pubsub() const;

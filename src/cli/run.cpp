@@ -20,6 +20,7 @@
 #include "mayhem/faults.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/observe/build_info.hpp"
+#include "mayhem/observe/process_stats.hpp"
 #include "mayhem/observe/profiler.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/shutdown.hpp"
@@ -398,11 +399,14 @@ int main(int argc, char** argv) {
   try {
     if (opts.live) {
       live = std::thread([&] {
-        const FetchFn fetch = [&](std::string&) {
-          return std::optional(service->stats_snapshot());
+        const FetchFn fetch = [&](const std::string& zones, std::string&) {
+          if (!zones.empty()) service->watch_zones(zones);  // the drill-down's stage
+          auto s = service->stats_snapshot();
+          s.process = read_process_stats();
+          return std::optional(std::move(s));
         };
         run_tui("in-process", fetch,
-                TuiOptions{1.0, &live_stop, [&] { service->request_stop(SIGINT); }});
+                TuiOptions{1.0, &live_stop, [&] { service->request_stop(SIGINT); }, {}, {}});
       });
     }
     rc = service->run();

@@ -1,6 +1,9 @@
 #include "mayhem/observe/stage_collector.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <string>
 #include <tuple>
 
 namespace mayhem {
@@ -16,12 +19,20 @@ struct LastSlot {
 thread_local LastSlot t_last;
 }  // namespace
 
-StageCollector::StageCollector(const Clock& clock, Nanos watch_window)
-    : clock_(clock), window_(watch_window), id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {
+StageCollector::StageCollector(const Clock& clock, Nanos watch_window, Nanos zone_window)
+    : clock_(clock),
+      window_(watch_window),
+      zone_window_(zone_window),
+      id_(g_next_id.fetch_add(1, std::memory_order_relaxed)) {
   // Timed from the start for one window, as if someone had just looked: the first scrape (or a
   // scraper's first minutes) sees the stage histograms filled, not empty.
   watch_.until.store(clock_.now() + window_, std::memory_order_relaxed);
   watch_.armed.store(true, std::memory_order_release);
+}
+
+StageCollector::~StageCollector() {
+  if (watch_.zone_mask.load(std::memory_order_relaxed) != 0)
+    g_zone_listeners.fetch_sub(1, std::memory_order_relaxed);
 }
 
 StageCollector::Slot& StageCollector::slot() {
@@ -42,11 +53,15 @@ void StageCollector::on_entry(Stage stage, std::uint32_t items, Message* const* 
   PerStage& p = s.stages[static_cast<int>(stage)];
   p.entered.bump(1);
   p.items_in.bump(items);
+  // A zone frame left over (its exit came while no zone was watched) ends with its stage body.
+  if (s.depth == 0) s.zone_depth = 0;
   constexpr int kFrames = static_cast<int>(std::tuple_size_v<decltype(s.stack)>);
   if (s.depth < kFrames) {
+    const std::uint32_t bit = 1u << static_cast<int>(stage);
+    bool zoned = (watch_.zone_mask.load(std::memory_order_relaxed) & bit) != 0;
     // A body nested in a timed one is timed too, so the parent's own time stays right.
-    const bool timed =
-        watch_.armed.load(std::memory_order_acquire) || (s.depth > 0 && s.stack[s.depth - 1].timed);
+    const bool timed = zoned || watch_.armed.load(std::memory_order_acquire) ||
+                       (s.depth > 0 && s.stack[s.depth - 1].timed);
     Nanos start = 0;
     if (timed) {
       start = clock_.now();
@@ -54,8 +69,15 @@ void StageCollector::on_entry(Stage stage, std::uint32_t items, Message* const* 
       // one refresh goes untimed: the next collect() arms again.)
       if (s.depth == 0 && start > watch_.until.load(std::memory_order_relaxed))
         watch_.armed.store(false, std::memory_order_relaxed);
+      if (zoned &&
+          start > watch_.zone_until[static_cast<int>(stage)].load(std::memory_order_relaxed)) {
+        const std::uint32_t before = watch_.zone_mask.fetch_and(~bit, std::memory_order_relaxed);
+        // The last watched stage's window ended: zones stop calling observers for it.
+        if (before == bit) g_zone_listeners.fetch_sub(1, std::memory_order_relaxed);
+        zoned = false;
+      }
     }
-    s.stack[s.depth] = Frame{stage, timed, start, 0};
+    s.stack[s.depth] = Frame{stage, timed, zoned, start, 0};
   }
   ++s.depth;
 }
@@ -72,6 +94,10 @@ void StageCollector::on_exit(Stage stage, std::uint32_t items) {
       const Nanos own = std::max<Nanos>(total - f.child, 0);
       p.total.record(static_cast<std::uint64_t>(total));
       p.own.record(static_cast<std::uint64_t>(own));
+      if (f.zoned) {
+        p.zoned_calls.bump(1);
+        p.zoned_total.bump(static_cast<std::uint64_t>(total));
+      }
       if (s.depth > 0 && s.depth - 1 < static_cast<int>(s.stack.size()))
         s.stack[s.depth - 1].child += total;
     }
@@ -80,13 +106,83 @@ void StageCollector::on_exit(Stage stage, std::uint32_t items) {
   p.exited.bump(1);
 }
 
+void StageCollector::on_zone_entry(const ZoneSite& site) {
+  if (watch_.zone_mask.load(std::memory_order_relaxed) == 0) return;
+  Slot& s = slot();
+  if (s.depth <= 0 || s.depth > static_cast<int>(s.stack.size()) ||
+      s.zone_depth >= static_cast<int>(s.zones.size()) || !s.stack[s.depth - 1].zoned)
+    return;
+  const int id = zone_id(site);
+  if (id < 0) return;
+  s.zones[s.zone_depth++] = ZoneFrame{&site, id, s.depth, clock_.now()};
+}
+
+void StageCollector::on_zone_exit(const ZoneSite& site) {
+  if (watch_.zone_mask.load(std::memory_order_relaxed) == 0) return;
+  Slot& s = slot();
+  if (s.zone_depth == 0 || s.zones[s.zone_depth - 1].site != &site) return;
+  const ZoneFrame z = s.zones[--s.zone_depth];
+  if (z.stage_depth != s.depth) return;  // not in the stage body it started in: drop it
+  const Nanos dt = std::max<Nanos>(clock_.now() - z.start, 0);
+  ZoneCell& c = s.stages[static_cast<int>(s.stack[z.stage_depth - 1].stage)].zones[z.id];
+  c.hits.bump(1);
+  c.time.bump(static_cast<std::uint64_t>(dt));
+  const bool nested = s.zone_depth > 0 && s.zones[s.zone_depth - 1].stage_depth == z.stage_depth;
+  c.parent.store(nested ? s.zones[s.zone_depth - 1].id : -1, std::memory_order_relaxed);
+}
+
+void StageCollector::watch_zones(Stage stage) {
+  const int i = static_cast<int>(stage);
+  if (i < 0 || i >= kStageCount) return;
+  watch_.zone_until[i].store(clock_.now() + zone_window_, std::memory_order_relaxed);
+  // The first watched stage: zones call observers from now on (see g_zone_listeners).
+  if (watch_.zone_mask.fetch_or(1u << i, std::memory_order_relaxed) == 0)
+    g_zone_listeners.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool StageCollector::watch_zones(const std::string& stages) {
+  std::vector<Stage> chosen;
+  std::size_t from = 0;
+  for (;;) {
+    const std::size_t comma = stages.find(',', from);
+    const std::string name = stages.substr(from, comma == std::string::npos ? comma : comma - from);
+    int found = -1;
+    for (int i = 0; i < kStageCount; ++i)
+      if (name == to_string(static_cast<Stage>(i))) found = i;
+    if (found < 0) return false;
+    chosen.push_back(static_cast<Stage>(found));
+    if (comma == std::string::npos) break;
+    from = comma + 1;
+  }
+  for (Stage st : chosen) watch_zones(st);
+  return true;
+}
+
+bool StageCollector::watching_zones(Stage stage) const {
+  return (watch_.zone_mask.load(std::memory_order_relaxed) & (1u << static_cast<int>(stage))) != 0;
+}
+
+namespace {
+// "src/..." of a __FILE__ path (the part from the last "src/" on), else the whole path.
+std::string source_path(const char* file) {
+  const std::string f = file ? file : "";
+  const auto at = f.rfind("src/");
+  return at == std::string::npos ? f : f.substr(at);
+}
+}  // namespace
+
 std::vector<StageSnapshot> StageCollector::collect() const {
   watch_.until.store(clock_.now() + window_, std::memory_order_relaxed);
   watch_.armed.store(true, std::memory_order_release);
   std::vector<StageSnapshot> rows(kStageCount);
   std::vector<Histogram> own(kStageCount), total(kStageCount);
   std::vector<std::uint64_t> entered(kStageCount), exited(kStageCount), in(kStageCount),
-      out(kStageCount);
+      out(kStageCount), zoned_calls(kStageCount), zoned_total(kStageCount);
+  struct ZoneSum {
+    std::uint64_t hits = 0, time = 0;
+    int parent = -1;
+  };
+  std::vector<std::array<ZoneSum, kMaxZones>> zones(kStageCount);
   {
     std::lock_guard lock(mutex_);
     for (const auto& slot : slots_) {
@@ -99,6 +195,15 @@ std::vector<StageSnapshot> StageCollector::collect() const {
         in[i] += p.items_in.get();
         p.own.merge_into(own[i]);
         p.total.merge_into(total[i]);
+        zoned_calls[i] += p.zoned_calls.get();
+        zoned_total[i] += p.zoned_total.get();
+        for (int z = 0; z < kMaxZones; ++z) {
+          const std::uint64_t hits = p.zones[z].hits.get();
+          if (hits == 0) continue;
+          zones[i][z].hits += hits;
+          zones[i][z].time += p.zones[z].time.get();
+          zones[i][z].parent = p.zones[z].parent.load(std::memory_order_relaxed);
+        }
       }
     }
   }
@@ -111,6 +216,17 @@ std::vector<StageSnapshot> StageCollector::collect() const {
     r.in_flight = std::max<std::int64_t>(static_cast<std::int64_t>(in[i] - out[i]), 0);
     r.own = HistogramData::of(own[i]);
     r.total = HistogramData::of(total[i]);
+    r.zones.calls = zoned_calls[i];
+    r.zones.total = zoned_total[i];
+    for (int z = 0; z < kMaxZones; ++z) {
+      const ZoneSite* site = zones[i][z].hits ? zone_site(z) : nullptr;
+      if (!site) continue;
+      const ZoneSite* parent = zone_site(zones[i][z].parent);
+      r.zones.rows.push_back(ZoneRow{
+          site->name, source_path(site->file), site->line,
+          parent ? fmt::format("{}:{}", source_path(parent->file), parent->line) : std::string(),
+          zones[i][z].hits, zones[i][z].time});
+    }
   }
   return rows;
 }

@@ -85,6 +85,16 @@ StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier) {
     row.retries = minus(row.retries, it->retries);
     row.own = row.own.since(it->own);
     row.total = row.total.since(it->total);
+    row.zones.calls = minus(row.zones.calls, it->zones.calls);
+    row.zones.total = minus(row.zones.total, it->zones.total);
+    for (auto& z : row.zones.rows) {
+      for (const auto& e : it->zones.rows) {
+        if (e.line != z.line || e.file != z.file) continue;
+        z.hits = minus(z.hits, e.hits);
+        z.time = minus(z.time, e.time);
+        break;
+      }
+    }
   }
   return d;
 }
@@ -127,6 +137,16 @@ void to_json(nlohmann::json& j, const StageSnapshot& s) {
   j = {{"stage", s.name},      {"limit", s.limit}, {"active", s.active}, {"in_flight", s.in_flight},
        {"queued", s.queued},   {"calls", s.calls}, {"items", s.items},   {"errors", s.errors},
        {"retries", s.retries}, {"own", s.own},     {"total", s.total}};
+  if (s.zones.calls == 0 && s.zones.rows.empty()) return;
+  auto rows = nlohmann::json::array();
+  for (const auto& z : s.zones.rows)
+    rows.push_back({{"zone", z.name},
+                    {"file", z.file},
+                    {"line", z.line},
+                    {"parent", z.parent},
+                    {"hits", z.hits},
+                    {"time_ns", z.time}});
+  j["zones"] = {{"calls", s.zones.calls}, {"total_ns", s.zones.total}, {"rows", std::move(rows)}};
 }
 
 void from_json(const nlohmann::json& j, StageSnapshot& s) {
@@ -141,6 +161,17 @@ void from_json(const nlohmann::json& j, StageSnapshot& s) {
   s.retries = j.at("retries").get<std::uint64_t>();
   s.own = j.at("own").get<HistogramData>();
   s.total = j.at("total").get<HistogramData>();
+  s.zones = StageZones{};
+  if (const auto z = j.find("zones"); z != j.end()) {
+    s.zones.calls = z->at("calls").get<std::uint64_t>();
+    s.zones.total = z->at("total_ns").get<std::uint64_t>();
+    for (const auto& r : z->at("rows")) {
+      s.zones.rows.push_back(
+          ZoneRow{r.at("zone").get<std::string>(), r.at("file").get<std::string>(),
+                  r.at("line").get<std::uint32_t>(), r.value("parent", std::string()),
+                  r.at("hits").get<std::uint64_t>(), r.at("time_ns").get<std::uint64_t>()});
+    }
+  }
 }
 
 void to_json(nlohmann::json& j, const StatsSnapshot& s) {
@@ -156,6 +187,14 @@ void to_json(nlohmann::json& j, const StatsSnapshot& s) {
        {"log", {{"async", s.log_async}}},
        {"latency", s.latency},
        {"stages", s.stages}};
+  if (s.process.ok)
+    j["process"] = {{"cpu_seconds", s.process.cpu_seconds},
+                    {"resident_bytes", s.process.resident_bytes},
+                    {"virtual_bytes", s.process.virtual_bytes},
+                    {"open_fds", s.process.open_fds},
+                    {"max_fds", s.process.max_fds},
+                    {"start_time_seconds", s.process.start_time_seconds},
+                    {"threads", s.process.threads}};
 }
 
 void from_json(const nlohmann::json& j, StatsSnapshot& s) {
@@ -170,6 +209,16 @@ void from_json(const nlohmann::json& j, StatsSnapshot& s) {
   s.log_async = j.at("log").at("async").get<bool>();
   s.latency = j.at("latency").get<HistogramData>();
   s.stages = j.at("stages").get<std::vector<StageSnapshot>>();
+  if (const auto p = j.find("process"); p != j.end()) {
+    s.process.ok = true;
+    s.process.cpu_seconds = p->at("cpu_seconds").get<double>();
+    s.process.resident_bytes = p->at("resident_bytes").get<std::uint64_t>();
+    s.process.virtual_bytes = p->value("virtual_bytes", std::uint64_t{0});
+    s.process.open_fds = p->value("open_fds", std::uint64_t{0});
+    s.process.max_fds = p->value("max_fds", std::uint64_t{0});
+    s.process.start_time_seconds = p->value("start_time_seconds", 0.0);
+    s.process.threads = p->value("threads", std::uint64_t{0});
+  }
 }
 
 // ---- Prometheus ---------------------------------------------------------------------------------

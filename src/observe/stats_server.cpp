@@ -127,6 +127,7 @@ class BoundedPool final : public httplib::TaskQueue {
 struct StatsServer::Impl {
   StatsAddress addr;
   SnapshotFn snapshot;
+  ZonesFn zones;
   std::shared_ptr<spdlog::logger> log;
   Limits limits;
   httplib::Server server;
@@ -142,12 +143,13 @@ struct StatsServer::Impl {
   void refresh() {  // under cache_mutex
     const Nanos now = steady_now();
     if (have_cache && now - cached_at < limits.min_interval_ns) return;
-    const StatsSnapshot s = snapshot();
+    StatsSnapshot s = snapshot();
+    // The process's own facts (not pipeline numbers: observe/process_stats.hpp), read here, once
+    // per snapshot: /stats's `process` (mayhem top's CPU% and RSS) and /metrics's process_*.
+    s.process = read_process_stats();
     json_text = nlohmann::json(s).dump();
     json_text += '\n';
-    // The process's own facts (not pipeline numbers: observe/process_stats.hpp), read here, once
-    // per snapshot.
-    prom_text = render_prometheus(s) + render_process_metrics(read_process_stats());
+    prom_text = render_prometheus(s) + render_process_metrics(s.process);
     cached_at = now;
     have_cache = true;
   }
@@ -164,6 +166,10 @@ StatsServer::StatsServer(StatsAddress addr, SnapshotFn snapshot,
   impl_->snapshot = std::move(snapshot);
   impl_->log = std::move(log);
   impl_->limits = limits;
+}
+
+void StatsServer::set_zones_hook(ZonesFn hook) {
+  impl_->zones = std::move(hook);
 }
 
 StatsServer::~StatsServer() {
@@ -198,7 +204,12 @@ void StatsServer::install(httplib::Server& svr) {
     i.refresh();
     res.set_content(i.prom_text, "text/plain; version=0.0.4; charset=utf-8");
   });
-  svr.Get("/stats", [&i](const httplib::Request&, httplib::Response& res) {
+  svr.Get("/stats", [&i](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("zones") && !(i.zones && i.zones(req.get_param_value("zones")))) {
+      res.status = 400;
+      res.set_content("400 bad zones=: expected stage names separated by commas\n", "text/plain");
+      return;
+    }
     std::lock_guard lock(i.cache_mutex);
     i.refresh();
     res.set_content(i.json_text, "application/json");

@@ -27,6 +27,11 @@ struct ProcessStats {
 // the read buffers).
 ProcessStats read_process_stats();
 
+// getrusage(RUSAGE_SELF): user + system CPU seconds (microsecond resolution) and the peak resident
+// set in KiB (the run summary's cpu_s and max_rss_kb).
+double rusage_cpu_seconds();
+std::uint64_t rusage_max_rss_kb();
+
 // The Prometheus text (format 0.0.4) of `p` (the process_* families; none when !p.ok) and of
 // mayhem_build_info.
 std::string render_process_metrics(const ProcessStats& p);

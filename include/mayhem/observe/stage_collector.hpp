@@ -7,6 +7,10 @@
 // per body (their cost: docs/PROFILING.md, "Cost"), so bodies are timed for the first `watch_window`
 // (the histograms are filled before anyone first looks) and afterwards only while someone watches:
 // each `collect()` arms timing for `watch_window` again; calls and messages are always counted.
+// Zones (MAYHEM_ZONE, mayhem/observe/zone.hpp) are timed per stage only while someone drills into
+// that stage: `watch_zones(stage)` arms them for `zone_window` (a drill-down calls it on every
+// refresh); each zone is counted in the innermost stage body it runs in. Unwatched, a zone costs
+// one relaxed load at entry and one at exit.
 // Use: `StageCollector c(clock); deps.observer = &c; ... auto rows = c.collect();`
 #pragma once
 
@@ -17,12 +21,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "mayhem/clock.hpp"
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/observer.hpp"
 #include "mayhem/observe/stats.hpp"
+#include "mayhem/observe/zone.hpp"
 #include "mayhem/single_writer.hpp"
 
 namespace mayhem {
@@ -31,12 +37,25 @@ inline constexpr int kStageCount = static_cast<int>(Stage::kCount);
 
 class StageCollector final : public Observer {
  public:
-  explicit StageCollector(const Clock& clock, Nanos watch_window = 60 * kNanosPerSecond);
+  explicit StageCollector(const Clock& clock, Nanos watch_window = 60 * kNanosPerSecond,
+                          Nanos zone_window = 10 * kNanosPerSecond);
+  ~StageCollector() override;
+  StageCollector(const StageCollector&) = delete;
+  StageCollector& operator=(const StageCollector&) = delete;
 
   void on_entry(Stage stage, std::uint32_t items, Message* const* msgs = nullptr) override;
   void on_exit(Stage stage, std::uint32_t items) override;
+  void on_zone_entry(const ZoneSite& site) override;
+  void on_zone_exit(const ZoneSite& site) override;
 
-  // One row per stage, in pipeline order, with calls, items, active, own/total histograms; the
+  // Times the zones inside `stage`'s bodies (and the bodies themselves) from now until
+  // `zone_window` has passed; collect() then fills that stage's `zones`.
+  void watch_zones(Stage stage);
+  // The same by name: "save" or "save,saved". False (and nothing armed) for an unknown name.
+  bool watch_zones(const std::string& stages);
+  bool watching_zones(Stage stage) const;
+
+  // One row per stage, in pipeline order, with calls, items, active, own/total histograms, zones; the
   // fields the collector cannot know (limit, queued, errors, retries) are left for the caller.
   // `in_flight` is the messages inside the body now. Also (re)arms timing for the watch window.
   std::vector<StageSnapshot> collect() const;
@@ -50,27 +69,44 @@ class StageCollector final : public Observer {
     void bump(std::uint64_t n) { single_writer_add(v, n); }
     std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
   };
+  struct ZoneCell {
+    Counter1 hits, time;
+    std::atomic<int> parent{-1};  // the enclosing zone's id; -1: the stage body
+  };
   struct PerStage {
     Counter1 entered, exited, items_in, items_out;
+    Counter1 zoned_calls, zoned_total;  // bodies timed with their zones watched
     Histogram own, total;
+    std::array<ZoneCell, kMaxZones> zones;
   };
   struct Frame {
     Stage stage;
     bool timed;
+    bool zoned;  // its zones are timed
     Nanos start;
     Nanos child;
+  };
+  struct ZoneFrame {
+    const ZoneSite* site;
+    int id;
+    int stage_depth;  // the depth of the stage frame it runs in (1 = the outermost)
+    Nanos start;
   };
   struct alignas(64) Slot {
     std::array<PerStage, kStageCount> stages;
     std::array<Frame, 8> stack{};
     int depth = 0;  // frames beyond the array are counted but not timed
+    std::array<ZoneFrame, 8> zones{};
+    int zone_depth = 0;  // zone frames beyond the array are not timed
   };
 
   const Clock& clock_;
-  const Nanos window_;
+  const Nanos window_, zone_window_;
   struct alignas(64) Watch {  // read by every body, written about once per collect()
     std::atomic<bool> armed{false};
     std::atomic<Nanos> until{0};
+    std::atomic<std::uint32_t> zone_mask{0};  // bit per stage whose zones are watched
+    std::array<std::atomic<Nanos>, kStageCount> zone_until{};
   };
   mutable Watch watch_;
   const std::uint64_t id_;                                 // unique per collector (see slot())

@@ -4,6 +4,8 @@
 // snapshot is a value: the stats endpoint serves it (`to_json`, `render_prometheus`),
 // `mayhem top` parses it back (`from_json`) and subtracts two of them (`since`) for rates and for
 // its reset key. Other observers (e.g. a profiler) can add their own tables next to `stages`.
+// A stage's `zones` (line-level timings of its MAYHEM_ZONE sites, mayhem/observe/zone.hpp) are
+// filled only while someone watches them (`StageCollector::watch_zones`, `/stats?zones=STAGE`).
 // Use: `StatsSnapshot s = service.stats_snapshot(); std::string text = render_prometheus(s);`
 #pragma once
 
@@ -16,6 +18,7 @@
 
 #include "mayhem/metrics.hpp"
 #include "mayhem/observe/numbers.hpp"
+#include "mayhem/observe/process_stats.hpp"
 
 namespace mayhem {
 
@@ -35,6 +38,23 @@ struct HistogramData {
   HistogramData since(const HistogramData& earlier) const;
 };
 
+// One zone site as seen inside one stage's bodies: hits and time (the zone's whole duration, zones
+// and stage bodies nested in it included, as line_profiler counts a line), in nanoseconds.
+struct ZoneRow {
+  std::string name;  // the zone's name (MAYHEM_ZONED: the statement's source text)
+  std::string file;  // its source file
+  std::uint32_t line = 0;
+  std::string parent;  // "file:line" of the zone it ran inside; empty: directly in the stage body
+  std::uint64_t hits = 0, time = 0;
+};
+
+// A stage's zones, counted only over the bodies that ran while its zones were watched: `calls`
+// such bodies, `total` their time (nested stage bodies included), and one row per zone seen.
+struct StageZones {
+  std::uint64_t calls = 0, total = 0;
+  std::vector<ZoneRow> rows;  // in the order the sites were first seen
+};
+
 struct StageSnapshot {
   std::string name;
   std::uint32_t limit = 0;     // configured concurrency; 0 = unlimited
@@ -47,6 +67,7 @@ struct StageSnapshot {
   std::uint64_t retries = 0;   // restart attempts retried
   HistogramData own;           // per call: time in the body minus nested stage bodies
   HistogramData total;         // per call: time in the body
+  StageZones zones;            // empty until someone watches this stage's zones
 };
 
 // A moment of a running service: its numbers (the table in mayhem/observe/numbers.hpp, as the
@@ -57,10 +78,11 @@ struct StatsSnapshot : Numbers {
   bool log_async = false;  // the logger writes from a background thread (--log-async)
   HistogramData latency;   // end to end, published -> acked
   std::vector<StageSnapshot> stages;
+  ProcessStats process;  // the process's CPU time, memory, ... (process.ok: read)
 };
 
-// Counters and histograms of `now` minus those of `earlier` (every counter of the numbers table);
-// gauges and names stay `now`'s.
+// Counters and histograms of `now` minus those of `earlier` (every counter of the numbers table,
+// the stages' zone counts); gauges, names and `process` stay `now`'s.
 StatsSnapshot since(const StatsSnapshot& now, const StatsSnapshot& earlier);
 
 // A histogram as JSON: unit ("ns"), count, sum_ns, max_ns, mean_ns, p50_ns, p99_ns, buckets
@@ -70,6 +92,8 @@ void to_json(nlohmann::json& j, const HistogramData& h);
 void from_json(const nlohmann::json& j, HistogramData& h);
 void to_json(nlohmann::json& j, const StageSnapshot& s);
 void from_json(const nlohmann::json& j, StageSnapshot& s);
+// A stage's `zones` and the snapshot's `process` are written only when present (zones.calls != 0,
+// process.ok) and read back when present.
 void to_json(nlohmann::json& j, const StatsSnapshot& s);
 void from_json(const nlohmann::json& j, StatsSnapshot& s);
 

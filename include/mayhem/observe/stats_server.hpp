@@ -1,6 +1,7 @@
 // The read-only stats endpoint (cpp-httplib): `GET /metrics` (Prometheus text format: the
 // snapshot, then the process's own metrics and build info, observe/process_stats.hpp) and
-// `GET /stats` (the JSON snapshot), nothing else. It runs on its own few threads, never on the
+// `GET /stats` (the JSON snapshot; `/stats?zones=STAGE[,STAGE]` also asks the service to time
+// those stages' zones for a while, see `set_zones_hook`), nothing else. It runs on its own few threads, never on the
 // pipeline's: snapshots are built at most every `min_interval` and shared between requests, at most
 // `threads` requests are served at once, a handful more connections wait, and every read, write
 // and keep-alive is bounded by short timeouts. Unknown paths get 404, other methods 405, oversized
@@ -57,6 +58,12 @@ class StatsServer {
   ~StatsServer();
   StatsServer(const StatsServer&) = delete;
   StatsServer& operator=(const StatsServer&) = delete;
+
+  // `GET /stats?zones=LIST` calls `hook(LIST)` before answering (`mayhem top`'s drill-down: the
+  // service times those stages' zones while someone looks); false (an unknown stage) or no hook
+  // answers 400. Set it before start().
+  using ZonesFn = std::function<bool(const std::string& stages)>;
+  void set_zones_hook(ZonesFn hook);
 
   // Binds and starts serving; an error message when the address cannot be bound.
   std::optional<std::string> start();

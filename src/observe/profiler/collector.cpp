@@ -91,9 +91,11 @@ Profiler::Profiler(ProfilerConfig cfg, const Clock& clock, std::shared_ptr<spdlo
   if (tsc_) ns_per_tick_ = calibrate_tsc();
   slow_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.slow_task) / ns_per_tick_);
   watchdog_ticks_ = static_cast<Ticks>(static_cast<double>(cfg_.watchdog_every) / ns_per_tick_);
+  g_zone_listeners.fetch_add(1, std::memory_order_relaxed);  // zones call observers from now on
 }
 
 Profiler::~Profiler() {
+  g_zone_listeners.fetch_sub(1, std::memory_order_relaxed);
   ThreadData* t = threads_.load(std::memory_order_acquire);
   while (t) {
     ThreadData* next = t->next;
