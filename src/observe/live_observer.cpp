@@ -25,7 +25,12 @@ LiveObserver::~LiveObserver() {
 }
 
 LiveObserver::Busy& LiveObserver::busy() {
-  if (t_last_mark.owner == id_) return *static_cast<Busy*>(t_last_mark.mark);
+  if (t_last_mark.owner == id_) [[likely]]
+    return *static_cast<Busy*>(t_last_mark.mark);
+  return busy_slow();
+}
+
+LiveObserver::Busy& LiveObserver::busy_slow() {
   Busy*& mine = local_.local();
   if (mine == nullptr) {  // first capture hook on this thread: once per thread
     auto fresh = std::make_unique<Busy>();
@@ -35,6 +40,40 @@ LiveObserver::Busy& LiveObserver::busy() {
   }
   t_last_mark = LastMark{id_, mine};
   return *mine;
+}
+
+void LiveObserver::entry_all(Stage stage, std::uint32_t items, Message* const* msgs) {
+  collector_.on_entry(stage, items, msgs);
+  if (also_) also_->on_entry(stage, items, msgs);
+  if (attached_.load(std::memory_order_relaxed))
+    forward([&](Observer& o) { o.on_entry(stage, items, msgs); });
+}
+
+void LiveObserver::exit_all(Stage stage, std::uint32_t items) {
+  if (attached_.load(std::memory_order_relaxed))
+    forward([&](Observer& o) { o.on_exit(stage, items); });
+  if (also_) also_->on_exit(stage, items);
+  collector_.on_exit(stage, items);
+}
+
+void LiveObserver::pull_all(Message* const* msgs, std::uint32_t n) {
+  collector_.on_pull(msgs, n);
+  if (also_) also_->on_pull(msgs, n);
+  if (attached_.load(std::memory_order_relaxed)) forward([&](Observer& o) { o.on_pull(msgs, n); });
+}
+
+void LiveObserver::zone_entry_all(const ZoneSite& site) {
+  collector_.on_zone_entry(site);
+  if (also_) also_->on_zone_entry(site);
+  if (attached_.load(std::memory_order_relaxed))
+    forward([&](Observer& o) { o.on_zone_entry(site); });
+}
+
+void LiveObserver::zone_exit_all(const ZoneSite& site) {
+  if (attached_.load(std::memory_order_relaxed))
+    forward([&](Observer& o) { o.on_zone_exit(site); });
+  if (also_) also_->on_zone_exit(site);
+  collector_.on_zone_exit(site);
 }
 
 bool LiveObserver::attach(Observer* o) {

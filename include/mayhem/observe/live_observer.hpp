@@ -1,9 +1,9 @@
 // The observer a watched service installs (--stats-addr, --live): the stage collector, the profiler
 // the command line asked for (if any), and a slot where an on-demand capture (GET /profile, GET
 // /trace: mayhem/observe/capture.hpp) attaches its own profiler while it runs and detaches it when
-// it ends. While nothing is attached each hook costs one load of the slot and a branch on top of
-// the collector (zone hooks: that load instead of the collector's empty call), so an endpoint
-// nobody captures from costs what the collector costs. While a profiler is attached, each hook
+// it ends. While nothing is attached each hook costs a load of the slot and a branch, then goes
+// straight on to the collector, so an endpoint nobody captures from costs what the collector
+// costs. While a profiler is attached, each hook
 // also marks its thread busy around the call (one exchange and one store into the thread's own
 // slot) so that `detach()` can wait until no thread is inside the profiler: after it returns the
 // profiler may be read alone and destroyed.
@@ -33,34 +33,31 @@ class LiveObserver final : public Observer {
   LiveObserver(const LiveObserver&) = delete;
   LiveObserver& operator=(const LiveObserver&) = delete;
 
+  // Each hook: with nothing else to call, straight on to the collector (a tail call); otherwise
+  // the out-of-line path. Exits run in the reverse order of entries.
   void on_entry(Stage stage, std::uint32_t items, Message* const* msgs) override {
+    if (others()) [[unlikely]]
+      return entry_all(stage, items, msgs);
     collector_.on_entry(stage, items, msgs);
-    if (also_) also_->on_entry(stage, items, msgs);
-    if (attached_.load(std::memory_order_relaxed)) [[unlikely]]
-      forward([&](Observer& o) { o.on_entry(stage, items, msgs); });
   }
   void on_exit(Stage stage, std::uint32_t items) override {
-    if (attached_.load(std::memory_order_relaxed)) [[unlikely]]
-      forward([&](Observer& o) { o.on_exit(stage, items); });
-    if (also_) also_->on_exit(stage, items);
+    if (others()) [[unlikely]]
+      return exit_all(stage, items);
     collector_.on_exit(stage, items);
   }
   void on_pull(Message* const* msgs, std::uint32_t n) override {
+    if (others()) [[unlikely]]
+      return pull_all(msgs, n);
     collector_.on_pull(msgs, n);
-    if (also_) also_->on_pull(msgs, n);
-    if (attached_.load(std::memory_order_relaxed)) [[unlikely]]
-      forward([&](Observer& o) { o.on_pull(msgs, n); });
   }
   void on_zone_entry(const ZoneSite& site) override {
+    if (others()) [[unlikely]]
+      return zone_entry_all(site);
     collector_.on_zone_entry(site);
-    if (also_) also_->on_zone_entry(site);
-    if (attached_.load(std::memory_order_relaxed)) [[unlikely]]
-      forward([&](Observer& o) { o.on_zone_entry(site); });
   }
   void on_zone_exit(const ZoneSite& site) override {
-    if (attached_.load(std::memory_order_relaxed)) [[unlikely]]
-      forward([&](Observer& o) { o.on_zone_exit(site); });
-    if (also_) also_->on_zone_exit(site);
+    if (others()) [[unlikely]]
+      return zone_exit_all(site);
     collector_.on_zone_exit(site);
   }
 
@@ -77,6 +74,15 @@ class LiveObserver final : public Observer {
     std::atomic<std::uint32_t> inside{0};
   };
   Busy& busy();
+  [[gnu::noinline]] Busy& busy_slow();  // this thread's first capture hook
+  bool others() const {
+    return also_ != nullptr || attached_.load(std::memory_order_relaxed) != nullptr;
+  }
+  void entry_all(Stage stage, std::uint32_t items, Message* const* msgs);
+  void exit_all(Stage stage, std::uint32_t items);
+  void pull_all(Message* const* msgs, std::uint32_t n);
+  void zone_entry_all(const ZoneSite& site);
+  void zone_exit_all(const ZoneSite& site);
   // A hook's call to the attached observer, if one is still attached, with this thread marked
   // busy around it. The mark is stored before the slot is read again (both sequentially
   // consistent): detach() stores null, then waits for every mark to read 0 once, so a thread
