@@ -21,8 +21,11 @@
 #include <thread>
 #include <vector>
 
+#include "mayhem/clock.hpp"
+#include "mayhem/message.hpp"
 #include "mayhem/observe/capture.hpp"
 #include "mayhem/observe/live_observer.hpp"
+#include "mayhem/observe/profiler.hpp"
 #include "mayhem/observe/stats.hpp"
 #include "mayhem/observe/zone.hpp"
 #include "support/scale.hpp"
@@ -179,7 +182,7 @@ TEST_CASE("Capture requests: seconds 1..300, the format, sort and sample, nothin
   CHECK(err == "unknown parameter 'format': /trace takes seconds and sample");
 }
 
-TEST_CASE("LiveObserver: one attached observer; after detach() no thread is inside it",
+TEST_CASE("LiveObserver: one attached observer at a time and no thread inside it after detach()",
           "[capture]") {
   StageCollector collector(SteadyClock::instance());
   LiveObserver live(collector, nullptr);
@@ -212,6 +215,53 @@ TEST_CASE("LiveObserver: one attached observer; after detach() no thread is insi
   for (auto& t : threads) t.join();
   // The collector kept counting throughout.
   CHECK(collector.items_entered(Stage::kSave) > 0);
+}
+
+TEST_CASE("Two profilers live on one thread keep their own counts and freeze() ends a window",
+          "[capture][profile]") {
+  ManualClock clock(1000);
+  ProfilerConfig cfg;
+  Profiler cli(cfg, clock, nullptr), capture(cfg, clock, nullptr);
+  // As LiveObserver calls them: --profile's, then the capture's, for each body.
+  for (int i = 0; i < 100; ++i) {
+    cli.on_entry(Stage::kConsume, 0, nullptr);
+    if (i >= 60) capture.on_entry(Stage::kConsume, 0, nullptr);
+    clock.advance(10);
+    if (i >= 60) capture.on_exit(Stage::kConsume, 0);
+    cli.on_exit(Stage::kConsume, 0);
+  }
+  const auto calls = [](const ProfileSnapshot& s) {
+    for (const auto& r : s.rows)
+      if (r.name == "consume") return r.ncalls;
+    return std::uint64_t{0};
+  };
+  const ProfileSnapshot a = cli.snapshot(), b = capture.snapshot();
+  CHECK(calls(a) == 100);
+  CHECK(calls(b) == 40);
+  CHECK(a.threads == 1);  // one slot each, found again on every call
+  CHECK(b.threads == 1);
+  // Waits: an operation pending when the capture began counts from its start.
+  std::vector<Message> m(2);
+  Message* ptrs[2] = {&m[0], &m[1]};
+  capture.seed_in_flight({3, 0, 0});         // three saves pending
+  capture.on_entry(Stage::kSaved, 2, ptrs);  // two of them complete
+  capture.on_exit(Stage::kSaved, 2);
+  clock.advance(1000);
+  capture.freeze();
+  const Nanos wall = capture.snapshot().wall;
+  clock.advance(5000);
+  const ProfileSnapshot frozen = capture.snapshot();
+  CHECK(frozen.wall == wall);  // the window ended at the freeze
+  bool seen = false;
+  for (const auto& r : frozen.rows)
+    if (r.name == "save I/O") {
+      seen = true;
+      CHECK(r.ncalls == 2);
+      // Two completed 1000 ns after the start (the clock moved 100 x 10 ns), one still pending
+      // at the freeze, 2000 ns after it.
+      CHECK(r.cumtime == 2 * 1000 + 2000);
+    }
+  CHECK(seen);
 }
 
 TEST_CASE(
@@ -417,7 +467,7 @@ TEST_CASE("mayhem profile: the table, a trace inside its window, 409, 400, hang-
   }
 }
 
-TEST_CASE("mayhem profile says when nothing listens; a second service cannot share the port",
+TEST_CASE("mayhem profile says when nothing listens and a second service cannot share the port",
           "[capture]") {
   // A port nothing listens on: bound once, then closed.
   const int closed = test::free_loopback_port();
