@@ -29,7 +29,8 @@ constexpr FlagRange count(const char* flag, std::uint64_t lo, std::uint64_t hi,
   return {flag, true, 0, 0, false, lo, hi, unit};
 }
 
-// The one table (every row a flag of one or more of mayhem, mayhem publish, mayhem top). Durations are at most a day: every seconds -> nanoseconds conversion of them
+// The one table (every row a flag of one or more of mayhem, mayhem publish, mayhem top, mayhem
+// profile). Durations are at most a day: every seconds -> nanoseconds conversion of them
 // (and of the products the service makes of them) stays far inside int64 (clock.hpp saturates
 // beyond that anyway).
 constexpr auto kRanges = std::to_array<FlagRange>({
@@ -68,6 +69,9 @@ constexpr auto kRanges = std::to_array<FlagRange>({
     above_zero("--timeout", kDay, "seconds"),
     // mayhem top only (src/cli/top.cpp)
     real("--interval", 0.05, 3600, "seconds"),
+    // mayhem profile only (src/cli/profile.cpp; the endpoint's own bounds: observe/capture.hpp)
+    count("--seconds", 1, 300, "seconds"),
+    above_zero("--sample", 1),
 });
 
 std::string trimmed(const std::string& s) {

@@ -14,6 +14,8 @@
 #include "mayhem/lease/lease_manager.hpp"
 #include "mayhem/logging.hpp"
 #include "mayhem/notify.hpp"
+#include "mayhem/observe/capture.hpp"
+#include "mayhem/observe/live_observer.hpp"
 #include "mayhem/observe/process_stats.hpp"
 #include "mayhem/observe/stage_collector.hpp"
 #include "mayhem/observe/stats_server.hpp"
@@ -34,9 +36,11 @@ struct Service::Impl {
   // Deps::clock (a test's ManualClock) or the steady clock: every timed part below takes this one
   // (the blocking I/O model alone really blocks, in real time).
   const Clock& clock = deps.clock ? *deps.clock : SteadyClock::instance();
-  // Watching (--stats-addr, --live): joins any observer from Deps; outlives the lease, pipeline.
+  // Watching (--stats-addr, --live): the collector, joined by any observer from Deps and by an
+  // on-demand capture's profiler while one runs (LiveObserver); outlives the lease, pipeline.
   std::unique_ptr<StageCollector> collector;
-  FanOutObserver observers;
+  std::unique_ptr<LiveObserver> live;
+  std::unique_ptr<ProfileCapture> capture;  // --stats-addr: GET /profile, GET /trace
   Observer* observer = nullptr;
   std::optional<StatsAddress> stats_addr;
   std::atomic<bool> stats_ready{false};  // run() has built everything a snapshot reads
@@ -78,10 +82,13 @@ struct Service::Impl {
     if (!spec) throw std::invalid_argument(err);
     spec->retry_for = seconds_to_nanos(opts.store_retry_for);
     spec->group_commit = opts.store_group_commit;
-    if (!opts.stats_addr.empty() || opts.live) collector = std::make_unique<StageCollector>(clock);
-    observers.add(deps.observer);
-    observers.add(collector.get());
-    observer = observers.get();
+    observer = deps.observer;
+    if (!opts.stats_addr.empty() || opts.live) {
+      collector = std::make_unique<StageCollector>(clock);
+      live = std::make_unique<LiveObserver>(*collector, deps.observer);
+      observer = live.get();
+      if (!opts.stats_addr.empty()) capture = std::make_unique<ProfileCapture>(*live, clock, log);
+    }
     // The I/O models start their threads in start() (run()); the memory store needs them now.
     const Nanos max_delay = SimulatedIo::max_delay(opts);
     io = opts.io_model == IoModel::kAsync ? make_async_io(batches, clock, max_delay)
@@ -193,9 +200,9 @@ int Service::Impl::run() {
   if (stats_addr) {
     stats_server = std::make_unique<StatsServer>(
         *stats_addr, [this] { return stats_snapshot(); }, log);
-    // /stats?zones=STAGE: mayhem top's drill-down (the collector exists with --stats-addr).
-    stats_server->set_zones_hook(
+    stats_server->set_zones_hook(  // /stats?zones=STAGE: mayhem top's drill-down
         [c = collector.get()](const std::string& z) { return c->watch_zones(z); });
+    stats_server->set_capture(capture.get());
     if (auto err = stats_server->start()) {
       log->error("Stats endpoint: {}", *err);
       return exit_code = 2;

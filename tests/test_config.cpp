@@ -309,8 +309,9 @@ TEST_CASE("Config: unknown keys, sections and unreadable files are refused", "[c
 }
 
 TEST_CASE("Config: publish and top take flags only", "[cli][config]") {
-  // `top` is dispatched before the parser; after service flags it is refused.
+  // `top` and `profile` are dispatched before the parser; after service flags they are refused.
   cfg_refused(cfg_parse({"--rate", "5", "top", "--addr", "127.0.0.1:1"}), {"top"});
+  cfg_refused(cfg_parse({"--rate", "5", "profile", "--addr", "127.0.0.1:1"}), {"profile"});
   TempDir dir;
   const std::string f = cfg_write(dir, "x.toml", "raet = 1\n");
   CfgEnv e(CfgVars{{"MAYHEM_RATE", "fast"}, {"MAYHEM_MESSAGES", "-1"}, {"MAYHEM_CONFIG", f}});
@@ -436,12 +437,13 @@ TEST_CASE("Help names the config file and the variables, lists top, shows no CLI
   REQUIRE(subcommands != std::string::npos);
   CHECK(r.out.find("\n  publish ", subcommands) != std::string::npos);
   CHECK(r.out.find("\n  top ", subcommands) != std::string::npos);
+  CHECK(r.out.find("\n  profile ", subcommands) != std::string::npos);
   CHECK(r.out.find("--io-model {async,blocking}=async") != std::string::npos);
   for (const char* noise : {" TEXT", "=[]", "FLOAT", ":{", "async|blocking"}) {
     INFO(noise);
     CHECK(r.out.find(noise) == std::string::npos);
   }
-  for (const char* sub : {"publish", "top"}) {
+  for (const char* sub : {"publish", "top", "profile"}) {
     Subprocess s({sub, "--help"});
     const Result rs = s.wait(10s);
     INFO(sub);

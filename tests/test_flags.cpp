@@ -1,4 +1,5 @@
-// Every numeric flag of `mayhem`, `mayhem publish` and `mayhem top` (the table in src/flags.cpp)
+// Every numeric flag of `mayhem`, `mayhem publish`, `mayhem top` and `mayhem profile` (the table
+// in src/flags.cpp)
 // run through the binary with values around and outside its range: each bad one is one line
 // naming the flag and exit 2, before anything starts; a good one runs.
 #include <fmt/format.h>
@@ -26,6 +27,8 @@ const std::vector<std::string> kPublishFlags = {"--messages",        "--rate",  
 const std::vector<std::string> kPublishOnly = {"--max-pending", "--malformed", "--timeout"};
 // Flags of `mayhem top` (only its).
 const std::vector<std::string> kTopFlags = {"--interval"};
+// Flags of `mayhem profile` (only its).
+const std::vector<std::string> kProfileFlags = {"--seconds", "--sample"};
 
 bool listed(const std::vector<std::string>& list, const char* flag) {
   return std::find(list.begin(), list.end(), flag) != list.end();
@@ -61,6 +64,9 @@ FlagCase make_case(const std::string& command, const FlagRange& r, const std::st
   if (command == "top") {
     // Nothing listens on port 1 either: a good value gets as far as asking (exit 1).
     c.args = {"top", "--addr", "127.0.0.1:1", "--once"};
+  } else if (command == "profile") {
+    // Likewise; --sample goes with --format trace.
+    c.args = {"profile", "--addr", "127.0.0.1:1", "--format", "trace", "--out", "/dev/null"};
   } else if (command == "publish") {
     // Nothing listens on port 1: a good value gets as far as connecting (exit 1, no error line
     // about the flag).
@@ -99,15 +105,17 @@ TEST_CASE(
     std::vector<std::string> values = values_of;
     values.push_back(above_max(r));
     for (const auto& v : values) {
-      if (!listed(kPublishOnly, r.flag) && !listed(kTopFlags, r.flag))
+      if (!listed(kPublishOnly, r.flag) && !listed(kTopFlags, r.flag) &&
+          !listed(kProfileFlags, r.flag))
         cases.push_back(make_case("", r, v));
       if (listed(kPublishFlags, r.flag)) cases.push_back(make_case("publish", r, v));
       if (listed(kTopFlags, r.flag)) cases.push_back(make_case("top", r, v));
+      if (listed(kProfileFlags, r.flag)) cases.push_back(make_case("profile", r, v));
     }
   }
-  // Nine values a flag; 26 flags of the service, 8 of publish, 1 of top.
+  // Nine values a flag; 26 flags of the service, 8 of publish, 1 of top, 2 of profile.
   CHECK(cases.size() == 9 * (flag_ranges().size() - kPublishOnly.size() + kPublishFlags.size()));
-  CHECK(cases.size() == 9 * (26 + 8 + 1));
+  CHECK(cases.size() == 9 * (26 + 8 + 1 + 2));
   // In batches, each batch's processes at once (most refuse within milliseconds).
   constexpr std::size_t kBatch = 8;
   // 10 s for a run of 10 messages; sanitizer builds run several times slower, 8 at a time.
@@ -151,7 +159,7 @@ TEST_CASE(
 }
 
 TEST_CASE("Help shows every numeric flag's range from the table", "[cli][flags]") {
-  for (const std::string command : {"", "publish", "top"}) {
+  for (const std::string command : {"", "publish", "top", "profile"}) {
     Subprocess p(command.empty() ? std::vector<std::string>{"--help"}
                                  : std::vector<std::string>{command, "--help"});
     const Result r = p.wait(10s);
@@ -165,10 +173,12 @@ TEST_CASE("Help shows every numeric flag's range from the table", "[cli][flags]"
       ++ints, ours += r.out.compare(at, 8, " INT in ") == 0;
     CHECK(ints == ours);
     for (const auto& range : flag_ranges()) {
-      const bool shown = command == "top" ? listed(kTopFlags, range.flag)
-                         : command == "publish"
-                             ? listed(kPublishFlags, range.flag)
-                             : !listed(kPublishOnly, range.flag) && !listed(kTopFlags, range.flag);
+      const bool shown = command == "top"       ? listed(kTopFlags, range.flag)
+                         : command == "profile" ? listed(kProfileFlags, range.flag)
+                         : command == "publish" ? listed(kPublishFlags, range.flag)
+                                                : !listed(kPublishOnly, range.flag) &&
+                                                      !listed(kTopFlags, range.flag) &&
+                                                      !listed(kProfileFlags, range.flag);
       if (!shown) continue;
       INFO(range.flag);
       CHECK(r.out.find(std::string(range.flag) + " ") != std::string::npos);

@@ -1,4 +1,4 @@
-// The range of every numeric flag of `mayhem`, `mayhem publish` and `mayhem top`, in one table: the CLI checks
+// The range of every numeric flag of `mayhem`, `mayhem publish`, `mayhem top` and `mayhem profile`, in one table: the CLI checks
 // each value against it while parsing (include/mayhem/cli/number_flag.hpp), --help shows it,
 // `validate(Options)` applies it to options built in code, and the bad-input test runs the binary
 // over every entry. A value outside its range, non-finite, empty or not a number is refused with
@@ -24,7 +24,7 @@ struct FlagRange {
   const char* unit;  // "seconds", "msgs/s", ... or "" (help text)
 };
 
-// Every row (run, publish and top flags; a name two commands have shares its row).
+// Every row (run, publish, top and profile flags; a name two commands have shares its row).
 std::span<const FlagRange> flag_ranges();
 // The row of `flag`; throws std::logic_error for a flag not in the table (a programming error).
 const FlagRange& flag_range(std::string_view flag);

@@ -15,6 +15,7 @@
 
 #include "mayhem/cli/config.hpp"
 #include "mayhem/cli/number_flag.hpp"
+#include "mayhem/cli/profile.hpp"
 #include "mayhem/cli/publish.hpp"
 #include "mayhem/cli/top.hpp"
 #include "mayhem/faults.hpp"
@@ -283,6 +284,12 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "top", "Live per-stage view of a service run with --stats-addr (mayhem top --help)");
   top->prefix_command();
   top->set_help_flag();
+  CLI::App* profile = app.add_subcommand(
+      "profile",
+      "Capture a profile (table, Callgrind file or Perfetto trace) of a service run with "
+      "--stats-addr, for N seconds (mayhem profile --help)");
+  profile->prefix_command();
+  profile->set_help_flag();
   app.footer(
       "Configuration: every option above (but --help, --version, --config-example) can also come "
       "from the "
@@ -292,7 +299,7 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
       "option, the flag's name without its leading -- (latency-scale = 0.1, io-model = "
       "\"blocking\", summary-json = true). A flag beats the environment, which beats the file, "
       "which beats the default. Example with every option: deploy/mayhem.toml (or mayhem "
-      "--config-example). `mayhem publish` and `mayhem top` take flags only.");
+      "--config-example). `mayhem publish`, `mayhem top` and `mayhem profile` take flags only.");
   const auto fail = [&message](const std::string& what, const char* prefix = "mayhem: error: ") {
     message = prefix + what;
     std::replace(message.begin(), message.end(), '\n', ' ');  // always one line
@@ -329,6 +336,8 @@ std::optional<int> parse_args(int argc, const char* const* argv, Options& opts,
   }
   if (top->parsed())
     return fail("top: give it first, with its own flags only: mayhem top --addr HOST:PORT");
+  if (profile->parsed())
+    return fail("profile: give it first, with its own flags only: mayhem profile --addr HOST:PORT");
   if (config_example_flag) {
     message = config_example(app);
     return 0;
@@ -360,6 +369,11 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "top") {
     ShutdownManager::unblock_signals();
     return top_main(argc - 1, argv + 1);
+  }
+  // `profile` too: SIGINT ends it (the service sees the connection close and ends the capture).
+  if (argc > 1 && std::string(argv[1]) == "profile") {
+    ShutdownManager::unblock_signals();
+    return profile_main(argc - 1, argv + 1);
   }
   Options opts;
   std::vector<FaultSpec> faults;

@@ -1,10 +1,13 @@
 #include "mayhem/observe/stats_server.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <condition_variable>
 #include <deque>
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "mayhem/clock.hpp"
+#include "mayhem/observe/capture.hpp"
 #include "mayhem/observe/process_stats.hpp"
 
 namespace mayhem {
@@ -122,6 +126,49 @@ class BoundedPool final : public httplib::TaskQueue {
   std::vector<std::thread> threads_;
 };
 
+// The numeric address and port of a socket name, as httplib writes them into a Request.
+std::pair<std::string, int> name_of(const sockaddr_storage& a, socklen_t len) {
+  char host[NI_MAXHOST] = {}, port[NI_MAXSERV] = {};
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, port, sizeof port,
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return {"", -1};
+  return {host, std::atoi(port)};
+}
+
+// The request's connection (httplib 0.11 does not hand handlers their socket): the one socket of
+// this process whose peer is the request's remote address and whose own name is its local one.
+// -1 when not found.
+int connection_fd(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const int fd = std::atoi(e->d_name);
+    sockaddr_storage peer{}, self{};
+    socklen_t peer_len = sizeof peer, self_len = sizeof self;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0)
+      continue;
+    if (name_of(peer, peer_len) == std::pair(req.remote_addr, req.remote_port) &&
+        name_of(self, self_len) == std::pair(req.local_addr, req.local_port)) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// Has the client on `fd` hung up? (Without reading: a pipelined request stays in the socket.)
+bool hung_up(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return true;
+  char c;
+  return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 }  // namespace
 
 struct StatsServer::Impl {
@@ -133,6 +180,35 @@ struct StatsServer::Impl {
   httplib::Server server;
   std::thread thread;
   int port = 0;
+  ProfileCapture* capture = nullptr;
+
+  void serve_capture(const httplib::Request& req, httplib::Response& res) {
+    if (!capture) {
+      res.status = 404;
+      res.set_content("404 not found: this service takes no captures\n", "text/plain");
+      return;
+    }
+    std::string err;
+    const auto r = parse_capture_request(
+        req.path,
+        std::vector<std::pair<std::string, std::string>>(req.params.begin(), req.params.end()),
+        err);
+    if (!r) {
+      res.status = 400;
+      res.set_content("400 bad request: " + err + "\n", "text/plain");
+      return;
+    }
+    const int fd = connection_fd(req);
+    CaptureResponse c = capture->run(*r, [fd] { return fd >= 0 && hung_up(fd); });
+    res.status = c.status;
+    // A capture holds its connection for seconds: not one to keep alive for the next request.
+    res.set_header("Connection", "close");
+    if (c.status == 200) {
+      res.set_header("X-Mayhem-Capture-Seconds", fmt::format("{:.3f}", c.window_s));
+      res.set_header("X-Mayhem-Capture-Ended", c.ended);
+    }
+    res.set_content(std::move(c.body), c.content_type);
+  }
 
   // The last snapshot's renderings, shared by the requests that arrive within min_interval.
   std::mutex cache_mutex;
@@ -180,6 +256,13 @@ void StatsServer::install(httplib::Server& svr) {
   Impl& i = *impl_;
   const Limits lim = i.limits;
   svr.new_task_queue = [lim] { return new BoundedPool(lim.threads, lim.max_waiting); };
+  // httplib's default sets SO_REUSEPORT: a second service given the same --stats-addr would then
+  // listen too, and the kernel would split the connections between the two. SO_REUSEADDR alone
+  // still rebinds a port whose old connections linger in TIME_WAIT.
+  svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   svr.set_payload_max_length(lim.max_payload);
   svr.set_read_timeout(lim.timeout_s, 0);
   svr.set_write_timeout(lim.timeout_s, 0);
@@ -192,8 +275,15 @@ void StatsServer::install(httplib::Server& svr) {
       res.set_content("413 payload too large: this endpoint takes no request body\n", "text/plain");
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (req.method == "GET" || req.method == "HEAD")
+    const bool capture = req.path == "/profile" || req.path == "/trace";
+    if (req.method == "GET" || (req.method == "HEAD" && !capture))
       return httplib::Server::HandlerResponse::Unhandled;
+    if (capture) {  // HEAD would run a capture to send nothing
+      res.status = 405;
+      res.set_header("Allow", "GET");
+      res.set_content("405 method not allowed: a capture is a GET\n", "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     res.status = 405;
     res.set_header("Allow", "GET, HEAD");
     res.set_content("405 method not allowed: this endpoint is read-only\n", "text/plain");
@@ -214,11 +304,18 @@ void StatsServer::install(httplib::Server& svr) {
     i.refresh();
     res.set_content(i.json_text, "application/json");
   });
+  svr.Get("/profile",
+          [&i](const httplib::Request& req, httplib::Response& res) { i.serve_capture(req, res); });
+  svr.Get("/trace",
+          [&i](const httplib::Request& req, httplib::Response& res) { i.serve_capture(req, res); });
   svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty())
-      res.set_content(std::to_string(res.status) +
-                          (res.status == 404 ? " not found: try /metrics or /stats\n" : " error\n"),
-                      "text/plain");
+      res.set_content(
+          std::to_string(res.status) +
+              (res.status == 404 ? " not found: try /metrics, /stats, /profile?seconds=N or "
+                                   "/trace?seconds=N\n"
+                                 : " error\n"),
+          "text/plain");
   });
 }
 
@@ -244,12 +341,18 @@ std::optional<std::string> StatsServer::start() {
         "Stats endpoint listens on {}:{}, reachable from other machines: its data is not "
         "authenticated",
         i.addr.host, i.port);
-  i.log->info("Stats endpoint on http://{}:{}/metrics and /stats", i.addr.host, i.port);
+  i.log->info("Stats endpoint on http://{}:{}/metrics and /stats{}", i.addr.host, i.port,
+              i.capture ? ", captures on /profile and /trace" : "");
   return std::nullopt;
+}
+
+void StatsServer::set_capture(ProfileCapture* capture) {
+  impl_->capture = capture;
 }
 
 void StatsServer::stop() {
   if (!impl_ || !impl_->thread.joinable()) return;
+  if (impl_->capture) impl_->capture->stop();
   impl_->server.stop();
   impl_->thread.join();
 }

@@ -7,6 +7,10 @@
 // live; reports merge the slots. The code, by concern, in src/observe/profiler/: collector.cpp
 // (the hot path), snapshot.cpp, watchdog.cpp (the lease thread's tick), trace_writer.cpp,
 // reports.cpp (the report formats of mayhem/observe/profiler/reports.hpp, and the options glue).
+// A profiler can also watch a window of a running service (an on-demand capture,
+// mayhem/observe/capture.hpp): attached to the pipeline, detached, then `freeze()`: its reports then
+// cover exactly the window from its construction to the freeze. Several profilers may be live at
+// once (a capture during --profile); each keeps its own per-thread slots.
 // Use: `Profiler p(cfg, clock, log);` pass `&p` as the service's observer; after the run print
 // `format_table(p.snapshot(), sort)`, `format_lines(...)`, `write_callgrind(...)`,
 // `p.write_trace()`.
@@ -14,8 +18,11 @@
 
 #include <spdlog/logger.h>
 
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -36,6 +43,23 @@ struct ProfilerConfig {
   double trace_sample = 1;  // fraction of messages whose stages are traced, (0, 1]
   Nanos slow_task = 0;      // > 0: warn about stage bodies longer than this, and stuck ones
   Nanos watchdog_every = 100'000'000;  // the lease thread looks for stuck stages this often
+  // Trace events kept per thread (0: no limit); beyond it they are dropped, and counted.
+  std::size_t trace_max_events = 0;
+};
+
+// How write_trace bounds and labels its output.
+struct TraceWriteOptions {
+  std::size_t max_events = 0;  // events written at most (0: all); the rest are left out, counted
+  // Extra members of the trace's "otherData" object, as JSON text without the braces
+  // (`"key":value,...`), e.g. a capture's wall-clock start and end.
+  std::string other_data;
+};
+
+// What write_trace wrote.
+struct TraceWriteResult {
+  std::size_t events = 0;   // trace events written (metadata records included)
+  std::size_t dropped = 0;  // recorded but not written (max_events), or never kept (per thread)
+  bool truncated() const { return dropped != 0; }
 };
 
 // ---- the observer ------------------------------------------------------------------------------
@@ -59,9 +83,20 @@ class Profiler final : public Observer {
   // not reported yet; returns how many it reported. The lease thread calls it every
   // `watchdog_every`; public for tests.
   std::size_t check_stuck();
-  // Writes the Chrome trace-event JSON. Call after the run (threads idle). False + `err` on I/O
-  // failure.
+  // Writes the Chrome trace-event JSON. Call after the run (threads idle), or after detaching and
+  // freeze(). False + `err` on I/O failure.
   bool write_trace(const std::string& path, std::string& err) const;
+  // The same JSON, appended to `out`, bounded and labelled by `o`. Its "otherData" says
+  // `window_us` (the time from the start to the freeze, or to now; every event's ts and ts + dur
+  // lie in [0, window_us]), the events written, the limit and whether events were left out.
+  TraceWriteResult write_trace(std::string& out, const TraceWriteOptions& o) const;
+  // A profiler attached to a running pipeline (a capture) does not see the submissions of the I/O
+  // operations already pending: `n[op]` (save, restart, cleanup: op_index) of them count as
+  // submitted at its start, so each wait row is the waiting done inside its window.
+  void seed_in_flight(const std::array<std::uint64_t, kOpCount>& n);
+  // Ends the profiler's window now: the reports' wall time, pending waits and the time base stop
+  // here. Call once no thread records into it any more (detached: LiveObserver::detach).
+  void freeze();
 
   struct ThreadData;  // per-thread slot (src/observe/profiler/thread_data.hpp)
   struct Frame;
@@ -73,6 +108,7 @@ class Profiler final : public Observer {
   // and converted when reported.
   using Ticks = std::int64_t;
   ThreadData* local();
+  ThreadData* local_slow();  // this thread's first call, or another profiler's was cached
   void account(ThreadData& t, int node, std::uint32_t items, Ticks dur);
   void lease_tick(ThreadData& t, Ticks now);
   // The one stage entry/exit path (collector.cpp); kProfileOnly: --profile alone, the short one.
@@ -87,6 +123,8 @@ class Profiler final : public Observer {
                   Ticks now);
   void exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
                  Ticks now);
+  TraceWriteResult write_trace_json(std::string& buf, const TraceWriteOptions& o,
+                                    const std::function<void()>& flush) const;
   bool scan_sampled(const ThreadData& t, Message* const* msgs, std::uint32_t n) const;
   void note_sampled(ThreadData& t, Frame& f, Stage stage, Message* const* msgs, std::uint32_t n,
                     Ticks now);
@@ -117,6 +155,10 @@ class Profiler final : public Observer {
   std::atomic<int> thread_count_{0};
   std::atomic<Ticks> last_check_{0};
   std::atomic<std::uint64_t> slow_tasks_{0}, stuck_reports_{0};
+  std::atomic<std::uint64_t> io_seed_[kOpCount] = {};  // seed_in_flight
+  // freeze(): the window's end, on both time bases (0: not frozen).
+  std::atomic<Ticks> end_ticks_{0};
+  std::atomic<Nanos> end_ns_{0};
 };
 
 // From the service options: null when no profiling flag is set. Checks up front that the output

@@ -1,7 +1,10 @@
 // The read-only stats endpoint (cpp-httplib): `GET /metrics` (Prometheus text format: the
-// snapshot, then the process's own metrics and build info, observe/process_stats.hpp) and
+// snapshot, then the process's own metrics and build info, observe/process_stats.hpp),
 // `GET /stats` (the JSON snapshot; `/stats?zones=STAGE[,STAGE]` also asks the service to time
-// those stages' zones for a while, see `set_zones_hook`), nothing else. It runs on its own few threads, never on the
+// those stages' zones for a while, see `set_zones_hook`), and, given a ProfileCapture,
+// `GET /profile?seconds=N` and `GET /trace?seconds=N` (an on-demand capture of that window:
+// observe/capture.hpp; a bad parameter gets 400, a second capture 409; a client that hangs up
+// ends its capture), nothing else. It runs on its own few threads, never on the
 // pipeline's: snapshots are built at most every `min_interval` and shared between requests, at most
 // `threads` requests are served at once, a handful more connections wait, and every read, write
 // and keep-alive is bounded by short timeouts. Unknown paths get 404, other methods 405, oversized
@@ -25,6 +28,8 @@ class Server;
 }
 
 namespace mayhem {
+
+class ProfileCapture;
 
 struct StatsAddress {
   std::string host = "127.0.0.1";
@@ -65,6 +70,9 @@ class StatsServer {
   using ZonesFn = std::function<bool(const std::string& stages)>;
   void set_zones_hook(ZonesFn hook);
 
+  // Serves /profile and /trace with `capture` (it must outlive this object; null: 404). Call
+  // before start() or install().
+  void set_capture(ProfileCapture* capture);
   // Binds and starts serving; an error message when the address cannot be bound.
   std::optional<std::string> start();
   // Puts this endpoint's limits, request checks, routes and error pages on `svr`: what start()
@@ -72,6 +80,7 @@ class StatsServer {
   // (fuzz/fuzz_http.cpp), which drive a server of their own. The handlers use this object's
   // snapshot function and cache, so it must outlive `svr`'s requests.
   void install(httplib::Server& svr);
+  // Ends a running capture (its client gets the window so far), then stops serving.
   void stop();
   std::uint16_t port() const;  // the bound port
 

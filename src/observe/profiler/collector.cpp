@@ -64,11 +64,13 @@ double calibrate_tsc() {
 
 std::atomic<std::uint64_t> g_generation{1};
 
+// This thread's slot of the profiler that last asked (t_slot) and of the one before (t_prev): a
+// capture's profiler and --profile's, live at once, each find theirs without a search.
 struct TlsSlot {
   std::uint64_t gen = 0;
   Profiler::ThreadData* td = nullptr;
 };
-thread_local TlsSlot t_slot;
+thread_local TlsSlot t_slot, t_prev;
 
 }  // namespace
 
@@ -185,8 +187,11 @@ Nanos Profiler::now() const {
 
 double Profiler::report_ns_per_tick() const {
   if (!tsc_) return 1;
-  const Ticks t = read_tsc();
-  const Nanos n = steady_now();
+  const Ticks end = end_ticks_.load(std::memory_order_acquire);
+  const Ticks t = end != 0 ? end : read_tsc();
+  const Nanos n = end != 0 ? end_ns_.load(std::memory_order_relaxed) : steady_now();
+  if (end != 0 && t > start_ticks_)
+    return static_cast<double>(n - start_) / double(t - start_ticks_);
   // Over at least 50 ms the run itself calibrates better than the 200 us at the start.
   if (n - start_ < 50'000'000 || t <= start_ticks_) return ns_per_tick_;
   return static_cast<double>(n - start_) / static_cast<double>(t - start_ticks_);
@@ -196,18 +201,43 @@ Nanos Profiler::to_ns(Ticks t) const {
   return tsc_ ? std::llround(static_cast<double>(t) * ns_per_tick_) : t;
 }
 
+void Profiler::seed_in_flight(const std::array<std::uint64_t, kOpCount>& n) {
+  for (int op = 0; op < kOpCount; ++op) io_seed_[op].store(n[op], std::memory_order_relaxed);
+}
+
+void Profiler::freeze() {
+  if (end_ticks_.load(std::memory_order_relaxed) != 0) return;
+  end_ns_.store(now(), std::memory_order_relaxed);
+  end_ticks_.store(ticks(), std::memory_order_release);
+}
+
 Profiler::ThreadData* Profiler::local() {
-  TlsSlot& s = t_slot;
-  if (s.gen == gen_) return s.td;
+  const TlsSlot& s = t_slot;
+  if (s.gen == gen_) [[likely]]
+    return s.td;
+  return local_slow();
+}
+
+Profiler::ThreadData* Profiler::local_slow() {
+  std::swap(t_slot, t_prev);
+  if (t_slot.gen == gen_) return t_slot.td;
+  // Neither cached: this thread's slot from the list, else a new one (once per thread).
+  const std::thread::id me = std::this_thread::get_id();
+  for (ThreadData* o = threads_.load(std::memory_order_acquire); o; o = o->next)
+    if (o->owner == me) {
+      t_slot = TlsSlot{gen_, o};
+      return o;
+    }
   auto* t = new ThreadData();
+  t->owner = me;
+  t->trace.set_cap(cfg_.trace_max_events);
   t->index = thread_count_.fetch_add(1, std::memory_order_relaxed);
   ThreadData* head = threads_.load(std::memory_order_relaxed);
   do {
     t->next = head;
   } while (!threads_.compare_exchange_weak(head, t, std::memory_order_release,
                                            std::memory_order_relaxed));
-  s.gen = gen_;
-  s.td = t;
+  t_slot = TlsSlot{gen_, t};
   return t;
 }
 
@@ -326,30 +356,6 @@ void Profiler::stage_entry(Stage stage, std::uint32_t items, Message* const* msg
   }
 }
 
-void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items,
-                          Message* const* msgs, Ticks now) {
-  if (stage == Stage::kLease && !t.saw_lease.load(std::memory_order_relaxed))
-    t.saw_lease.store(true, std::memory_order_relaxed);
-  if (cfg_.slow_task <= 0) return;
-  f.first_seq = 0;
-  f.first_name[0] = '\0';
-  if (msgs && items > 0) {  // for its warnings only: one load
-    f.first_seq = msgs[0]->seq;
-    std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
-    f.first_name[sizeof f.first_name - 1] = '\0';
-  }
-  if (t.depth == 1) {
-    std::uint64_t name[2] = {};
-    std::memcpy(name, f.first_name, sizeof f.first_name);
-    t.active_stage.store(static_cast<std::uint8_t>(stage), std::memory_order_relaxed);
-    t.active_items.store(items, std::memory_order_relaxed);
-    t.active_seq.store(f.first_seq, std::memory_order_relaxed);
-    t.active_name[0].store(name[0], std::memory_order_relaxed);
-    t.active_name[1].store(name[1], std::memory_order_relaxed);
-    t.active_start.store(now, std::memory_order_release);
-  }
-}
-
 template <bool kProfileOnly>
 void Profiler::stage_exit(Stage stage, std::uint32_t items) {
   ThreadData& t = *local();
@@ -370,40 +376,6 @@ void Profiler::stage_exit(Stage stage, std::uint32_t items) {
   const Ticks dur = std::max<Ticks>(now - f.start, 0);
   if (kProfileOnly || cfg_.profile) account(t, node, items, dur);
   if (!kProfileOnly && (cfg_.trace || cfg_.slow_task > 0)) exit_rare(t, f, stage, items, dur, now);
-}
-
-void Profiler::exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
-                         Ticks now) {
-  if (cfg_.trace) {
-    bool keep = f.sampled || stage == Stage::kLease;
-    if (stage == Stage::kPublish) {
-      // publish does not see message pointers: keep a run with the chance that one of its
-      // messages is sampled.
-      const double p = std::min(1.0, cfg_.trace_sample * std::max<std::uint32_t>(items, 1));
-      keep = to_unit(mix(t.runs++, kSampleSalt + static_cast<std::uint64_t>(t.index))) < p;
-    }
-    if (keep) {
-      TraceEvent e;
-      e.kind = TraceEvent::kSlice;
-      e.ts = f.start - start_ticks_;
-      e.dur = dur;
-      e.items = items;
-      e.node = static_cast<std::uint8_t>(stage);
-      e.nseq = f.nseq;
-      std::copy(f.seqs, f.seqs + 3, e.seqs);
-      t.trace.push(e);
-    }
-  }
-  if (cfg_.slow_task > 0 && t.depth == 0) {
-    t.active_start.store(0, std::memory_order_release);
-    if (dur > slow_ticks_) {
-      slow_tasks_.fetch_add(1, std::memory_order_relaxed);
-      if (log_)
-        log_->warn("Executing stage {} ({}) took {:.3f} seconds", to_string(stage),
-                   message_text(f.first_seq, f.first_name, items), nanos_to_seconds(to_ns(dur)));
-    }
-  }
-  if (stage == Stage::kLease) lease_tick(t, now);
 }
 
 void Profiler::on_pull(Message* const* msgs, std::uint32_t n) {

@@ -20,8 +20,10 @@ ProfileSnapshot Profiler::snapshot() const {
     return tsc_ ? static_cast<Nanos>(std::llround(static_cast<double>(ticks) * r))
                 : static_cast<Nanos>(ticks);
   };
-  const Ticks now_ticks = ticks() - start_ticks_;
-  s.wall = now() - start_;
+  // A frozen profiler (a capture's) reports its window: up to the freeze.
+  const Ticks end_ticks = end_ticks_.load(std::memory_order_acquire);
+  const Ticks now_ticks = (end_ticks != 0 ? end_ticks : ticks()) - start_ticks_;
+  s.wall = (end_ticks != 0 ? end_ns_.load(std::memory_order_relaxed) : now()) - start_;
   s.slow_tasks = slow_tasks_.load(std::memory_order_relaxed);
   s.stuck_reports = stuck_reports_.load(std::memory_order_relaxed);
   constexpr std::size_t kCells = static_cast<std::size_t>((kNodes + 1) * kNodes);
@@ -88,7 +90,7 @@ ProfileSnapshot Profiler::snapshot() const {
       s.edges.push_back({p == kRoot ? -1 : row_of[p], row_of[n], c[k], in_ns[k]});
     }
   // Waits: the pub/sub queue (publish -> pull), and each I/O op (submit -> completion). Operations
-  // still pending count up to now.
+  // still pending count up to now (or the freeze).
   ProfileRow q;
   q.kind = ProfileRow::Kind::kWait;
   q.name = kWaitNames[0];
@@ -100,7 +102,10 @@ ProfileSnapshot Profiler::snapshot() const {
     r.kind = ProfileRow::Kind::kWait;
     r.name = kWaitNames[op + 1];
     r.ncalls = r.items = io_n[op + 3];
-    const std::uint64_t pending = io_n[op] - io_n[op + 3];
+    // Submitted (and seeded: pending when a capture began) minus completed; a snapshot taken
+    // while the pipeline runs may read a completion before its submission: never below zero.
+    const std::uint64_t submitted = io_n[op] + io_seed_[op].load(std::memory_order_relaxed);
+    const std::uint64_t pending = submitted > io_n[op + 3] ? submitted - io_n[op + 3] : 0;
     const std::uint64_t total =
         io_t[op + 3] - io_t[op] + pending * static_cast<std::uint64_t>(now_ticks);
     const auto signed_total = static_cast<std::int64_t>(total);

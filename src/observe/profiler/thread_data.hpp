@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mayhem/message.hpp"
@@ -65,11 +66,18 @@ struct TraceEvent {
 };
 
 // Append-only event log of one thread, in chunks (no reallocation of events already written; one
-// allocation per 4096 events).
+// allocation per 4096 events), holding at most `cap` events (0: no limit; the rest are counted).
 class TraceLog {
  public:
   static constexpr std::size_t kChunk = 4096;
+  void set_cap(std::size_t cap) { cap_ = cap; }
+  std::size_t dropped() const { return dropped_; }
   void push(const TraceEvent& e) {
+    if (cap_ != 0 && kept_ == cap_) [[unlikely]] {
+      ++dropped_;
+      return;
+    }
+    ++kept_;
     if (used_ == kChunk || chunks_.empty()) {
       chunks_.push_back(std::make_unique_for_overwrite<TraceEvent[]>(kChunk));
       used_ = 0;
@@ -87,6 +95,7 @@ class TraceLog {
  private:
   std::vector<std::unique_ptr<TraceEvent[]>> chunks_;
   std::size_t used_ = 0;
+  std::size_t cap_ = 0, kept_ = 0, dropped_ = 0;
 };
 
 // One (caller, callee) pair of a thread: calls, inclusive ticks, messages. 32-byte aligned so a
@@ -120,6 +129,7 @@ struct Profiler::ThreadData {
   static constexpr int kNodes = profiler_detail::kNodes;
   int index = 0;
   ThreadData* next = nullptr;
+  std::thread::id owner;  // the thread that writes this slot
   int depth = 0;
   int overflow = 0;        // pushes beyond kMaxDepth (ignored, but kept balanced)
   std::uint64_t runs = 0;  // publish runs, for sampling them

@@ -71,14 +71,41 @@ bool Profiler::write_trace(const std::string& path, std::string& err) const {
   }
   std::string buf;
   buf.reserve(1 << 20);
+  write_trace_json(buf, TraceWriteOptions{}, [&] {
+    std::fwrite(buf.data(), 1, buf.size(), f);
+    buf.clear();
+  });
+  std::fwrite(buf.data(), 1, buf.size(), f);
+  if (std::fclose(f) != 0) {
+    err = fmt::format("cannot write trace file '{}': {}", path, std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+TraceWriteResult Profiler::write_trace(std::string& out, const TraceWriteOptions& o) const {
+  return write_trace_json(out, o, [] {});
+}
+
+// Appends the JSON to `buf`, calling `flush` whenever it holds more than 1 MiB (the file writer
+// empties it there; the string writer keeps it).
+TraceWriteResult Profiler::write_trace_json(std::string& buf, const TraceWriteOptions& o,
+                                            const std::function<void()>& flush) const {
+  TraceWriteResult result;
   bool first = true;
+  std::size_t flushed_at = buf.size();
   auto emit = [&](const std::string& ev) {
+    if (o.max_events != 0 && result.events == o.max_events) {
+      ++result.dropped;
+      return;
+    }
+    ++result.events;
     if (!first) buf += ",\n";
     first = false;
     buf += ev;
-    if (buf.size() > (1 << 20)) {
-      std::fwrite(buf.data(), 1, buf.size(), f);
-      buf.clear();
+    if (buf.size() - flushed_at > (1 << 20)) {
+      flush();
+      flushed_at = buf.size();
     }
   };
   buf += "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n";
@@ -157,13 +184,17 @@ bool Profiler::write_trace(const std::string& path, std::string& err) const {
           R"j({{"ph":"M","pid":{},"tid":{},"name":"thread_name","args":{{"name":"{} lane {}"}}}})j",
           kPidWaits, (w + 1) * 100000 + l, kWaitNames[w], l));
   }
-  buf += "\n]}\n";
-  std::fwrite(buf.data(), 1, buf.size(), f);
-  if (std::fclose(f) != 0) {
-    err = fmt::format("cannot write trace file '{}': {}", path, std::strerror(errno));
-    return false;
-  }
-  return true;
+  for (const ThreadData* t = threads_.load(std::memory_order_acquire); t; t = t->next)
+    result.dropped += t->trace.dropped();
+  // The window: from the start to the freeze (or now), on the time base of every event above.
+  const Ticks end = end_ticks_.load(std::memory_order_acquire);
+  const Nanos window = ns((end != 0 ? end : ticks()) - start_ticks_);
+  buf += fmt::format(
+      "\n],\"otherData\":{{\"window_us\":{},\"events\":{},\"max_events\":{},\"truncated\":{},"
+      "\"dropped_events\":{}{}{}}}}}\n",
+      us(window), result.events, o.max_events, result.truncated(), result.dropped,
+      o.other_data.empty() ? "" : ",", o.other_data);
+  return result;
 }
 
 }  // namespace mayhem

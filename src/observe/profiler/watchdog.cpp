@@ -1,12 +1,15 @@
 // The profiler's watchdog and the lease thread's tick: every few milliseconds the lease thread
 // samples the trace's counter tracks (in flight, queue depth) and looks for outermost stage bodies
 // that have run longer than `--slow-task-ms` without returning. Both read the other threads'
-// slots (relaxed loads).
+// slots (relaxed loads). Also the collector's rare paths (entry_rare, exit_rare: a stage body's
+// slow-task bookkeeping, its trace slice, the lease tick), out of the hot file.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "mayhem/observe/profiler.hpp"
+#include "mayhem/rng.hpp"
 #include "thread_data.hpp"
 
 namespace mayhem {
@@ -74,6 +77,64 @@ std::size_t Profiler::check_stuck() {
           t->index);
   }
   return reported;
+}
+
+void Profiler::entry_rare(ThreadData& t, Frame& f, Stage stage, std::uint32_t items,
+                          Message* const* msgs, Ticks now) {
+  if (stage == Stage::kLease && !t.saw_lease.load(std::memory_order_relaxed))
+    t.saw_lease.store(true, std::memory_order_relaxed);
+  if (cfg_.slow_task <= 0) return;
+  f.first_seq = 0;
+  f.first_name[0] = '\0';
+  if (msgs && items > 0) {  // for its warnings only: one load
+    f.first_seq = msgs[0]->seq;
+    std::memcpy(f.first_name, msgs[0]->instance_name, sizeof f.first_name);
+    f.first_name[sizeof f.first_name - 1] = '\0';
+  }
+  if (t.depth == 1) {
+    std::uint64_t name[2] = {};
+    std::memcpy(name, f.first_name, sizeof f.first_name);
+    t.active_stage.store(static_cast<std::uint8_t>(stage), std::memory_order_relaxed);
+    t.active_items.store(items, std::memory_order_relaxed);
+    t.active_seq.store(f.first_seq, std::memory_order_relaxed);
+    t.active_name[0].store(name[0], std::memory_order_relaxed);
+    t.active_name[1].store(name[1], std::memory_order_relaxed);
+    t.active_start.store(now, std::memory_order_release);
+  }
+}
+
+void Profiler::exit_rare(ThreadData& t, const Frame& f, Stage stage, std::uint32_t items, Ticks dur,
+                         Ticks now) {
+  if (cfg_.trace) {
+    bool keep = f.sampled || stage == Stage::kLease;
+    if (stage == Stage::kPublish) {
+      // publish does not see message pointers: keep a run with the chance that one of its
+      // messages is sampled.
+      const double p = std::min(1.0, cfg_.trace_sample * std::max<std::uint32_t>(items, 1));
+      keep = to_unit(mix(t.runs++, kSampleSalt + static_cast<std::uint64_t>(t.index))) < p;
+    }
+    if (keep) {
+      TraceEvent e;
+      e.kind = TraceEvent::kSlice;
+      e.ts = f.start - start_ticks_;
+      e.dur = dur;
+      e.items = items;
+      e.node = static_cast<std::uint8_t>(stage);
+      e.nseq = f.nseq;
+      std::copy(f.seqs, f.seqs + 3, e.seqs);
+      t.trace.push(e);
+    }
+  }
+  if (cfg_.slow_task > 0 && t.depth == 0) {
+    t.active_start.store(0, std::memory_order_release);
+    if (dur > slow_ticks_) {
+      slow_tasks_.fetch_add(1, std::memory_order_relaxed);
+      if (log_)
+        log_->warn("Executing stage {} ({}) took {:.3f} seconds", to_string(stage),
+                   message_text(f.first_seq, f.first_name, items), nanos_to_seconds(to_ns(dur)));
+    }
+  }
+  if (stage == Stage::kLease) lease_tick(t, now);
 }
 
 }  // namespace mayhem
