@@ -62,17 +62,6 @@ class CapCountingObserver final : public Observer {
 
 // ---- through the binary -------------------------------------------------------------------------
 
-std::string cap_find_program(const char* name) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 double cap_wall_us() {
   return std::chrono::duration<double, std::micro>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -298,7 +287,7 @@ TEST_CASE(
   }
   CHECK(calls.count("stage consume"));
   CHECK(calls.count("stage settle"));
-  const std::string annotate = cap_find_program("callgrind_annotate");
+  const std::string annotate = test::find_program("callgrind_annotate");
   if (annotate.empty()) {
     WARN("callgrind_annotate not installed (valgrind; tools/install-deps.sh): not run");
   } else {

@@ -43,18 +43,6 @@ namespace {
 
 const std::string kPromSourceDir = MAYHEM_SOURCE_DIR;
 
-// The full path of `name` on PATH, or "" when it is not installed.
-std::string prom_find_program(const char* name) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 double prom_wall_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -251,7 +239,7 @@ test::Result prom_run_promtool(const std::string& promtool, std::vector<std::str
 
 TEST_CASE("deploy/prometheus/alerts.yml passes promtool check rules and promtool test rules",
           "[prometheus]") {
-  const std::string promtool = prom_find_program("promtool");
+  const std::string promtool = test::find_program("promtool");
   if (promtool.empty()) {
     WARN("promtool is not installed (tools/install-deps.sh installs prometheus): skipped");
     return;
@@ -274,8 +262,8 @@ TEST_CASE(
     "A real Prometheus scraping mayhem agrees with its stats and evaluates every dashboard "
     "expression",
     "[prometheus]") {
-  const std::string prometheus = prom_find_program("prometheus");
-  const std::string promtool = prom_find_program("promtool");
+  const std::string prometheus = test::find_program("prometheus");
+  const std::string promtool = test::find_program("promtool");
   if (prometheus.empty() || promtool.empty()) {
     WARN("prometheus is not installed (tools/install-deps.sh installs it): skipped");
     return;

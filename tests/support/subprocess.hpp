@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -136,6 +137,19 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout,
     std::this_thread::sleep_for(every);
   }
   return true;
+}
+
+// The full path of `name` on PATH, or "" when it is not installed (a test that needs a tool skips
+// or fails clearly instead of spawning nothing).
+inline std::string find_program(const char* name) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
 }
 
 // Waits until the file at `path` (e.g. a --log-file) contains `text`; false after `timeout`.
