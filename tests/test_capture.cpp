@@ -318,9 +318,10 @@ TEST_CASE("mayhem profile: the table, a trace inside its window, 409, 400, hang-
   }
   SECTION("a trace whose events all lie in its window; bounded, and saying so") {
     // Every message traced (sampling by pool slot is lumpy when few slots are in use); 1 s is
-    // about 45,000 events, 3 s more than the 100,000 a trace holds.
-    for (const char* seconds : {"1", "3"}) {
-      const bool over = std::string(seconds) == "3";
+    // about 45,000 events, 6 s more than twice the 100,000 a trace holds (3 s gave only 92,265 on a
+    // loaded machine).
+    for (const char* seconds : {"1", "6"}) {
+      const bool over = std::string(seconds) == "6";
       INFO("--seconds " << seconds);
       const std::string path = dir.file("t.json");
       const double t0 = cap_wall_us();
@@ -339,7 +340,7 @@ TEST_CASE("mayhem profile: the table, a trace inside its window, 409, 400, hang-
       CHECK(meta["max_events"] == kMaxTraceEvents);
       const std::size_t events = t["traceEvents"].size();
       CHECK(meta["events"] == events);
-      if (over || meta["truncated"] == true) {  // a sanitized build may not fill 3 s
+      if (meta["truncated"] == true) {  // a sanitized build may not fill 6 s
         CHECK(events == kMaxTraceEvents);
         CHECK(meta["dropped_events"].get<std::size_t>() > 0);
       }
