@@ -108,19 +108,4 @@ Reopened reopen_log_file(const std::shared_ptr<spdlog::logger>& log) {
   return {};
 }
 
-LogFileStats log_file_stats(const std::shared_ptr<spdlog::logger>& log) {
-  LogFileStats s;
-  for (const auto& sink : log->sinks())
-    if (const auto* o = dynamic_cast<const OrderedFileSink*>(sink.get())) {
-      s.ordered = true;
-      s.lines = o->lines();
-      s.writes = o->writes();
-      s.write_errors = o->write_errors();
-      s.late_lines = o->late_lines();
-      s.waits = o->waits();
-      s.restamped = o->restamped();
-    }
-  return s;
-}
-
 }  // namespace mayhem

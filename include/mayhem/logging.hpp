@@ -44,14 +44,4 @@ struct Reopened {
 };
 Reopened reopen_log_file(const std::shared_ptr<spdlog::logger>& log);
 
-// The ordered file sink's counters (all zero for another sink): lines, write(2) calls, failed
-// writes, lines that arrived after a later-stamped line was written (the wall clock stepped
-// back), times a logging thread waited for the writer to free memory, and lines stamped again
-// (their thread was preempted past the writer's watermark).
-struct LogFileStats {
-  bool ordered = false;
-  std::uint64_t lines = 0, writes = 0, write_errors = 0, late_lines = 0, waits = 0, restamped = 0;
-};
-LogFileStats log_file_stats(const std::shared_ptr<spdlog::logger>& log);
-
 }  // namespace mayhem
