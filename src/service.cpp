@@ -33,10 +33,10 @@ struct Service::Impl {
   Options opts;
   Deps deps;
   std::shared_ptr<spdlog::logger> log;
-  // Deps::clock (a test's ManualClock) or the steady clock: every timed part below takes this one
-  // (the blocking I/O model alone really blocks, in real time).
+  // Deps::clock (a test's ManualClock) or the steady clock for every timed part below (the
+  // blocking I/O model alone really blocks, in real time).
   const Clock& clock = deps.clock ? *deps.clock : SteadyClock::instance();
-  // Watching (--stats-addr, --live): the collector, joined by any observer from Deps and by an
+  // Watching (--stats-addr, --live): the collector, forwarding to any observer from Deps and to an
   // on-demand capture's profiler while one runs (LiveObserver); outlives the lease, pipeline.
   std::unique_ptr<StageCollector> collector;
   std::unique_ptr<LiveObserver> live;
@@ -86,7 +86,7 @@ struct Service::Impl {
     if (!opts.stats_addr.empty() || opts.live) {
       collector = std::make_unique<StageCollector>(clock);
       live = std::make_unique<LiveObserver>(*collector, deps.observer);
-      observer = live.get();
+      observer = collector.get();  // it hands the hooks on to `live` while that wants them
       if (!opts.stats_addr.empty()) capture = std::make_unique<ProfileCapture>(*live, clock, log);
     }
     // The I/O models start their threads in start() (run()); the memory store needs them now.
@@ -116,8 +116,8 @@ struct Service::Impl {
   }
   void shut_down(StopReason why);
   // Waits until the graph is idle; false once `clock` reaches `give_up_at` (the waiter is then left
-  // behind). An absolute deadline: a relative one read the clock twice, and a clock moved between
-  // the reads pushed the deadline past the shutdown's (seen under load on a test's ManualClock).
+  // behind). Absolute: a relative deadline read the clock twice, and a clock moved in between
+  // pushed it past the shutdown's.
   bool wait_idle_until(Nanos give_up_at);
 };
 
@@ -177,11 +177,10 @@ bool Service::Impl::start_broker() {
   }
   log->info("Consuming from {} stream {} subject {} durable {} (on-failure {})", opts.source,
             opts.stream, opts.subject, opts.durable, to_string(opts.on_failure));
-  // A lease runs from delivery to settle, extended every --extend-interval, so what is left
-  // between an extension falling due and the server's AckWait running out is ack_deadline -
-  // extend_interval: it must absorb a late lease pass, a fetch in progress (the fetcher extends
-  // prefetched messages between fetches, which wait at most 200 ms) and the in-progress ack's trip
-  // to the server. Safe: at least 0.5 s and at least 20% of the deadline.
+  // A lease runs from delivery to settle, extended every --extend-interval, so ack_deadline -
+  // extend_interval must absorb a late lease pass, a fetch in progress (the fetcher extends
+  // prefetched messages between fetches, which wait at most 200 ms) and the ack's trip to the
+  // server. Safe: at least 0.5 s and at least 20% of the deadline.
   const double margin = opts.ack_deadline - opts.extend_interval;
   if (margin < 0.5 || margin < 0.2 * opts.ack_deadline)
     log->warn(
@@ -257,9 +256,12 @@ int Service::Impl::run() {
   stats_ready.store(true, std::memory_order_release);
   notifier.ready([this] { return metrics.settled(); }, [this] { return metrics.in_flight.load(); });
 
-  // Wait for a stop reason, flushing the log once a second (`tail -f` stays current).
+  // Wait for a stop reason; each second flush the log (`tail -f`) and time a slice of bodies.
   StopReason why;
-  while ((why = shutdown.wait_for(std::chrono::seconds(1))) == StopReason::kNone) log->flush();
+  while ((why = shutdown.wait_for(std::chrono::seconds(1))) == StopReason::kNone) {
+    log->flush();
+    if (collector) collector->time_slice();
+  }
   shut_down(why);
   cpu_end = rusage_cpu_seconds();
   exit_code = shutdown.fatal_message() || abandoned ? 1 : 0;
@@ -298,9 +300,8 @@ void Service::Impl::shut_down(StopReason why) {
     log->error("Shutdown: the database transaction being written did not finish within {:g} s",
                opts.shutdown_timeout);
   if (!wait_idle_until(until(0))) {
-    // A stage is stuck (it never returned) or slow. Seal settle: from now on it counts nothing,
-    // and every message not settled yet is counted nacked once, below (an in-process pub/sub
-    // would redeliver them; a broker gets them back as the graph settles them, or after AckWait).
+    // A stage is stuck or slow. Seal settle: it counts nothing more, and every message not settled
+    // yet is counted nacked once, below (redelivered by the pub/sub, or by a broker's AckWait).
     pipeline->seal_settle();
     log->error("Shutdown timed out after {:g} s: {} messages still in a stage; nacking them",
                opts.shutdown_timeout, metrics.in_flight.load());
@@ -334,8 +335,7 @@ void Service::Impl::shut_down(StopReason why) {
   }
   if (nats) {
     // Every ack and nack goes to the server first (a flush within what is left of the timeout):
-    // only acks the server confirmed count as acked. A graph left running still uses the
-    // connection: then flush without closing.
+    // only confirmed acks count. A graph left running still uses the connection: flush, not close.
     const Nanos flush_until = until(kHealthy);
     if (abandoned)
       nats->confirm_acks(flush_until);
