@@ -15,7 +15,7 @@ connection setup excluded), and each one's CPU per message, its own and the serv
 the machine's cores with it). Target: the median of the per-round ratios >= 0.90 (PASS/FAIL; the
 exit status is 1 when missed). Standard library only.
 
-    python3 bench/nats_bench.py [--messages 200000] [--repeats 3] [--cluster] [--build build/release]
+    python3 bench/nats_bench.py [--messages 200000] [--repeats 5] [--cluster] [--build build/release]
 """
 import argparse
 import json
@@ -201,7 +201,7 @@ def one_round(build: str, srv, rnd: int, n: int, threads: int | None) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=200_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cluster", action="store_true",
                     help="a 3-node JetStream cluster, every stream with 3 replicas")
