@@ -157,8 +157,9 @@ bool Service::Impl::start_broker() {
   c.ack_wait = seconds_to_nanos(opts.ack_deadline);
   c.max_ack_pending = static_cast<std::int64_t>(opts.max_in_flight);
   // Prefetch no more than consume may take, so N processes on one durable share the work.
-  c.max_queued = std::min<std::uint64_t>(512, opts.max_in_flight);
-  c.fetch_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(256, c.max_queued));
+  c.max_queued = std::min<std::uint64_t>(NatsSource::kMaxPrefetch, opts.max_in_flight);
+  c.fetch_batch =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(NatsSource::kFetchBatch, c.max_queued));
   c.limit = opts.messages;
   c.extend_interval = seconds_to_nanos(opts.extend_interval);
   c.stream_replicas = static_cast<int>(opts.stream_replicas);

@@ -13,8 +13,8 @@ from .core import Harness
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Mayhem benchmark harness (see bench/README.md)")
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repeat, < 2 minutes")
-    ap.add_argument("--scenarios", default="1,2,3,4,5,6",
-                    help="comma-separated subset of 1,2,3,4,5,6 (default: all)")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7",
+                    help="comma-separated subset of 1,2,3,4,5,6,7 (default: all)")
     ap.add_argument("--repeats", type=int, default=0,
                     help="runs per configuration (default 3, quick 1)")
     ap.add_argument("--out", help="results directory (default results/<timestamp>/)")
@@ -27,8 +27,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
     sel = {s.strip() for s in a.scenarios.split(",") if s.strip()}
-    if not sel or not sel <= {"1", "2", "3", "4", "5", "6"}:
-        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5,6")
+    if not sel or not sel <= {"1", "2", "3", "4", "5", "6", "7"}:
+        ap.error("--scenarios takes a comma-separated subset of 1,2,3,4,5,6,7")
     a.scenarios = sel
     if a.repeats < 0:
         ap.error("--repeats must be >= 1")

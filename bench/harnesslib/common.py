@@ -29,6 +29,7 @@ PARAMS = {
         s4_io_threads=[8, 16, 32, 64, 128, 256, 512, 1024], s4_per_io_thread=100,
         s4_peer_n=20_000,
         s6_n=3_000_000, s6_repeats=9, s6_ir_n=1_000_000,
+        s7_rate=1000, s7_T=5.0,
     ),
     "quick": dict(
         repeats=1,
@@ -43,6 +44,7 @@ PARAMS = {
         s4_io_threads=[8, 64, 512], s4_per_io_thread=20,
         s4_peer_n=2_000,
         s6_n=1_000_000, s6_repeats=7, s6_ir_n=200_000,
+        s7_rate=1000, s7_T=2.0,
     ),
 }
 HEADLINE_RATE = 1_000_000  # scenario 3's target rate (msgs/s, scale 1, --io-model async)
@@ -54,6 +56,7 @@ T_S2_MSGS = 300e3         # scenario 2: mayhem msgs/s with INFO logging, every l
 T_S2_ORDERED = 500e3      # scenario 2: the default logger, every line written and in time order
 T_S3_INFLIGHT = 1_000_000  # scenario 3: peak in flight must exceed this
 T_S3_BYTES = 512          # scenario 3: peak RSS / peak in flight, bytes
+T_S7_P99_MS = 1.0         # scenario 7: p99 publish->ack at --rate 1000 --latency-scale 0, ms
 
 # Open-loop "sustained" tolerances (see bench/README.md).
 LAG_FRAC, LAG_ABS = 0.05, 0.05       # publish lag lower bound <= 5 % of T + 50 ms

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from . import (plots, report, s1_flat_out, s2_logging, s3_sustained_rate, s4_thread_sweep,
-               s5_floor, s6_profiler_cost)
+               s5_floor, s6_profiler_cost, s7_low_load)
 from .common import FAIL_RATE, PARAMS, REPO, log
 from .runner import Runner
 
@@ -124,6 +124,8 @@ class Harness:
                 s5_floor.run(self, s1res)
             if "6" in sel:
                 s6_profiler_cost.run(self)
+            if "7" in sel:
+                s7_low_load.run(self)
         except KeyboardInterrupt:
             self.notes.append("Interrupted (Ctrl-C): partial results.")
             log("interrupted: writing partial results")

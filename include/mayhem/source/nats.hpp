@@ -138,13 +138,19 @@ std::string describe_nats(natsStatus s, jsErrCode jerr = jsErrCode(0));
 
 class NatsSource final : public Source {
  public:
+  // Messages per fetch, and the most fetched and not yet pulled (two fetches' worth; both capped
+  // by --max-in-flight). Each fetch wakes the graph's workers once, and they spin (sched_yield)
+  // before they sleep again: 256 per fetch measured 6.7 µs of CPU per message, 1024 5.0.
+  static constexpr std::uint32_t kFetchBatch = 1024;
+  static constexpr std::uint64_t kMaxPrefetch = 2048;
+
   struct Config {
     std::string url, stream, subject, durable;
-    Nanos ack_wait = 3 * kNanosPerSecond;    // the consumer's AckWait: --ack-deadline
-    std::int64_t max_ack_pending = 100'000;  // the consumer's MaxAckPending (all processes)
-    std::uint32_t fetch_batch = 256;         // messages per fetch request
-    std::uint64_t max_queued = 512;          // fetched and not yet pulled by consume
-    std::uint64_t limit = 0;                 // stop fetching after this many messages (0: never)
+    Nanos ack_wait = 3 * kNanosPerSecond;     // the consumer's AckWait: --ack-deadline
+    std::int64_t max_ack_pending = 100'000;   // the consumer's MaxAckPending (all processes)
+    std::uint32_t fetch_batch = kFetchBatch;  // messages per fetch request
+    std::uint64_t max_queued = kMaxPrefetch;  // fetched and not yet pulled by consume
+    std::uint64_t limit = 0;                  // stop fetching after this many messages (0: never)
     // Messages waiting in the prefetch ring are extended this long after delivery (or after
     // their last extension): --extend-interval. At least 1 ms.
     Nanos extend_interval = 2 * kNanosPerSecond;
