@@ -10,41 +10,12 @@
 #include <thread>
 
 #include "mayhem/service.hpp"
+#include "support/running_service.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_sink.hpp"
 
 using namespace mayhem;
 using namespace std::chrono_literals;
-
-namespace {
-
-// Runs svc.run() on a thread; joined (after a SIGTERM if still running) on scope exit, so a
-// failing REQUIRE reports instead of aborting with a joinable thread.
-class LowLoadRun {
- public:
-  explicit LowLoadRun(Service& svc)
-      : svc_(svc), t_([this] {
-          rc_ = svc_.run();
-          finished_.store(true);
-        }) {}
-  ~LowLoadRun() { join(); }
-  int join() {
-    if (t_.joinable()) {
-      if (!finished_.load()) svc_.request_stop(SIGTERM);
-      t_.join();
-    }
-    return rc_;
-  }
-  bool finished() const { return finished_.load(); }
-
- private:
-  Service& svc_;
-  int rc_ = -1;
-  std::atomic<bool> finished_{false};
-  std::thread t_;
-};
-
-}  // namespace
 
 TEST_CASE("At low load a lone message is acked without waiting for a batch or a clock tick",
           "[pipeline][latency][time]") {
@@ -65,7 +36,7 @@ TEST_CASE("At low load a lone message is acked without waiting for a batch or a 
   Service::Deps deps{log, nullptr, false, {}};
   deps.clock = &clock;
   Service svc(o, std::move(deps));
-  LowLoadRun running(svc);
+  test::Running running(svc);
   svc.wait_started();
   const Metrics& m = svc.metrics();
   for (std::uint64_t i = 1; i <= kLone; ++i) {

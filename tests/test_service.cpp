@@ -18,6 +18,7 @@
 #include "mayhem/faults.hpp"
 #include "mayhem/service.hpp"
 #include "mayhem/source/pubsub.hpp"
+#include "support/running_service.hpp"
 #include "support/scale.hpp"
 #include "support/subprocess.hpp"
 #include "support/test_sink.hpp"
@@ -55,33 +56,6 @@ Outcome run(Options o, std::function<void(Op, const Message&)> fault = {},
   out.source_nacks = svc.pubsub().nacks();
   return out;
 }
-
-// Runs svc.run() on a thread; on scope exit (also when a REQUIRE throws) stops and joins it, so a
-// failing assertion reports instead of aborting the test binary with a joinable thread.
-class Running {
- public:
-  explicit Running(Service& svc)
-      : svc_(svc), t_([this] {
-          rc_ = svc_.run();
-          finished_.store(true);
-        }) {}
-  ~Running() { join(SIGTERM); }
-  int join(int signo) {
-    if (t_.joinable()) {
-      svc_.request_stop(signo);
-      t_.join();
-    }
-    return rc_;
-  }
-  // run() has returned (by itself: all messages settled, or a shutdown that already ended).
-  bool finished() const { return finished_.load(); }
-
- private:
-  Service& svc_;
-  int rc_ = -1;
-  std::atomic<bool> finished_{false};
-  std::thread t_;
-};
 
 // Polls `pred` like test::eventually, moving `clock` on by `step` before each look: on a
 // ManualClock, time passes only while the test waits for something to happen.
@@ -280,7 +254,7 @@ TEST_CASE("Flow control bounds the messages in flight and the pub/sub backlog", 
   Service svc(o, std::move(deps));
   Outcome r;
   {
-    Running running(svc);
+    test::Running running(svc);
     svc.wait_started();
     const Metrics& m = svc.metrics();
     REQUIRE(test::eventually(
@@ -314,7 +288,7 @@ TEST_CASE("A signal shuts down gracefully: outstanding messages are nacked, noth
       o.io_threads = 256;
       auto [log, sink] = test::make_test_logger();
       Service svc(o, Service::Deps{log, nullptr, false, {}});
-      Running running(svc);
+      test::Running running(svc);
       svc.wait_started();
       REQUIRE(test::eventually(
           [&] { return svc.metrics().acked.get() >= 20 && svc.metrics().in_flight.load() >= 100; },
@@ -425,7 +399,7 @@ TEST_CASE("Accounting invariant holds when a signal arrives at a random moment",
       if (slow->load() && m != nullptr) std::this_thread::sleep_for(n * 20us);  // slow drain
     };
     Service svc(o, std::move(deps));
-    Running running(svc);
+    test::Running running(svc);
     svc.wait_started();
     REQUIRE(test::eventually([&] { return svc.metrics().published.get() >= stop_after; }, 20s));
     slow->store(short_timeout);
@@ -521,7 +495,7 @@ TEST_CASE("A shutdown that times out while the graph is still draining counts ev
     if (slow->load() && m != nullptr) std::this_thread::sleep_for(n * 500us);
   };
   Service svc(o, std::move(deps));
-  Running running(svc);
+  test::Running running(svc);
   svc.wait_started();
   REQUIRE(test::eventually([&] { return svc.metrics().in_flight.load() >= 500; }, 20s));
   slow->store(true);
@@ -587,7 +561,7 @@ TEST_CASE("On a manual clock each interval extends every message in flight exact
   deps.audit = [ledger](bool ack, Message* const* m, std::size_t n) { ledger->record(ack, m, n); };
   deps.clock = &clock;
   Service svc(o, std::move(deps));
-  Running running(svc);
+  test::Running running(svc);
   svc.wait_started();
   const Metrics& m = svc.metrics();
   // 25 ms at --rate 4000: the pacer orders exactly the 100 of --messages; consume extends each.
@@ -691,7 +665,7 @@ TEST_CASE("On a manual clock a shutdown times out when the clock passes the time
   };
   deps.clock = &clock;
   Service svc(o, std::move(deps));
-  Running running(svc);
+  test::Running running(svc);
   // Declared after `running`, so it runs first: a failed REQUIRE opens the gate before the join.
   struct Opener {
     std::shared_ptr<SettleGate> g;
