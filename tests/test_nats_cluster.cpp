@@ -108,6 +108,13 @@ TEST_CASE(
   CHECK(last_json_line(r)["acked"] == 300);
   CHECK(cluster_all_acked(c, 300));
 
+  // The default (1 replica) on the R3 stream: more copies than asked is no warning.
+  Subprocess p3({"publish", "--nats", c.urls(), "--messages", "5", "--log-level", "warning"});
+  const Result r3 = p3.wait(60s);
+  INFO(r3.err.substr(0, 4000));
+  REQUIRE(r3.exit_code == 0);
+  CHECK(r3.err.find("replica") == std::string::npos);
+
   // An existing R1 stream is used as it is, with one warning.
   cluster_publish(c.urls(), 50, {"--stream", "ONE", "--subject", "one.x"});
   REQUIRE(c.stream_info("ONE").replicas == 1);
@@ -117,7 +124,7 @@ TEST_CASE(
   const Result r1 = w1.wait(60s);
   INFO(r1.err.substr(0, 4000));
   REQUIRE(r1.exit_code == 0);
-  CHECK(r1.err.find("stream ONE exists with 1 replica(s), not the 3 asked for") !=
+  CHECK(r1.err.find("stream ONE exists with 1 replica(s), fewer than the 3 asked for") !=
         std::string::npos);
   CHECK(last_json_line(r1)["acked"] == 50);
   CHECK(c.stream_info("ONE").replicas == 1);

@@ -247,11 +247,14 @@ void NatsClient::ensure_stream(const std::string& stream, const std::string& sub
   if (s == NATS_OK) {
     const auto have = si->Config->Replicas;
     jsStreamInfo_Destroy(si);
-    if (have != replicas)
+    // Fewer copies than asked is worth a warning; more (an R3 stream, the default 1 asked) is not.
+    if (have < replicas)
       log_->warn(
-          "NATS: stream {} exists with {} replica(s), not the {} asked for (--stream-replicas); "
-          "using it as it is",
+          "NATS: stream {} exists with {} replica(s), fewer than the {} asked for "
+          "(--stream-replicas); using it as it is",
           stream, have, replicas);
+    else if (have > replicas)
+      log_->info("NATS: stream {} exists with {} replicas; using it as it is", stream, have);
     return;
   }
   if (s != NATS_NOT_FOUND) throw_nats(fmt::format("stream {}: info", stream), s, jerr);
