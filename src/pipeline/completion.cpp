@@ -52,14 +52,31 @@ void Pipeline::complete_inline(Op op, Batch* done) {
   switch (op) {
     case Op::kSave: {
       ObserveScope scope(observer_, Stage::kSaved, done->size, done->msgs);
-      if (Batch* ready = handle_saves(done)) send_to_cleanup(ready);
+      if (Batch* ready = handle_saves(done, true)) send_to_cleanup(ready);
       break;
     }
     case Op::kRestart: {
-      ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
-      const RestartResults r = handle_restarts(done);
+      RestartResults r{};
+      {
+        ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
+        r = handle_restarts(done, nullptr);
+      }
+      // The retries are submitted here too: those that complete at once (zero delay) join the
+      // same ready batch, so the lot goes on to cleanup in one batch, not one per attempt.
+      while (r.retry) {
+        Batch* retry = r.retry;
+        Batch* now_retry;
+        {
+          ObserveScope scope(observer_, Op::kRestart, retry->size, retry->msgs);
+          now_retry = io_.submit(Op::kRestart, retry->msgs, retry->size);
+        }
+        done_with(retry);
+        r.retry = nullptr;
+        if (!now_retry) break;
+        ObserveScope scope(observer_, Stage::kRestarted, now_retry->size, now_retry->msgs);
+        r = handle_restarts(now_retry, r.ready);
+      }
       if (r.ready) send_to_cleanup(r.ready);
-      if (r.retry) send_to_restart(r.retry);
       break;
     }
     case Op::kCleanup: {
@@ -98,10 +115,19 @@ bool Pipeline::injected_failure(Op op, const Message& m) const {
   return false;
 }
 
-void Pipeline::finish_branch(Message& m, Batch*& ready) {
-  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
+void Pipeline::finish_branch(Message& m, Batch*& ready, bool first, bool log_errors) {
+  if (first) {
+    // No other branch can touch the count yet: a plain store, which the hand-off of the lot
+    // to restart publishes.
+    m.pending.store(1, std::memory_order_relaxed);
+    return;
+  }
+  // 1: the other branch finished (it never touches the count again; acquire reads its flags),
+  // so this one is the last without a read-modify-write. Else the two may race: decrement.
+  if (m.pending.load(std::memory_order_acquire) != 1 &&
+      m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
     return;  // the other branch is pending
-  handle_results(m);
+  if (log_errors && (m.save_failed || m.restart_failed)) handle_results(m);
   if (!ready) ready = new_batch();
   ready->push(&m);
 }
@@ -114,15 +140,18 @@ void Pipeline::guard_failed(Message& m, Op op) {
     m.restart_cancelled = true;
 }
 
-Batch* Pipeline::handle_saves(Batch* in) {
+Batch* Pipeline::handle_saves(Batch* in, bool inline_first) {
   const bool info = log_->should_log(spdlog::level::info);
+  const bool log_errors = log_->should_log(spdlog::level::err);
+  const bool faults = static_cast<bool>(fault_);
   std::uint64_t ok = 0, failed = 0;
   Batch* ready = nullptr;
   for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
       if (in->cancelled) {
         m.save_cancelled = true;
-      } else if (m.save_failed || injected_failure(Op::kSave, m) || store_.simulated_failure(m)) {
+      } else if (m.save_failed || (faults && injected_failure(Op::kSave, m)) ||
+                 store_.simulated_failure(m)) {
         m.save_failed = true;
         ++failed;
       } else {
@@ -136,7 +165,7 @@ Batch* Pipeline::handle_saves(Batch* in) {
     } catch (...) {
       guard_failed(m, Op::kSave);
     }
-    finish_branch(m, ready);
+    finish_branch(m, ready, inline_first, log_errors);
   });
   metrics_.saved.add(ok);
   metrics_.save_failed.add(failed);
@@ -146,23 +175,24 @@ Batch* Pipeline::handle_saves(Batch* in) {
 
 void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kSaved, in->size, in->msgs);
-  if (Batch* ready = handle_saves(in)) std::get<0>(out).try_put(ready);
+  if (Batch* ready = handle_saves(in, false)) std::get<0>(out).try_put(ready);
 }
 
-Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
+Pipeline::RestartResults Pipeline::handle_restarts(Batch* in, Batch* ready) {
   const bool info = log_->should_log(spdlog::level::info);
+  const bool log_errors = log_->should_log(spdlog::level::err);
+  const bool faults = static_cast<bool>(fault_);
   const bool stopping = shutdown_.stopping();
   std::uint64_t ok = 0, failed = 0, retried = 0;
-  Batch* ready = nullptr;
   Batch* retry = nullptr;
   for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
       if (in->cancelled) {
         m.restart_cancelled = true;
-      } else if (injected_failure(Op::kRestart, m) ||
+      } else if ((faults && injected_failure(Op::kRestart, m)) ||
                  io_.fails(m, Op::kRestart, m.restart_attempts)) {
         if (m.restart_attempts < opts_.restart_retries && !stopping) {
-          {
+          if (log_errors) {
             LogScope scope(m, to_string(Stage::kRestart));
             log_->error("Retrying for failure to restart: {}", Host{m});
           }
@@ -185,7 +215,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
     } catch (...) {
       guard_failed(m, Op::kRestart);
     }
-    finish_branch(m, ready);
+    finish_branch(m, ready, false, log_errors);
   });
   metrics_.restarted.add(ok);
   metrics_.restart_failed.add(failed);
@@ -196,7 +226,7 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
 
 void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kRestarted, in->size, in->msgs);
-  const RestartResults r = handle_restarts(in);
+  const RestartResults r = handle_restarts(in, nullptr);
   if (r.ready) std::get<0>(out).try_put(r.ready);
   if (r.retry) std::get<1>(out).try_put(r.retry);
 }
