@@ -178,8 +178,9 @@ class Pipeline {
   // True: a parked consume should be woken.
   bool handle_settle(Batch* in);
   bool handle_recorded(Batch* in);
+  // `mark_acked`: set each ack's `acked` flag here (in the same pass).
   bool settle_some(Message* const* nacks, std::uint32_t nn, Message* const* acks, std::uint32_t na,
-                   bool info);
+                   bool info, bool mark_acked);
   void complete_inline(Op op, Batch* done);
 
   // The reference's handle_results, for a message whose save and restart are both settled: logs
