@@ -68,9 +68,11 @@ void Pipeline::complete_inline(Op op, Batch* done) {
         Batch* now_retry;
         {
           ObserveScope scope(observer_, Op::kRestart, retry->size, retry->msgs);
-          now_retry = io_.submit(Op::kRestart, retry->msgs, retry->size);
+          // All at once: the retry batch is its own completion (no copy through submit).
+          now_retry =
+              io_.completes_now() ? retry : io_.submit(Op::kRestart, retry->msgs, retry->size);
         }
-        done_with(retry);
+        if (now_retry != retry) done_with(retry);
         r.retry = nullptr;
         if (!now_retry) break;
         ObserveScope scope(observer_, Stage::kRestarted, now_retry->size, now_retry->msgs);
