@@ -188,34 +188,41 @@ Pipeline::RestartResults Pipeline::handle_restarts(Batch* in, Batch* ready) {
   const bool log_errors = log_->should_log(spdlog::level::err);
   const bool faults = static_cast<bool>(fault_);
   const bool stopping = shutdown_.stopping();
+  // Every retry would complete at once (zero latency, inline completions, no fault hook): a
+  // message's retries are drawn here, one after the other, instead of in a batch per round.
+  const bool retry_now = !faults && io_.completes_now();
   std::uint64_t ok = 0, failed = 0, retried = 0;
   Batch* retry = nullptr;
   for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
-      if (in->cancelled) {
-        m.restart_cancelled = true;
-      } else if ((faults && injected_failure(Op::kRestart, m)) ||
-                 io_.fails(m, Op::kRestart, m.restart_attempts)) {
-        if (m.restart_attempts < opts_.restart_retries && !stopping) {
-          if (log_errors) {
-            LogScope scope(m, to_string(Stage::kRestart));
-            log_->error("Retrying for failure to restart: {}", Host{m});
+      for (;;) {
+        if (in->cancelled) {
+          m.restart_cancelled = true;
+        } else if ((faults && injected_failure(Op::kRestart, m)) ||
+                   io_.fails(m, Op::kRestart, m.restart_attempts)) {
+          if (m.restart_attempts < opts_.restart_retries && !stopping) {
+            if (log_errors) {
+              LogScope scope(m, to_string(Stage::kRestart));
+              log_->error("Retrying for failure to restart: {}", Host{m});
+            }
+            ++m.restart_attempts;
+            ++retried;
+            if (retry_now) continue;  // the retry, completed at once
+            if (!retry) retry = new_batch();
+            retry->push(&m);
+            return;  // the next message
           }
-          ++m.restart_attempts;
-          ++retried;
-          if (!retry) retry = new_batch();
-          retry->push(&m);
-          return;  // the next message
+          m.restart_failed = true;
+          ++failed;
+        } else {
+          m.restarted = true;
+          ++ok;
+          if (info) {
+            LogScope scope(m, to_string(Stage::kRestart));
+            MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
+          }
         }
-        m.restart_failed = true;
-        ++failed;
-      } else {
-        m.restarted = true;
-        ++ok;
-        if (info) {
-          LogScope scope(m, to_string(Stage::kRestart));
-          MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
-        }
+        break;
       }
     } catch (...) {
       guard_failed(m, Op::kRestart);
