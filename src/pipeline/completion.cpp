@@ -61,8 +61,9 @@ void Pipeline::complete_inline(Op op, Batch* done) {
         ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
         r = handle_restarts(done, nullptr);
       }
-      // The retries are submitted here too: those that complete at once (zero delay) join the
-      // same ready batch, so the lot goes on to cleanup in one batch, not one per attempt.
+      // The retries are submitted here too (at zero latency without a fault hook there are none
+      // left: handle_restarts drew them per message): those that complete at once join the same
+      // ready batch, so the lot goes on to cleanup in one batch, not one per attempt.
       while (r.retry) {
         Batch* retry = r.retry;
         Batch* now_retry;
