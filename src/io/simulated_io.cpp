@@ -20,6 +20,14 @@ Nanos SimulatedIo::max_delay(const Options& opts) {
 }
 
 Batch* SimulatedIo::submit(Op op, Message* const* msgs, std::uint32_t n) {
+  if (completes_now()) {
+    // Zero latency: every operation completes now, without a look at its message.
+    if (n == 0) return nullptr;
+    Batch* all = acquire_batch(batches_);
+    std::copy_n(msgs, n, all->msgs);
+    all->size = n;
+    return all;
+  }
   Batch* now_batch = nullptr;
   Message* later[kBatchCapacity];
   Nanos delays[kBatchCapacity];

@@ -52,14 +52,34 @@ void Pipeline::complete_inline(Op op, Batch* done) {
   switch (op) {
     case Op::kSave: {
       ObserveScope scope(observer_, Stage::kSaved, done->size, done->msgs);
-      if (Batch* ready = handle_saves(done)) send_to_cleanup(ready);
+      if (Batch* ready = handle_saves(done, true)) send_to_cleanup(ready);
       break;
     }
     case Op::kRestart: {
-      ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
-      const RestartResults r = handle_restarts(done);
+      RestartResults r{};
+      {
+        ObserveScope scope(observer_, Stage::kRestarted, done->size, done->msgs);
+        r = handle_restarts(done, nullptr);
+      }
+      // The retries are submitted here too (at zero latency without a fault hook there are none
+      // left: handle_restarts drew them per message): those that complete at once join the same
+      // ready batch, so the lot goes on to cleanup in one batch, not one per attempt.
+      while (r.retry) {
+        Batch* retry = r.retry;
+        Batch* now_retry;
+        {
+          ObserveScope scope(observer_, Op::kRestart, retry->size, retry->msgs);
+          // All at once: the retry batch is its own completion (no copy through submit).
+          now_retry =
+              io_.completes_now() ? retry : io_.submit(Op::kRestart, retry->msgs, retry->size);
+        }
+        if (now_retry != retry) done_with(retry);
+        r.retry = nullptr;
+        if (!now_retry) break;
+        ObserveScope scope(observer_, Stage::kRestarted, now_retry->size, now_retry->msgs);
+        r = handle_restarts(now_retry, r.ready);
+      }
       if (r.ready) send_to_cleanup(r.ready);
-      if (r.retry) send_to_restart(r.retry);
       break;
     }
     case Op::kCleanup: {
@@ -98,10 +118,21 @@ bool Pipeline::injected_failure(Op op, const Message& m) const {
   return false;
 }
 
-void Pipeline::finish_branch(Message& m, Batch*& ready) {
-  if (m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
+// Inlined into both branches' loops (a call per message cost more than its body).
+[[gnu::always_inline]] inline void Pipeline::finish_branch(Message& m, Batch*& ready, bool first,
+                                                           bool log_errors) {
+  if (first) {
+    // No other branch can touch the count yet: a plain store, which the hand-off of the lot
+    // to restart publishes.
+    m.pending.store(1, std::memory_order_relaxed);
+    return;
+  }
+  // 1: the other branch finished (it never touches the count again; acquire reads its flags),
+  // so this one is the last without a read-modify-write. Else the two may race: decrement.
+  if (m.pending.load(std::memory_order_acquire) != 1 &&
+      m.pending.fetch_sub(1, std::memory_order_acq_rel) != 1)
     return;  // the other branch is pending
-  handle_results(m);
+  if (log_errors && (m.save_failed || m.restart_failed)) handle_results(m);
   if (!ready) ready = new_batch();
   ready->push(&m);
 }
@@ -114,15 +145,18 @@ void Pipeline::guard_failed(Message& m, Op op) {
     m.restart_cancelled = true;
 }
 
-Batch* Pipeline::handle_saves(Batch* in) {
+Batch* Pipeline::handle_saves(Batch* in, bool inline_first) {
   const bool info = log_->should_log(spdlog::level::info);
+  const bool log_errors = log_->should_log(spdlog::level::err);
+  const bool faults = static_cast<bool>(fault_);
   std::uint64_t ok = 0, failed = 0;
   Batch* ready = nullptr;
   for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
       if (in->cancelled) {
         m.save_cancelled = true;
-      } else if (m.save_failed || injected_failure(Op::kSave, m) || store_.simulated_failure(m)) {
+      } else if (m.save_failed || (faults && injected_failure(Op::kSave, m)) ||
+                 store_.simulated_failure(m)) {
         m.save_failed = true;
         ++failed;
       } else {
@@ -136,67 +170,76 @@ Batch* Pipeline::handle_saves(Batch* in) {
     } catch (...) {
       guard_failed(m, Op::kSave);
     }
-    finish_branch(m, ready);
+    finish_branch(m, ready, inline_first, log_errors);
   });
-  metrics_.saved.add(ok);
-  metrics_.save_failed.add(failed);
+  // Shared counters: a zero is not written (a locked add on a line other cores write too).
+  if (ok != 0) metrics_.saved.add(ok);
+  if (failed != 0) metrics_.save_failed.add(failed);
   done_with(in);
   return ready;
 }
 
 void Pipeline::saved_body(Batch* in, SavedNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kSaved, in->size, in->msgs);
-  if (Batch* ready = handle_saves(in)) std::get<0>(out).try_put(ready);
+  if (Batch* ready = handle_saves(in, false)) std::get<0>(out).try_put(ready);
 }
 
-Pipeline::RestartResults Pipeline::handle_restarts(Batch* in) {
+Pipeline::RestartResults Pipeline::handle_restarts(Batch* in, Batch* ready) {
   const bool info = log_->should_log(spdlog::level::info);
+  const bool log_errors = log_->should_log(spdlog::level::err);
+  const bool faults = static_cast<bool>(fault_);
   const bool stopping = shutdown_.stopping();
+  // Every retry would complete at once (zero latency, inline completions, no fault hook): a
+  // message's retries are drawn here, one after the other, instead of in a batch per round.
+  const bool retry_now = !faults && io_.completes_now();
   std::uint64_t ok = 0, failed = 0, retried = 0;
-  Batch* ready = nullptr;
   Batch* retry = nullptr;
   for_each_prefetched(in->msgs, in->size, [&](Message& m) {
     try {
-      if (in->cancelled) {
-        m.restart_cancelled = true;
-      } else if (injected_failure(Op::kRestart, m) ||
-                 io_.fails(m, Op::kRestart, m.restart_attempts)) {
-        if (m.restart_attempts < opts_.restart_retries && !stopping) {
-          {
-            LogScope scope(m, to_string(Stage::kRestart));
-            log_->error("Retrying for failure to restart: {}", Host{m});
+      for (;;) {
+        if (in->cancelled) {
+          m.restart_cancelled = true;
+        } else if ((faults && injected_failure(Op::kRestart, m)) ||
+                   io_.fails(m, Op::kRestart, m.restart_attempts)) {
+          if (m.restart_attempts < opts_.restart_retries && !stopping) {
+            if (log_errors) {
+              LogScope scope(m, to_string(Stage::kRestart));
+              log_->error("Retrying for failure to restart: {}", Host{m});
+            }
+            ++m.restart_attempts;
+            ++retried;
+            if (retry_now) continue;  // the retry, completed at once
+            if (!retry) retry = new_batch();
+            retry->push(&m);
+            return;  // the next message
           }
-          ++m.restart_attempts;
-          ++retried;
-          if (!retry) retry = new_batch();
-          retry->push(&m);
-          return;  // the next message
+          m.restart_failed = true;
+          ++failed;
+        } else {
+          m.restarted = true;
+          ++ok;
+          if (info) {
+            LogScope scope(m, to_string(Stage::kRestart));
+            MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
+          }
         }
-        m.restart_failed = true;
-        ++failed;
-      } else {
-        m.restarted = true;
-        ++ok;
-        if (info) {
-          LogScope scope(m, to_string(Stage::kRestart));
-          MAYHEM_ZONED(observer_, log_->info("Restarted {}", Host{m}));
-        }
+        break;
       }
     } catch (...) {
       guard_failed(m, Op::kRestart);
     }
-    finish_branch(m, ready);
+    finish_branch(m, ready, false, log_errors);
   });
-  metrics_.restarted.add(ok);
-  metrics_.restart_failed.add(failed);
-  metrics_.restart_retries.add(retried);
+  if (ok != 0) metrics_.restarted.add(ok);
+  if (failed != 0) metrics_.restart_failed.add(failed);
+  if (retried != 0) metrics_.restart_retries.add(retried);
   done_with(in);
   return {ready, retry};
 }
 
 void Pipeline::restarted_body(Batch* in, RestartedNode::output_ports_type& out) {
   ObserveScope scope(observer_, Stage::kRestarted, in->size, in->msgs);
-  const RestartResults r = handle_restarts(in);
+  const RestartResults r = handle_restarts(in, nullptr);
   if (r.ready) std::get<0>(out).try_put(r.ready);
   if (r.retry) std::get<1>(out).try_put(r.retry);
 }
@@ -210,6 +253,12 @@ bool Pipeline::handle_settle(Batch* in) {
   // A real database: a message is acked only with its row, and only once the row says `acked`
   // (record_acks; the ack goes out from recorded_body). Asked once per batch, not per message.
   const bool ack_needs_row = store_.ack_needs_row();
+  if (!in->cancelled && !fault_ && !ack_needs_row && opts_.on_failure != OnFailure::kNack) {
+    // Every message is acked (the common case): settle_some marks them in its own pass.
+    const bool wake = settle_some(nullptr, 0, in->msgs, n, info, true);
+    done_with(in);
+    return wake;
+  }
   Message* acks[kBatchCapacity];
   Message* nacks[kBatchCapacity];
   std::uint32_t na = 0, nn = 0;
@@ -249,9 +298,9 @@ bool Pipeline::handle_settle(Batch* in) {
     // The acks wait for their outcome's commit, leased meanwhile; the graph waits for them too.
     graph_.reserve_wait();
     store_.record_acks(acks, na);
-    wake = settle_some(nacks, nn, nullptr, 0, info);
+    wake = settle_some(nacks, nn, nullptr, 0, info, false);
   } else {
-    wake = settle_some(nacks, nn, acks, na, info);
+    wake = settle_some(nacks, nn, acks, na, info, false);
   }
   done_with(in);
   return wake;
@@ -273,9 +322,9 @@ bool Pipeline::handle_recorded(Batch* in) {
       in->msgs[i]->nacked = true;
     }
     log_->warn("{} acks could not be recorded in the database; nacking them", n);
-    wake = settle_some(in->msgs, n, nullptr, 0, info);
+    wake = settle_some(in->msgs, n, nullptr, 0, info, false);
   } else {
-    wake = settle_some(nullptr, 0, in->msgs, n, info);
+    wake = settle_some(nullptr, 0, in->msgs, n, info, false);
   }
   done_with(in);
   return wake;
@@ -286,7 +335,7 @@ bool Pipeline::handle_recorded(Batch* in) {
 // later saves; the acks' is recorded already, or never is: the memory store), frees their
 // permits and lot references. True: a parked consume should be woken.
 bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* const* acks,
-                           std::uint32_t na, bool info) {
+                           std::uint32_t na, bool info, bool mark_acked) {
   const Nanos now = clock_.now();
   Histogram& latency = metrics_.latency.local();
   // Group consecutive messages of one lot, so a lot's count drops once per run, not per message.
@@ -305,6 +354,7 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
   for (std::uint32_t i = 0; i < nn; ++i) end_lease(*nacks[i]);
   for (std::uint32_t i = 0; i < na; ++i) {
     Message& m = *acks[i];
+    if (mark_acked) m.acked = true;
     end_lease(m);
     latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
     if (info) {
@@ -317,8 +367,8 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
   // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
   const bool sealed = (settle_gate_.fetch_add(1) & kSealed) != 0;
   if (!sealed) {
-    metrics_.acked.add(na);
-    metrics_.nacked.add(nn);
+    if (na != 0) metrics_.acked.add(na);
+    if (nn != 0) metrics_.nacked.add(nn);
     if (na != 0) source_.ack(acks, na);
     if (nn != 0) source_.nack(nacks, nn);
   }

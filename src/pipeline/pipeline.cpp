@@ -73,7 +73,9 @@ Pipeline::Pipeline(Deps d)
 //                                       shutting down: submit puts them, cancelled, at once
 //   save, zero delay        ► cleanup   send_to_cleanup      inline completion, gather complete
 //   saved                   ► cleanup   make_edge            gather complete
-//   restart, zero delay     ► cleanup / restart   send_to_cleanup / send_to_restart   (retries)
+//   restart, zero delay     ► cleanup   send_to_cleanup      inline completion; its retries are
+//                                       drawn inline too (all at once at zero latency, else each
+//                                       round submitted inline: delayed ones go to the I/O)
 //   restarted               ► cleanup   make_edge (port 0)   gather complete
 //   restarted               ► restart   make_edge (port 1)   retries
 //   cleanup                 ► settle    make_edge            (through its gateway)

@@ -63,6 +63,10 @@ class SimulatedIo {
     return to_unit(mix(m.seed, key)) < fail_rate_;
   }
 
+  // Every operation completes at once, inline (zero latency, an IoService that allows it):
+  // submit() would hand back a copy of its whole input.
+  bool completes_now() const { return scale_ == 0 && inline_zero_; }
+
   // Starts `n` operations `op`, each completing after its delay through the IoService's sink.
   // Returns the zero-delay ones in a batch (from the pool) when the caller may complete them
   // inline; null when there are none.

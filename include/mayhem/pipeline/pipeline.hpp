@@ -148,7 +148,7 @@ class Pipeline {
   void send_to_publish() { publish_.try_put(0); }
   // Wakes consume: settle freed permits (from an inline completion), or more may be waiting.
   void send_to_consume() { consume_.try_put(continue_msg()); }
-  // save hands its lot on to restart; restarted's inline retries.
+  // save hands its lot on to restart.
   void send_to_restart(Batch* b) { restart_.try_put(b); }
   // Inline save/restart completions whose gather is complete.
   void send_to_cleanup(Batch* b) { cleanup_.try_put(b); }
@@ -170,20 +170,27 @@ class Pipeline {
     // failed attempts with retries left: back to restart
     Batch* retry;
   };
-  Batch* handle_saves(Batch* in);
-  RestartResults handle_restarts(Batch* in);
+  // `inline_first`: run by save's own task before it hands the lot to restart.
+  Batch* handle_saves(Batch* in, bool inline_first);
+  // `ready`: where the gathered messages go (null: a new batch when needed); it must have room
+  // for all of `in`.
+  RestartResults handle_restarts(Batch* in, Batch* ready);
   // True: a parked consume should be woken.
   bool handle_settle(Batch* in);
   bool handle_recorded(Batch* in);
+  // `mark_acked`: set each ack's `acked` flag here (in the same pass).
   bool settle_some(Message* const* nacks, std::uint32_t nn, Message* const* acks, std::uint32_t na,
-                   bool info);
+                   bool info, bool mark_acked);
   void complete_inline(Op op, Batch* done);
 
-  // The reference's handle_results, for a message whose save and restart are both settled.
+  // The reference's handle_results, for a message whose save and restart are both settled: logs
+  // a failed save or restart (finish_branch calls it only then, with the error level on).
   void handle_results(Message& m);
   // Called by saved/restarted for each message: when this branch is the second to finish (the
   // gather is complete), handles the results and appends the message to `ready` (for cleanup).
-  void finish_branch(Message& m, Batch*& ready);
+  // `first`: the other branch cannot have started (save's inline completions, which run before
+  // save hands the lot to restart). `log_errors`: the error level is on (asked once per batch).
+  void finish_branch(Message& m, Batch*& ready, bool first, bool log_errors);
   void schedule_consume();
   void wake_publish_if_parked();
   std::uint64_t permits() const;
