@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &ru0);
   constexpr std::uint32_t kBatch = 128;
   Message* buf[kBatch];
+  // Each message's lease state, kept by its lot in the pipeline (Lot::lease): one lot here.
+  std::atomic<LeaseState> lease[kBatch];
   std::uint64_t seq = 0;
   while (seq < messages) {
     const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(kBatch, messages - seq));
@@ -74,8 +76,8 @@ int main(int argc, char** argv) {
         ++attempt;
         ++s.restart_retries;
       }
-      m.lease.store(LeaseState::kDone, std::memory_order_release);  // handle_results
-      m.acked = true;                                               // cleanup: ack
+      lease[i].store(LeaseState::kDone, std::memory_order_release);  // handle_results
+      m.acked = true;                                                // cleanup: ack
     }
     const Nanos done = steady_now();
     for (std::uint32_t i = 0; i < n; ++i)
