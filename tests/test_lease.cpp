@@ -48,7 +48,7 @@ struct Fixture {
         [this](Message* const* m, std::size_t n) {
           hook_calls.push_back(n);
           for (std::size_t i = 0; i < n; ++i)
-            states_seen_by_hook.push_back(m[i]->lot->lease[m[i]->lot_slot].load());
+            states_seen_by_hook.push_back(m[i]->lot->lease_state(m[i]->lot_slot));
         });
   }
 
@@ -92,7 +92,7 @@ TEST_CASE("Lease thread extends in-flight messages every interval, by the ack de
   for (std::uint32_t i = 0; i < 3; ++i) {
     CHECK(lot->batch.msgs[i]->extended_cnt == 2);
     CHECK(lot->batch.msgs[i]->deadline_ns == f.clock.now() + 3 * kSec);
-    CHECK(lot->lease[i].load() == LeaseState::kActive);
+    CHECK(lot->lease_state(i) == LeaseState::kActive);
   }
   CHECK(f.sink->count("Extended deadline by 3 seconds for PubSubMessage(instance_name='cattle-") ==
         3);
@@ -118,7 +118,7 @@ TEST_CASE("Messages whose results are handled are no longer extended", "[lease]"
   CHECK(f.metrics.extensions.get() == 2);
   CHECK(lot->batch.msgs[0]->extended_cnt == 2);
   CHECK(lot->batch.msgs[1]->extended_cnt == 1);
-  CHECK(lot->lease[3].load() == LeaseState::kDone);
+  CHECK(lot->lease_state(3) == LeaseState::kDone);
 }
 
 TEST_CASE("A settled message is not the lot's any more: the lease thread never touches it",
@@ -261,7 +261,7 @@ TEST_CASE("A failed extension is logged, counted, and retried on the next pass",
   CHECK(f.metrics.extensions.get() == 2);
   CHECK(failing->extended_cnt == 1);
   CHECK(failing->deadline_ns == old_deadline);
-  CHECK(lot->lease[1].load() == LeaseState::kActive);
+  CHECK(lot->lease_state(1) == LeaseState::kActive);
   CHECK(f.sink->count("Could not extend deadline for PubSubMessage(instance_name='cattle-") == 1);
   CHECK(next == f.clock.now() + 5'000'000);  // retried at the next pass, not an interval later
 
@@ -305,7 +305,7 @@ TEST_CASE("An exception in a pass leaves every message free and the lot still sc
   f.clock.advance(2 * kSec);
   CHECK_THROWS_WITH(f.lease->tick(), "boom");
   for (std::uint32_t i = 0; i < 4; ++i) {
-    CHECK(lot->lease[i].load() == LeaseState::kActive);  // mark_done cannot block
+    CHECK(lot->lease_state(i) == LeaseState::kActive);  // mark_done cannot block
     CHECK(lot->batch.msgs[i]->extended_cnt == 1);
   }
   CHECK(f.lease->tracked_lots() == 1);

@@ -135,39 +135,60 @@ struct Batch {
 };
 
 // A lot does not own its messages' memory: settle hands each message back to the pool as soon as
-// it is settled (Leases::done first), so `batch.msgs[i]` is only valid while `lease[i]` is not
-// kDone. Holding every message until its lot's slowest one settled kept ~2.6x the messages in
+// it is settled (Leases::done first), so `batch.msgs[i]` is only valid while slot i's lease is not
+// done. Holding every message until its lot's slowest one settled kept ~2.6x the messages in
 // flight in the pool at the reference's latency profile.
 struct Lot {
   Batch batch;  // the messages consume pulled together; batch.owner == this
+
+  // ---- one cache line, the one settle touches: references and the leases --------------------
   // Messages not yet settled, plus stages still reading `batch`. The thread that brings it to
   // zero releases the lot (LeaseManager::release_lot).
-  std::atomic<std::uint32_t> refs{0};
+  alignas(64) std::atomic<std::uint32_t> refs{0};
   // Who owns the Lot object: kUnseen until the lease thread takes it (kTracked). A lot released
   // while still kUnseen is only marked kReleasedEarly; the lease thread recycles it when the
   // registration arrives.
   enum class Tracking : std::uint8_t { kUnseen, kTracked, kReleasedEarly };
   std::atomic<Tracking> tracking{Tracking::kUnseen};
-  // Owned by the lease thread alone, except `due`: consume stores the lot's earliest message
-  // deadline there before register_lot (the lease thread reads it once, at registration).
+  // Each message's lease, two bits per slot (slot s: word s / 32, bits 2 (s % 32) and up): the
+  // low bit is set while the lease thread extends it (kExtending: it reads the message), the high
+  // bit once settle ended the lease (kDone: the message is no longer the lot's to read). Both set:
+  // settle waits for the extension to end. Packed so that a whole lot is taken for an extension
+  // in a few CASes, and settle finds them on the line it decrements `refs` on.
+  static constexpr std::uint32_t kLeaseWords = kBatchCapacity / 32;
+  std::atomic<std::uint64_t> lease_bits[kLeaseWords];
+
+  // ---- owned by the lease thread ----------------------------------------------------------------
+  // Except `due`: consume stores the lot's earliest message deadline there before register_lot
+  // (the lease thread reads it once, at registration).
   Nanos due = 0;                       // when the lease thread looks at the lot next (its heap key)
   Nanos round_due = 0;                 // when the whole lot is due for its next extension
   std::bitset<kBatchCapacity> failed;  // messages whose last extension failed (retried alone)
   std::uint32_t heap_index = 0;        // position in the lease thread's schedule
   std::uint32_t failed_passes = 0;     // passes with a failed extension, while tracked
   std::uint8_t backoff = 0;            // consecutive passes with a failure: retry after poll << k
-  // Each message's lease, by slot: the lease thread moves kActive -> kExtending -> kActive while
-  // it extends one; settle moves kActive -> kDone (Leases::done), after which the message is no
-  // longer the lot's to read.
-  std::atomic<LeaseState> lease[kBatchCapacity];
 
-  // Consume, per pulled message: `m` is this lot's message `slot` (batch.msgs[slot] == &m), leased.
+  // Consume, per pulled message: `m` is this lot's message `slot` (batch.msgs[slot] == &m).
   void attach(Message& m, std::uint32_t slot) {
     m.lot = this;
     m.lot_slot = static_cast<std::uint8_t>(slot);
-    lease[slot].store(LeaseState::kActive, std::memory_order_relaxed);
+  }
+  // Every slot's lease active (register_lot, before the lot is handed on).
+  void lease_all() {
+    for (auto& w : lease_bits) w.store(0, std::memory_order_relaxed);
+  }
+  // Slot `slot`'s lease state (for tests and checks; racy while the lot is in use).
+  LeaseState lease_state(std::uint32_t slot) const {
+    const std::uint64_t b =
+        lease_bits[slot / 32].load(std::memory_order_acquire) >> (2 * (slot % 32));
+    return (b & 1) != 0   ? LeaseState::kExtending
+           : (b & 2) != 0 ? LeaseState::kDone
+                          : LeaseState::kActive;
   }
 };
+static_assert(kBatchCapacity % 32 == 0, "Lot::lease_bits holds 32 slots a word");
+static_assert(offsetof(Lot, lease_bits) + sizeof(Lot::lease_bits) - offsetof(Lot, refs) <= 64,
+              "refs and the leases share a line");
 static_assert(kBatchCapacity <= 256, "Message::lot_slot is one byte");
 
 using MessagePool = Pool<Message>;

@@ -37,7 +37,6 @@ LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlo
       retry_cap_(std::max(cfg_.poll, (cfg_.ack_deadline - cfg_.extend_interval) / 4)) {
   drain_buf_.resize(256);
   extend_buf_.reserve(kBatchCapacity);
-  extend_slots_.reserve(kBatchCapacity);
 }
 
 LeaseManager::~LeaseManager() {
@@ -125,18 +124,45 @@ void copy_identity(const Message& from, Message& to) {
 }
 }  // namespace
 
+namespace {
+constexpr std::uint64_t kLowBits = 0x5555'5555'5555'5555ULL;  // each slot's kExtending bit
+
+// Takes the slots of `want` (one kExtending bit per slot) that are still active, with one CAS
+// (settle may be ending leases meanwhile); returns those taken. Until handed back, settle waits
+// for them in Leases::done.
+std::uint64_t take(std::atomic<std::uint64_t>& word, std::uint64_t want) {
+  std::uint64_t v = word.load(std::memory_order_relaxed);
+  std::uint64_t got;
+  do {
+    got = want & ~(v | v >> 1) & kLowBits;  // active: neither bit set
+    if (got == 0) return 0;
+  } while (!word.compare_exchange_weak(v, v | got, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed));
+  return got;
+}
+void hand_back(std::atomic<std::uint64_t>& word, std::uint64_t taken) {
+  if (taken != 0) word.fetch_and(~taken, std::memory_order_release);
+}
+// The kExtending bits of the slots of word `w` that `slots` has.
+std::uint64_t word_mask(const std::bitset<kBatchCapacity>& slots, std::uint32_t w) {
+  std::uint64_t m = 0;
+  for (std::uint32_t j = 0; j < 32; ++j)
+    if (slots.test(w * 32 + j)) m |= std::uint64_t{1} << (2 * j);
+  return m;
+}
+}  // namespace
+
 std::bitset<kBatchCapacity> LeaseManager::inject_faults(Lot* lot,
                                                         const std::bitset<kBatchCapacity>& wanted) {
   std::bitset<kBatchCapacity> failed;
   Message copy;
   for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
     if (!wanted.test(i)) continue;
-    std::atomic<LeaseState>& state = lot->lease[i];
-    LeaseState expected = LeaseState::kActive;
-    if (!state.compare_exchange_strong(expected, LeaseState::kExtending, std::memory_order_acq_rel))
-      continue;  // settled: no extension
+    std::atomic<std::uint64_t>& word = lot->lease_bits[i / 32];
+    const std::uint64_t bit = std::uint64_t{1} << (2 * (i % 32));
+    if (take(word, bit) == 0) continue;  // settled: no extension
     copy_identity(*lot->batch.msgs[i], copy);
-    state.store(LeaseState::kActive, std::memory_order_release);
+    hand_back(word, bit);
     if (fault_(copy, copy.extended_cnt + lot->failed_passes)) {
       failed.set(i);
       metrics_.extension_failed.add(1);
@@ -148,7 +174,6 @@ std::bitset<kBatchCapacity> LeaseManager::inject_faults(Lot* lot,
 
 void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
   extend_buf_.clear();
-  extend_slots_.clear();
   const std::uint32_t n = lot->batch.size;
   // Which messages this pass tries: the whole lot on a round, else only those that failed.
   std::bitset<kBatchCapacity> wanted = lot->failed;
@@ -158,29 +183,31 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
   // and the lot as it was.
   std::bitset<kBatchCapacity> failed;
   if (fault_ && !faults_off_) failed = inject_faults(lot, wanted);
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (!wanted.test(i) || failed.test(i)) continue;  // not due, or failed (retried alone, later)
-    LeaseState expected = LeaseState::kActive;
-    if (!lot->lease[i].compare_exchange_strong(expected, LeaseState::kExtending,
-                                               std::memory_order_acq_rel)) {
-      continue;  // settled: no extension (and the message may be in the pool already)
+  wanted &= ~failed;  // failed: retried alone, later
+  // Hold every wanted message that is not settled yet (a CAS per 32 slots), then extend those.
+  std::uint64_t taken[Lot::kLeaseWords] = {};
+  const std::uint32_t words = (n + 31) / 32;
+  for (std::uint32_t w = 0; w < words; ++w) {
+    std::uint64_t want = round && failed.none() ? kLowBits : word_mask(wanted, w);
+    if ((w + 1) * 32 > n) want &= (std::uint64_t{1} << (2 * (n - w * 32))) - 1;
+    taken[w] = take(lot->lease_bits[w], want);
+    for (std::uint64_t t = taken[w]; t != 0; t &= t - 1) {
+      const auto i = w * 32 + static_cast<std::uint32_t>(__builtin_ctzll(t)) / 2;
+      Message* m = lot->batch.msgs[i];
+      if (now > m->deadline_ns) metrics_.late_extensions.add(1);
+      m->deadline_ns = now + cfg_.ack_deadline;
+      ++m->extended_cnt;
+      extend_buf_.push_back(m);
     }
-    Message* m = lot->batch.msgs[i];
-    if (now > m->deadline_ns) metrics_.late_extensions.add(1);
-    m->deadline_ns = now + cfg_.ack_deadline;
-    ++m->extended_cnt;
-    extend_buf_.push_back(m);
-    extend_slots_.push_back(static_cast<std::uint8_t>(i));
   }
-  const auto hand_back = [&] {
-    for (std::uint8_t i : extend_slots_)
-      lot->lease[i].store(LeaseState::kActive, std::memory_order_release);
+  const auto release_all = [&] {
+    for (std::uint32_t w = 0; w < words; ++w) hand_back(lot->lease_bits[w], taken[w]);
   };
   if (hook_ && !extend_buf_.empty()) {
     try {
       hook_(extend_buf_.data(), extend_buf_.size());
     } catch (...) {
-      hand_back();
+      release_all();
       throw;
     }
   }
@@ -192,7 +219,7 @@ void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
       log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
     }
   }
-  hand_back();
+  release_all();
   lot->failed = failed;
   if (failed.any()) ++lot->failed_passes;
   metrics_.extensions.add(extend_buf_.size());

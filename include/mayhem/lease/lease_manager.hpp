@@ -78,6 +78,7 @@ class LeaseManager final : public Leases {
   // `deadline_ns` of the lot's messages: its first extension is due `extend_interval -
   // ack_deadline` after it.
   void register_lot(Lot* lot, Nanos earliest_deadline) {
+    lot->lease_all();
     lot->due = earliest_deadline;
     lot->tracking.store(Lot::Tracking::kUnseen, std::memory_order_relaxed);
     registrations_.enqueue(lot);
@@ -187,7 +188,6 @@ class LeaseManager final : public Leases {
   Nanos retry_cap_;  // the longest retry backoff
   std::vector<Lot*> drain_buf_;
   std::vector<Message*> extend_buf_;
-  std::vector<std::uint8_t> extend_slots_;  // extend_buf_[i] is the lot's message extend_slots_[i]
   std::atomic<std::size_t> tracked_{0};
 
   std::thread thread_;

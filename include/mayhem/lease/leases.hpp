@@ -47,13 +47,14 @@ class Leases {
   // extension in progress, so the caller owns the message (its broker handle, and its memory: it
   // may go back to the pool) afterwards. The lease thread holds kExtending only while it extends
   // one lot (and runs the broker hook, in bulk). The state lives in the message's lot
-  // (Lot::attach). Idempotent.
+  // (Lot::lease_bits). Idempotent.
   static void done(Message& m) {
-    std::atomic<LeaseState>& state = m.lot->lease[m.lot_slot];
-    LeaseState expected = LeaseState::kActive;
-    while (!state.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
-      if (expected == LeaseState::kDone) return;
-      expected = LeaseState::kActive;
+    std::atomic<std::uint64_t>& word = m.lot->lease_bits[m.lot_slot / 32];
+    const unsigned shift = 2 * (m.lot_slot % 32);
+    const std::uint64_t was = word.fetch_or(std::uint64_t{2} << shift, std::memory_order_acq_rel);
+    if (((was >> shift) & 1) == 0) return;
+    // Being extended: the lease thread clears the bit (release) when it is done with the message.
+    while (((word.load(std::memory_order_acquire) >> shift) & 1) != 0) {
     }
   }
 
