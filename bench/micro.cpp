@@ -360,7 +360,6 @@ struct LeaseBench {
                      clock,
                      quiet_logger(),
                      metrics,
-                     messages,
                      lots,
                      [this](Message* const* m, std::size_t n) { pubsub.extend(m, n); }};
   std::vector<Lot*> held;
@@ -382,24 +381,22 @@ struct LeaseBench {
     const Nanos deadline = clock.now() + 3 * kSec;
     for (std::uint32_t i = 0; i < kLotSize; ++i) {
       Message* m = lot->batch.msgs[i];
-      m->lot = lot;
-      m->lease.store(LeaseState::kActive, std::memory_order_relaxed);
+      lot->attach(*m, i);
       m->extended_cnt = 1;
       m->deadline_ns = deadline;
     }
   }
   ~LeaseBench() {
     for (Lot* lot : held) lease.release_lot(lot);
-    lease.stop();  // the last tick frees them
+    lease.stop();  // the last tick recycles them (the messages stay out of the pool until its end)
   }
 };
 
 // Per lot: register_lot (consume's side, lock-free enqueue) + the tick that takes it (dequeue in
 // bulk, CAS kUnseen -> kTracked, link into the due FIFO); neither reads the lot's messages.
 // Between iterations, untimed: the lots are released and freed by a tick and the same number are
-// acquired again. To keep that reset cheap, the lots are released empty (batch.size = 0, so the
-// lease thread frees the Lot objects only) and each re-acquired lot gets back a fixed set of 128
-// messages, which never leave the benchmark.
+// acquired again (a release recycles the Lot object alone: settle gives messages back) and each
+// re-acquired lot gets back a fixed set of 128 messages, which never leave the benchmark.
 void BM_LeaseRegisterTick(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   LeaseBench b;

@@ -221,7 +221,7 @@ int Service::Impl::run() {
       seconds_to_nanos(opts.extend_interval), seconds_to_nanos(opts.ack_deadline),
       std::min<Nanos>(seconds_to_nanos(opts.extend_interval), 5'000'000)};
   lease = std::make_unique<LeaseManager>(
-      lease_cfg, clock, log, metrics, messages, lots,
+      lease_cfg, clock, log, metrics, lots,
       [src = &source](Message* const* m, std::size_t n) { src->extend(m, n); }, observer);
   lease->set_fault_hook(deps.timer_fault);
   lease->set_fatal_handler([this](std::exception_ptr e) { shutdown.fatal(std::move(e)); });

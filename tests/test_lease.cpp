@@ -23,7 +23,10 @@ Lot* bare_lot(LotPool& lots, MessagePool& messages, std::uint32_t n) {
   Lot* lot = lots.acquire_one();
   messages.acquire(lot->batch.msgs, n);
   lot->batch.size = n;
-  for (std::uint32_t i = 0; i < n; ++i) lot->batch.msgs[i]->reset_state();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    lot->batch.msgs[i]->reset_state();
+    lot->attach(*lot->batch.msgs[i], i);
+  }
   return lot;
 }
 
@@ -40,13 +43,13 @@ struct Fixture {
 
   Fixture() {
     std::tie(log, sink) = test::make_test_logger();
-    lease = std::make_unique<LeaseManager>(LeaseManager::Config{2 * kSec, 3 * kSec, 5'000'000},
-                                           clock, log, metrics, messages, lots,
-                                           [this](Message* const* m, std::size_t n) {
-                                             hook_calls.push_back(n);
-                                             for (std::size_t i = 0; i < n; ++i)
-                                               states_seen_by_hook.push_back(m[i]->lease.load());
-                                           });
+    lease = std::make_unique<LeaseManager>(
+        LeaseManager::Config{2 * kSec, 3 * kSec, 5'000'000}, clock, log, metrics, lots,
+        [this](Message* const* m, std::size_t n) {
+          hook_calls.push_back(n);
+          for (std::size_t i = 0; i < n; ++i)
+            states_seen_by_hook.push_back(m[i]->lot->lease_state(m[i]->lot_slot));
+        });
   }
 
   // A lot as consume makes it: first extension done, deadline set.
@@ -60,7 +63,7 @@ struct Fixture {
     for (std::uint32_t i = 0; i < n; ++i) {
       Message* m = lot->batch.msgs[i];
       f.fill(*m, i, clock.now());
-      m->lot = lot;
+      lot->attach(*m, i);
       m->extended_cnt = 1;
       m->deadline_ns = clock.now() + 3 * kSec;
     }
@@ -89,7 +92,7 @@ TEST_CASE("Lease thread extends in-flight messages every interval, by the ack de
   for (std::uint32_t i = 0; i < 3; ++i) {
     CHECK(lot->batch.msgs[i]->extended_cnt == 2);
     CHECK(lot->batch.msgs[i]->deadline_ns == f.clock.now() + 3 * kSec);
-    CHECK(lot->batch.msgs[i]->lease.load() == LeaseState::kActive);
+    CHECK(lot->lease_state(i) == LeaseState::kActive);
   }
   CHECK(f.sink->count("Extended deadline by 3 seconds for PubSubMessage(instance_name='cattle-") ==
         3);
@@ -115,41 +118,96 @@ TEST_CASE("Messages whose results are handled are no longer extended", "[lease]"
   CHECK(f.metrics.extensions.get() == 2);
   CHECK(lot->batch.msgs[0]->extended_cnt == 2);
   CHECK(lot->batch.msgs[1]->extended_cnt == 1);
-  CHECK(lot->batch.msgs[3]->lease.load() == LeaseState::kDone);
+  CHECK(lot->lease_state(3) == LeaseState::kDone);
 }
 
-TEST_CASE("A released lot is freed at the next tick and its messages return to the pool",
+TEST_CASE("A settled message is not the lot's any more: the lease thread never touches it",
           "[lease]") {
+  Fixture f;
+  Lot* lot = f.make_lot(3);
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  // Settle takes message 1 and gives it back to the pool, where publish refills it for another
+  // lot; the first lot stays tracked until its other messages settle.
+  Message* reused = lot->batch.msgs[1];
+  LeaseManager::mark_done(*reused);
+  MessageFactory(77).fill(*reused, 99, f.clock.now());
+  const Nanos deadline = reused->deadline_ns;
+  f.clock.advance(2 * kSec);
+  f.lease->tick();
+  CHECK(f.metrics.extensions.get() == 2);
+  CHECK(lot->batch.msgs[0]->extended_cnt == 2);
+  CHECK(reused->extended_cnt == 0);
+  CHECK(reused->deadline_ns == deadline);
+  f.lease->release_lot(lot);
+  f.lease->tick();
+  CHECK(f.lease->tracked_lots() == 0);
+}
+
+TEST_CASE("The fault hook sees a copy: a message settled meanwhile is not extended",
+          "[lease][faults]") {
+  Fixture f;
+  Lot* lot = f.make_lot(2);
+  std::vector<const Message*> seen;
+  f.lease->set_fault_hook([&](const Message& m, std::uint32_t) {
+    seen.push_back(&m);
+    // Settle runs meanwhile (it must not wait for the hook) and takes message 0.
+    if (m.seq == 0) LeaseManager::mark_done(*lot->batch.msgs[0]);
+    return false;
+  });
+  f.lease->register_lot(lot);
+  f.lease->tick();
+  f.clock.advance(2 * kSec);
+  f.lease->tick();
+  REQUIRE(seen.size() == 2);
+  for (const Message* m : seen) {
+    CHECK(m != lot->batch.msgs[0]);
+    CHECK(m != lot->batch.msgs[1]);
+  }
+  CHECK(f.metrics.extensions.get() == 1);
+  CHECK(lot->batch.msgs[0]->extended_cnt == 1);
+  CHECK(lot->batch.msgs[1]->extended_cnt == 2);
+  f.lease->release_lot(lot);
+  f.lease->tick();
+}
+
+namespace {
+// True when `lot` is among the lot pool's free objects (every one is taken, then given back).
+bool lot_is_free(LotPool& lots, Lot* lot) {
+  std::vector<Lot*> all(lots.capacity());
+  lots.acquire(all.data(), all.size());
+  const bool found = std::find(all.begin(), all.end(), lot) != all.end();
+  lots.release(all.data(), all.size());
+  return found;
+}
+}  // namespace
+
+TEST_CASE("A released lot is recycled at the next tick and no longer extended", "[lease]") {
   Fixture f;
   Lot* lot = f.make_lot(5);
   f.lease->register_lot(lot);
   f.lease->tick();
-  const auto capacity = f.messages.capacity();
+  for (std::uint32_t i = 0; i < 5; ++i) LeaseManager::mark_done(*lot->batch.msgs[i]);
   f.lease->release_lot(lot);
+  CHECK_FALSE(lot_is_free(f.lots, lot));  // still linked in the schedule
   f.lease->tick();
   CHECK(f.lease->tracked_lots() == 0);
+  CHECK(lot_is_free(f.lots, lot));
   f.clock.advance(10 * kSec);
   f.lease->tick();
   CHECK(f.metrics.extensions.get() == 0);  // nothing left to extend
-  std::vector<Message*> again(capacity);
-  f.messages.acquire(again.data(), again.size());
-  CHECK(f.messages.capacity() == capacity);  // the five came back
 }
 
-TEST_CASE("A lot released before the lease thread takes it gives its messages back at once",
+TEST_CASE("A lot released before the lease thread takes it is recycled when it arrives",
           "[lease]") {
   Fixture f;
   Lot* lot = f.make_lot(2);
-  Message* first = lot->batch.msgs[0];
   f.lease->register_lot(lot);
   f.lease->release_lot(lot);  // settled before the lease thread's next pass
-  // The messages are back in the pool already: a fresh acquire of the whole pool finds them.
-  std::vector<Message*> all(f.messages.capacity());
-  f.messages.acquire(all.data(), all.size());
-  CHECK(std::find(all.begin(), all.end(), first) != all.end());
-  f.messages.release(all.data(), all.size());
+  CHECK_FALSE(lot_is_free(f.lots, lot));
   f.lease->tick();  // the registration arrives: the Lot is recycled, not tracked
   CHECK(f.lease->tracked_lots() == 0);
+  CHECK(lot_is_free(f.lots, lot));
   f.clock.advance(4 * kSec);
   f.lease->tick();
   CHECK(f.metrics.extensions.get() == 0);
@@ -172,7 +230,7 @@ TEST_CASE("The lease thread extends on its own with a real clock and short inter
   LotPool lots{8};
   auto [log, sink] = test::make_test_logger(spdlog::level::off);
   LeaseManager lease({20'000'000, 30'000'000, 1'000'000}, SteadyClock::instance(), log, metrics,
-                     messages, lots);
+                     lots);
   Lot* lot = bare_lot(lots, messages, 2);
   lease.start();
   lease.register_lot(lot);
@@ -203,7 +261,7 @@ TEST_CASE("A failed extension is logged, counted, and retried on the next pass",
   CHECK(f.metrics.extensions.get() == 2);
   CHECK(failing->extended_cnt == 1);
   CHECK(failing->deadline_ns == old_deadline);
-  CHECK(failing->lease.load() == LeaseState::kActive);
+  CHECK(lot->lease_state(1) == LeaseState::kActive);
   CHECK(f.sink->count("Could not extend deadline for PubSubMessage(instance_name='cattle-") == 1);
   CHECK(next == f.clock.now() + 5'000'000);  // retried at the next pass, not an interval later
 
@@ -247,7 +305,7 @@ TEST_CASE("An exception in a pass leaves every message free and the lot still sc
   f.clock.advance(2 * kSec);
   CHECK_THROWS_WITH(f.lease->tick(), "boom");
   for (std::uint32_t i = 0; i < 4; ++i) {
-    CHECK(lot->batch.msgs[i]->lease.load() == LeaseState::kActive);  // mark_done cannot block
+    CHECK(lot->lease_state(i) == LeaseState::kActive);  // mark_done cannot block
     CHECK(lot->batch.msgs[i]->extended_cnt == 1);
   }
   CHECK(f.lease->tracked_lots() == 1);
@@ -266,7 +324,7 @@ TEST_CASE("An exception on the lease thread goes to the fatal handler, the threa
   LotPool lots{8};
   auto [log, sink] = test::make_test_logger(spdlog::level::off);
   LeaseManager lease({10'000'000, 30'000'000, 1'000'000}, SteadyClock::instance(), log, metrics,
-                     messages, lots);
+                     lots);
   std::atomic<int> fatals{0};
   lease.set_fault_hook([](const Message&, std::uint32_t) -> bool { throw std::logic_error("x"); });
   lease.set_fatal_handler([&](std::exception_ptr) { fatals.fetch_add(1); });
@@ -354,7 +412,7 @@ TEST_CASE("A zero extend interval cannot make a lease pass run forever", "[lease
   MessagePool messages{64};
   LotPool lots{8};
   auto [log, sink] = test::make_test_logger(spdlog::level::off);
-  LeaseManager lease({0, 3 * kSec, 0}, clock, log, metrics, messages, lots);
+  LeaseManager lease({0, 3 * kSec, 0}, clock, log, metrics, lots);
   // A pass that never ends would call the fault hook again and again: stop it with an exception.
   std::uint64_t asked = 0;
   lease.set_fault_hook([&](const Message&, std::uint32_t) -> bool {

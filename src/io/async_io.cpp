@@ -31,11 +31,26 @@ struct Entry {
   Op op() const { return kOps[tick_op & 3]; }
 };
 
+// An entry filed in a slot, in 8 bytes instead of 16 (one per pending operation, so per message
+// in flight): the slot gives its tick, and the op sits in the message pointer's low bits.
+using Filed = std::uintptr_t;
+static_assert(alignof(Message) >= 4 && kOpCount <= 4,
+              "the op fits in a message pointer's low bits");
+Filed pack(const Entry& e) {
+  return reinterpret_cast<std::uintptr_t>(e.msg) | static_cast<std::uintptr_t>(e.tick_op & 3);
+}
+Message* message_of(Filed f) {
+  return reinterpret_cast<Message*>(f & ~std::uintptr_t{3});
+}
+Op op_of(Filed f) {
+  return kOps[f & 3];
+}
+
 struct Chunk {
-  static constexpr std::uint32_t kCap = 63;
+  static constexpr std::uint32_t kCap = 126;  // 1 KiB a chunk
   std::uint32_t size = 0;
   Chunk* next = nullptr;
-  Entry entries[kCap];
+  Filed entries[kCap];
 };
 
 class AsyncIo final : public IoService {
@@ -108,7 +123,8 @@ class AsyncIo final : public IoService {
     drain_queue([&](const Entry& e) { rest.push_back(e); });
     for (auto& s : slots_) {
       for (Chunk* c = s.head; c; c = c->next)
-        rest.insert(rest.end(), c->entries, c->entries + c->size);
+        for (std::uint32_t i = 0; i < c->size; ++i)
+          rest.push_back(Entry{message_of(c->entries[i]), c->entries[i] & 3});
       free_chain(s.head);
       s = Slot{};
     }
@@ -197,7 +213,7 @@ class AsyncIo final : public IoService {
 
   void file(const Entry& e) {
     if (e.tick() <= last_tick_) {
-      emit(e);
+      emit(e.msg, e.op());
       return;
     }
     if (e.tick() - last_tick_ >= slots_.size()) {
@@ -215,14 +231,14 @@ class AsyncIo final : public IoService {
         s.head = c;
       s.tail = c;
     }
-    s.tail->entries[s.tail->size++] = e;
+    s.tail->entries[s.tail->size++] = pack(e);
   }
 
-  void emit(const Entry& e) {
-    Batch*& b = out_[op_index(e.op())];
+  void emit(Message* m, Op op) {
+    Batch*& b = out_[op_index(op)];
     if (!b) b = new_batch(false);
-    b->push(e.msg);
-    if (b->full()) flush(e.op());
+    b->push(m);
+    if (b->full()) flush(op);
   }
   void flush(Op op) {
     Batch*& b = out_[op_index(op)];
@@ -259,7 +275,8 @@ class AsyncIo final : public IoService {
       ++last_tick_;
       Slot& s = slots_[last_tick_ % slots_.size()];
       for (Chunk* c = s.head; c; c = c->next) {
-        for (std::uint32_t i = 0; i < c->size; ++i) emit(c->entries[i]);
+        for (std::uint32_t i = 0; i < c->size; ++i)
+          emit(message_of(c->entries[i]), op_of(c->entries[i]));
         in_wheel_ -= c->size;
       }
       free_chain(s.head);

@@ -22,15 +22,13 @@ LeaseManager::Config clamped(LeaseManager::Config c) {
 }  // namespace
 
 LeaseManager::LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
-                           Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook,
-                           Observer* observer)
+                           Metrics& metrics, LotPool& lots, ExtendHook hook, Observer* observer)
     : Leases(log, fmt::format("{:g}", nanos_to_seconds(cfg.ack_deadline))),
       cfg_(clamped(cfg)),
       deadline_text_(fmt::format("{:g}", nanos_to_seconds(cfg_.ack_deadline))),
       clock_(clock),
       log_(std::move(log)),
       metrics_(metrics),
-      messages_(messages),
       lots_(lots),
       hook_(std::move(hook)),
       observer_(observer),
@@ -100,11 +98,6 @@ void LeaseManager::heap_reschedule_top(Nanos due) {
 
 // ---- lots ---------------------------------------------------------------------------------------
 
-void LeaseManager::free_lot(Lot* lot) {
-  messages_.release(lot->batch.msgs, lot->batch.size);
-  recycle_lot(lot);
-}
-
 void LeaseManager::recycle_lot(Lot* lot) {
   lot->batch.size = 0;
   lots_.release_one(lot);
@@ -117,63 +110,119 @@ Nanos LeaseManager::retry_delay(std::uint8_t k) const {
   return std::min(d, retry_cap_);
 }
 
+namespace {
+// What a fault hook and its log lines may read of a message: a copy, so that neither holds the
+// live one (settle may take it, and give it back to the pool, as soon as it is not held).
+void copy_identity(const Message& from, Message& to) {
+  to.seed = from.seed;
+  to.published_ns = from.published_ns;
+  to.deadline_ns = from.deadline_ns;
+  to.extended_cnt = from.extended_cnt;
+  std::copy(std::begin(from.instance_name), std::end(from.instance_name), to.instance_name);
+  to.id = from.id;
+  to.seq = from.seq;
+}
+}  // namespace
+
+namespace {
+constexpr std::uint64_t kLowBits = 0x5555'5555'5555'5555ULL;  // each slot's kExtending bit
+
+// Takes the slots of `want` (one kExtending bit per slot) that are still active, with one CAS
+// (settle may be ending leases meanwhile); returns those taken. Until handed back, settle waits
+// for them in Leases::done.
+std::uint64_t take(std::atomic<std::uint64_t>& word, std::uint64_t want) {
+  std::uint64_t v = word.load(std::memory_order_relaxed);
+  std::uint64_t got;
+  do {
+    got = want & ~(v | v >> 1) & kLowBits;  // active: neither bit set
+    if (got == 0) return 0;
+  } while (!word.compare_exchange_weak(v, v | got, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed));
+  return got;
+}
+void hand_back(std::atomic<std::uint64_t>& word, std::uint64_t taken) {
+  if (taken != 0) word.fetch_and(~taken, std::memory_order_release);
+}
+// The kExtending bits of the slots of word `w` that `slots` has.
+std::uint64_t word_mask(const std::bitset<kBatchCapacity>& slots, std::uint32_t w) {
+  std::uint64_t m = 0;
+  for (std::uint32_t j = 0; j < 32; ++j)
+    if (slots.test(w * 32 + j)) m |= std::uint64_t{1} << (2 * j);
+  return m;
+}
+}  // namespace
+
+std::bitset<kBatchCapacity> LeaseManager::inject_faults(Lot* lot,
+                                                        const std::bitset<kBatchCapacity>& wanted) {
+  std::bitset<kBatchCapacity> failed;
+  Message copy;
+  for (std::uint32_t i = 0; i < lot->batch.size; ++i) {
+    if (!wanted.test(i)) continue;
+    std::atomic<std::uint64_t>& word = lot->lease_bits[i / 32];
+    const std::uint64_t bit = std::uint64_t{1} << (2 * (i % 32));
+    if (take(word, bit) == 0) continue;  // settled: no extension
+    copy_identity(*lot->batch.msgs[i], copy);
+    hand_back(word, bit);
+    if (fault_(copy, copy.extended_cnt + lot->failed_passes)) {
+      failed.set(i);
+      metrics_.extension_failed.add(1);
+      log_->error("Could not extend deadline for {}: injected timer error; retrying", copy);
+    }
+  }
+  return failed;
+}
+
 void LeaseManager::extend_lot(Lot* lot, Nanos now, bool round) {
   extend_buf_.clear();
   const std::uint32_t n = lot->batch.size;
   // Which messages this pass tries: the whole lot on a round, else only those that failed.
-  auto wanted = [&](std::uint32_t i) { return round || lot->failed.test(i); };
-  // Fault injection first, before any message of the lot is held in kExtending: a hook that
-  // throws or never returns then leaves every message free for mark_done(), and the lot as it was.
+  std::bitset<kBatchCapacity> wanted = lot->failed;
+  if (round) wanted.set();
+  // Fault injection first, before any message of the lot is held for its extension, and on
+  // copies: a hook that throws or never returns then leaves every message free for mark_done(),
+  // and the lot as it was.
   std::bitset<kBatchCapacity> failed;
-  if (fault_ && !faults_off_) {
-    for (std::uint32_t i = 0; i < n; ++i) {
-      if (!wanted(i)) continue;
-      const Message& m = *lot->batch.msgs[i];
-      if (m.lease.load(std::memory_order_acquire) != LeaseState::kActive) continue;
-      if (fault_(m, m.extended_cnt + lot->failed_passes)) failed.set(i);
-    }
-    if (failed.any()) {
-      metrics_.extension_failed.add(failed.count());
-      for (std::uint32_t i = 0; i < n; ++i)
-        if (failed.test(i))
-          log_->error("Could not extend deadline for {}: injected timer error; retrying",
-                      *lot->batch.msgs[i]);
+  if (fault_ && !faults_off_) failed = inject_faults(lot, wanted);
+  wanted &= ~failed;  // failed: retried alone, later
+  // Hold every wanted message that is not settled yet (a CAS per 32 slots), then extend those.
+  std::uint64_t taken[Lot::kLeaseWords] = {};
+  const std::uint32_t words = (n + 31) / 32;
+  for (std::uint32_t w = 0; w < words; ++w) {
+    std::uint64_t want = round && failed.none() ? kLowBits : word_mask(wanted, w);
+    if ((w + 1) * 32 > n) want &= (std::uint64_t{1} << (2 * (n - w * 32))) - 1;
+    taken[w] = take(lot->lease_bits[w], want);
+    for (std::uint64_t t = taken[w]; t != 0; t &= t - 1) {
+      const auto i = w * 32 + static_cast<std::uint32_t>(__builtin_ctzll(t)) / 2;
+      Message* m = lot->batch.msgs[i];
+      if (now > m->deadline_ns) metrics_.late_extensions.add(1);
+      m->deadline_ns = now + cfg_.ack_deadline;
+      ++m->extended_cnt;
+      extend_buf_.push_back(m);
     }
   }
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (!wanted(i) || failed.test(i)) continue;  // not due, or failed (retried alone, later)
-    Message* m = lot->batch.msgs[i];
-    LeaseState expected = LeaseState::kActive;
-    if (!m->lease.compare_exchange_strong(expected, LeaseState::kExtending,
-                                          std::memory_order_acq_rel)) {
-      continue;  // being settled: no extension
-    }
-    if (now > m->deadline_ns) metrics_.late_extensions.add(1);
-    m->deadline_ns = now + cfg_.ack_deadline;
-    ++m->extended_cnt;
-    extend_buf_.push_back(m);
-  }
+  const auto release_all = [&] {
+    for (std::uint32_t w = 0; w < words; ++w) hand_back(lot->lease_bits[w], taken[w]);
+  };
   if (hook_ && !extend_buf_.empty()) {
     try {
       hook_(extend_buf_.data(), extend_buf_.size());
     } catch (...) {
-      for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
+      release_all();
       throw;
     }
   }
-  // Hand the messages back before logging, so a settle waiting in mark_done() is held only for the
-  // extension itself. Logging after is safe: a tracked lot's messages are freed by this thread
-  // only.
-  for (Message* m : extend_buf_) m->lease.store(LeaseState::kActive, std::memory_order_release);
-  lot->failed = failed;
-  if (failed.any()) ++lot->failed_passes;
-  metrics_.extensions.add(extend_buf_.size());
+  // Logged while still held: once handed back, settle may take a message and give it to the
+  // pool. (Info level only: then a settle waiting in mark_done() also waits for these lines.)
   if (log_->should_log(spdlog::level::info)) {
     for (Message* m : extend_buf_) {
       LogScope scope(*m, to_string(Stage::kLease));
       log_->info("Extended deadline by {} seconds for {}", deadline_text_, *m);
     }
   }
+  release_all();
+  lot->failed = failed;
+  if (failed.any()) ++lot->failed_passes;
+  metrics_.extensions.add(extend_buf_.size());
 }
 
 Nanos LeaseManager::tick() {
@@ -184,8 +233,8 @@ Nanos LeaseManager::pass(bool extend) {
   ObserveScope scope(observer_, Stage::kLease, 0);
   const Nanos now = clock_.now();
   std::size_t tracked = tracked_.load(std::memory_order_relaxed);
-  // Registrations first. A lot released before the lease thread took it (kReleasedEarly) already
-  // gave its messages back: only the Lot object is recycled here.
+  // Registrations first. A lot released before the lease thread took it (kReleasedEarly) is
+  // recycled at once.
   for (;;) {
     const std::size_t n = registrations_.try_dequeue_bulk(drain_buf_.data(), drain_buf_.size());
     for (std::size_t i = 0; i < n; ++i) {
@@ -193,11 +242,7 @@ Nanos LeaseManager::pass(bool extend) {
       auto expected = Lot::Tracking::kUnseen;
       if (!lot->tracking.compare_exchange_strong(expected, Lot::Tracking::kTracked,
                                                  std::memory_order_acq_rel)) {
-        // Released early. The releasing thread may still be reading the lot's array: wait for
-        // kReleasedEarly (one bulk enqueue away) before the Lot can be reused.
-        while (lot->tracking.load(std::memory_order_acquire) != Lot::Tracking::kReleasedEarly)
-          std::this_thread::yield();
-        recycle_lot(lot);
+        recycle_lot(lot);  // released early
         continue;
       }
       // register_lot left the earliest deadline in `due`: the lease runs from there (delivery,
@@ -219,7 +264,7 @@ Nanos LeaseManager::pass(bool extend) {
     for (std::size_t i = 0; i < n; ++i) {
       Lot* lot = drain_buf_[i];
       heap_erase(lot);
-      free_lot(lot);
+      recycle_lot(lot);
       --tracked;
     }
     if (n < drain_buf_.size()) break;

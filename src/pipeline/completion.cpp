@@ -383,6 +383,10 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
     if (nn != 0) source_.return_unsettled(nacks, nn);
   }
   if (nn != 0) store_.settled(nacks, nn);
+  // Settled: back to the pool now, not with their lot (whose slowest message may take seconds
+  // more). The lease ended above, so nothing reads them through the lot any more.
+  messages_.release(nacks, nn);
+  messages_.release(acks, na);
   metrics_.in_flight.fetch_sub(na + nn);
   // Freed permits wake a consume parked on --max-in-flight (it re-checks after parking).
   const bool wake = consume_parked_.load() && consume_parked_.exchange(false) &&

@@ -122,10 +122,10 @@ void Pipeline::consume_body(ConsumeNode::output_ports_type& out) {
     const Nanos deadline = clock_.now() + ack_deadline_;
     Nanos earliest = deadline;  // the lot's earliest deadline: its lease is scheduled from there
     const bool info = log_->should_log(spdlog::level::info);
+    std::uint32_t slot = 0;
     for_each_prefetched(lot->batch.msgs, got, [&](Message& m) {
-      m.lot = lot;
+      lot->attach(m, slot++);
       m.pending.store(2, std::memory_order_relaxed);
-      m.lease.store(LeaseState::kActive, std::memory_order_relaxed);
       Leases::extend_first(m, deadline);  // the reference's extend(), first iteration
       earliest = std::min(earliest, m.deadline_ns);
       if (info) {

@@ -7,7 +7,8 @@
 // earliest message deadline minus `ack_deadline` (the time a broker
 // source delivered or last extended it, or consume's time for the in-process pub/sub), and a
 // message is extended until settle takes it (`mark_done`), cleanup included. Each due lot is
-// extended in bulk; released lots are freed here (their messages go back to the pool).
+// extended in bulk; released lots are recycled here (settle already gave their messages back to
+// the pool, one by one as they settled: a lot only keeps each message's lease state).
 // Failures: an extension that fails (the fault hook, `--inject timer:error:P`) is logged and
 // counted, and only the messages that failed are retried, after poll x 2^k (k = consecutive
 // passes with a failure), capped at a quarter of the margin `ack_deadline - extend_interval` (at
@@ -18,7 +19,7 @@
 // Any configuration is safe: `extend_interval` and `ack_deadline` are clamped to [1 ms, 1 year]
 // and `poll` to [100 us, extend_interval], so a pass always ends (every rescheduled lot is due
 // strictly later than now) and no due time overflows.
-// Use: `LeaseManager lm(cfg, clock, log, metrics, msgs, lots); lm.start(); lm.register_lot(l, d);
+// Use: `LeaseManager lm(cfg, clock, log, metrics, lots); lm.start(); lm.register_lot(l, d);
 // ... LeaseManager::mark_done(m) at settle ... lm.release_lot(l); ... lm.stop();`. Tests call
 // `tick()` with a ManualClock instead of start().
 #pragma once
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -57,23 +59,26 @@ class LeaseManager final : public Leases {
   // Called on the lease thread with messages held in LeaseState::kExtending (so it may touch
   // their broker handles); e.g. JetStream's in-progress ack. Never called under a lock.
   using ExtendHook = std::function<void(Message* const* msgs, std::size_t n)>;
-  // Fault injection (see faults.hpp): called before the `attempt`-th extension of a message; true
-  // means this extension failed. May throw (an unexpected error) or never return (a hang).
+  // Fault injection (see faults.hpp): called before the `attempt`-th extension of a message, with
+  // a copy of its identity (seed, instance name, id, counts: not the live message, which settle
+  // may take meanwhile); true means this extension failed. May throw (an unexpected error) or
+  // never return (a hang).
   using FaultHook = std::function<bool(const Message& m, std::uint32_t attempt)>;
   // The global exception handler, for an exception that escapes a pass of the lease thread.
   using FatalHandler = std::function<void(std::exception_ptr)>;
 
   LeaseManager(Config cfg, const Clock& clock, std::shared_ptr<spdlog::logger> log,
-               Metrics& metrics, MessagePool& messages, LotPool& lots, ExtendHook hook = {},
-               Observer* observer = nullptr);
+               Metrics& metrics, LotPool& lots, ExtendHook hook = {}, Observer* observer = nullptr);
   ~LeaseManager();
   LeaseManager(const LeaseManager&) = delete;
   LeaseManager& operator=(const LeaseManager&) = delete;
 
   // Any thread, lock-free. Consume has already done each message's first extension (or the
-  // source did, at delivery); `earliest_deadline` is the smallest `deadline_ns` of the lot's
-  // messages: its first extension is due `extend_interval - ack_deadline` after it.
+  // source did, at delivery) and attached it (Lot::attach); `earliest_deadline` is the smallest
+  // `deadline_ns` of the lot's messages: its first extension is due `extend_interval -
+  // ack_deadline` after it.
   void register_lot(Lot* lot, Nanos earliest_deadline) {
+    lot->lease_all();
     lot->due = earliest_deadline;
     lot->tracking.store(Lot::Tracking::kUnseen, std::memory_order_relaxed);
     registrations_.enqueue(lot);
@@ -92,18 +97,15 @@ class LeaseManager final : public Leases {
   }
   void release(Lot* lot) override { release_lot(lot); }
 
-  // Any thread, lock-free: the pipeline is done with the lot (every message settled). A lot the
-  // lease thread has not taken yet gives its messages back right here (the common case at high
-  // rates and low latency); otherwise the lease thread unlinks and frees it on its next pass.
+  // Any thread, lock-free: the pipeline is done with the lot (every message settled, so none of
+  // its message pointers may be read again). A lot the lease thread has not taken yet is only
+  // marked (the common case at high rates and low latency): the lease thread recycles it when
+  // the registration arrives; otherwise it unlinks and recycles it on its next pass.
   void release_lot(Lot* lot) {
     auto expected = Lot::Tracking::kUnseen;
-    if (lot->tracking.compare_exchange_strong(expected, Lot::Tracking::kReleasing,
-                                              std::memory_order_acq_rel)) {
-      messages_.release(lot->batch.msgs, lot->batch.size);
-      // Only now may the lease thread recycle the Lot (and consume refill its array).
-      lot->tracking.store(Lot::Tracking::kReleasedEarly, std::memory_order_release);
+    if (lot->tracking.compare_exchange_strong(expected, Lot::Tracking::kReleasedEarly,
+                                              std::memory_order_acq_rel))
       return;
-    }
     releases_.enqueue(lot);
   }
 
@@ -116,10 +118,10 @@ class LeaseManager final : public Leases {
   void set_fatal_handler(FatalHandler handler) { on_fatal_ = std::move(handler); }
 
   void start();
-  // Joins the thread, then frees every lot already released. Lots still tracked are reported.
+  // Joins the thread, then recycles every lot already released. Lots still tracked are reported.
   void stop();
   // stop(), waiting at most `timeout` for the thread. False when it did not finish (a pass that
-  // never returns): the thread is then detached and left running, nothing is freed, and this
+  // never returns): the thread is then detached and left running, nothing is recycled, and this
   // object must outlive the process (the caller exits promptly).
   bool stop_within(Nanos timeout);
 
@@ -129,7 +131,7 @@ class LeaseManager final : public Leases {
   // Settle, before it acks or nacks: the message needs no more extensions (the reference's
   // `event.set()`, moved from handle_results to settle so the lease covers cleanup). Waits out an
   // extension in progress (the lease thread holds kExtending while it uses the broker handle),
-  // so the caller owns the handle afterwards. Idempotent.
+  // so the caller owns the message afterwards. Idempotent.
   static void mark_done(Message& m) { Leases::done(m); }
   static void mark_done(Message* const* msgs, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) mark_done(*msgs[i]);
@@ -155,11 +157,13 @@ class LeaseManager final : public Leases {
   void sift_up(std::size_t i, Entry e);
   void sift_down(std::size_t i, Entry e);
 
-  void free_lot(Lot* lot);     // messages back to the pool, then recycle_lot
-  void recycle_lot(Lot* lot);  // the Lot object alone
+  void recycle_lot(Lot* lot);  // back to the lot pool (its messages went back at settle)
   // Extends the lot's messages (all of them on a round, else only those that failed last time);
   // records which failed in lot->failed.
   void extend_lot(Lot* lot, Nanos now, bool round);
+  // The injected faults of this pass's messages (`wanted`), each asked on a copy of the message
+  // taken while it is held; true for each that failed.
+  std::bitset<kBatchCapacity> inject_faults(Lot* lot, const std::bitset<kBatchCapacity>& wanted);
   Nanos retry_delay(std::uint8_t k) const;
   void run();
   Nanos pass(bool extend);  // tick(); with extend = false only takes registrations and releases
@@ -169,7 +173,6 @@ class LeaseManager final : public Leases {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   Metrics& metrics_;
-  MessagePool& messages_;
   LotPool& lots_;
   ExtendHook hook_;
   Observer* observer_;

@@ -5,7 +5,8 @@
 // (`extend_first`, `log_first_extension`, `done`); the virtual calls are per lot.
 // Use: in consume, per message `Leases::extend_first(m, deadline)` (and, at info level,
 // `leases.log_first_extension(m)`), then `leases.hold(lot, earliest, n)`; in settle
-// `Leases::done(m)` before acking; `leases.release(lot)` when the lot's last message is settled.
+// `Leases::done(m)` before acking (then the message may go back to the pool);
+// `leases.release(lot)` when the lot's last message is settled.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -39,18 +40,21 @@ class Leases {
   // Once per lot, after extend_first on its `n` messages: counts those first extensions and
   // starts the lot's lease from `earliest`, the smallest deadline_ns of its messages. Lock-free.
   virtual void hold(Lot* lot, Nanos earliest, std::uint32_t n) = 0;
-  // The lot's messages are all settled: the lease lets it go (and its messages go back to the
-  // pool, here or on the lease thread). Lock-free.
+  // The lot's messages are all settled (and back in the pool, through settle) and no stage reads
+  // its batch: the lease lets the Lot go (recycled on the lease thread). Lock-free.
   virtual void release(Lot* lot) = 0;
   // Settle, before it acks or nacks: the message needs no more extensions; waits out an
-  // extension in progress, so the caller owns the message's broker handle afterwards. The lease
-  // thread holds kExtending only while it extends one lot (and runs the broker hook, in bulk).
-  // Idempotent.
+  // extension in progress, so the caller owns the message (its broker handle, and its memory: it
+  // may go back to the pool) afterwards. The lease thread holds kExtending only while it extends
+  // one lot (and runs the broker hook, in bulk). The state lives in the message's lot
+  // (Lot::lease_bits). Idempotent.
   static void done(Message& m) {
-    LeaseState expected = LeaseState::kActive;
-    while (!m.lease.compare_exchange_weak(expected, LeaseState::kDone, std::memory_order_acq_rel)) {
-      if (expected == LeaseState::kDone) return;
-      expected = LeaseState::kActive;
+    std::atomic<std::uint64_t>& word = m.lot->lease_bits[m.lot_slot / 32];
+    const unsigned shift = 2 * (m.lot_slot % 32);
+    const std::uint64_t was = word.fetch_or(std::uint64_t{2} << shift, std::memory_order_acq_rel);
+    if (((was >> shift) & 1) == 0) return;
+    // Being extended: the lease thread clears the bit (release) when it is done with the message.
+    while (((word.load(std::memory_order_acquire) >> shift) & 1) != 0) {
     }
   }
 
