@@ -185,7 +185,9 @@ def main():
         _, err = recorder.communicate(timeout=15)
         assert recorder.returncode == 0, err
         samples = [json.loads(l) for l in open(rec)]
-        assert 8 <= len(samples) <= 13, len(samples)
+        # ~10 fetches at 0.5 s in 5 s; a sanitizer build on a loaded machine fetches more slowly
+        # (6 seen under ASan), so the lower bound only says it kept recording.
+        assert 3 <= len(samples) <= 13, len(samples)
         assert ("recorded %d samples" % len(samples)) in err, err
         last = samples[-1]["stats"]
         out = subprocess.run([binary, "top", "--replay", rec, "--once", "--width", "80"],
