@@ -53,7 +53,7 @@ TARGET_RATE = 4_000_000    # scenario 3: the rate that must be sustained in ever
 
 # Targets from the issue.
 T_S1_MSGS = 10e6          # scenario 1: mayhem msgs/s
-T_S1_FLOOR = 0.5          # scenario 1: mayhem / floor
+T_S1_FLOOR = 0.8          # scenario 1: mayhem / floor (issue 18: 0.8, was 0.5)
 T_S2_MSGS = 300e3         # scenario 2: mayhem msgs/s with INFO logging, every line written
 T_S2_ORDERED = 500e3      # scenario 2: the default logger, every line written and in time order
 T_S3_INFLIGHT = 1_000_000  # scenario 3: peak in flight must exceed this

@@ -18,7 +18,7 @@ def run(h, s1res: dict | None) -> None:
         h.notes.append(note)
         h.sections.append(f"{title}\n\n**Skipped.** {note}")
         if s1res is None:
-            h.targets.append(["1/5", "mayhem ≥ 50% of the floor", "floor missing", "N/A"])
+            h.targets.append(["1/5", f"mayhem ≥ {T_S1_FLOOR:.0%} of the floor", "floor missing", "N/A"])
         return
     if s1res is None or "floor" not in s1res:
         n = h.P["s1_mayhem"]
@@ -36,7 +36,7 @@ def run(h, s1res: dict | None) -> None:
          fmt_num(mc - fc if not (math.isnan(mc) or math.isnan(fc)) else float("nan")), "—", "—"],
     ]
     if s1res is not getattr(h, "s1", None):
-        h.targets.append(["5", "mayhem ≥ 50% of the floor", fmt_ratio(r), verdict(okf)])
+        h.targets.append(["5", f"mayhem ≥ {T_S1_FLOOR:.0%} of the floor", fmt_ratio(r), verdict(okf)])
     h.sections.append("\n".join([
         title, "",
         "`mayhem_floor`: one thread doing the pipeline's per-message work at zero latency "
