@@ -317,8 +317,7 @@ void Service::Impl::shut_down(StopReason why) {
     abandoned = true;
   }
   const std::uint64_t backlog = pipeline->nack_backlog();  // published but never pulled
-  // Frees the last lots. A lease thread stuck in a pass (--inject timer:hang) is left behind
-  // within what remains of --shutdown-timeout (at least 50 ms, enough for a healthy thread).
+  // Frees the last lots; a lease thread stuck in a pass (--inject timer:hang) is left behind.
   if (!lease->stop_within(until(kHealthy) - clock.now())) {
     log->error("Shutdown timed out after {:g} s: the lease thread did not stop; leaving it",
                opts.shutdown_timeout);
