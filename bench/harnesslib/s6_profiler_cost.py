@@ -8,8 +8,10 @@ import math
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
+import time
 
 from .common import log
 from .tables import STD_HEADERS, fmt_ratio, get, md_table, ratio, std_row, verdict
@@ -58,8 +60,6 @@ def capture_instructions(h, flags: list, fmt: str, sample: float | None) -> tupl
     (before that the endpoint only counts). The capture's own reporting on the server thread
     (ProfileCapture::run: the wait and the writing of the response) is left out, like the
     reports at exit. Returns (instructions, how) or (None, why not)."""
-    import socket
-    import time
     vg = shutil.which("valgrind")
     if not vg:
         return None, "valgrind not available"
