@@ -135,6 +135,13 @@ struct PgSaved {
   }
 };
 
+// One server for every section of a test case: Catch2 runs the case again from the top for
+// each section, and a fresh initdb would cost each of them seconds. Stopped at exit.
+PostgresServer& shared_pg() {
+  static PostgresServer pg;
+  return pg;
+}
+
 }  // namespace
 
 TEST_CASE("PostgreSQL store: one row per message_id with duplicates counted and group commit",
@@ -229,9 +236,10 @@ TEST_CASE("PostgreSQL store: processes racing to create the table all start", "[
 
 TEST_CASE("PostgreSQL store: a run acks everything with one row each and its settlement",
           "[postgres]") {
-  PostgresServer pg;
+  PostgresServer& pg = shared_pg();
+  const std::string db = pg.create_database();
   SECTION("in-process service") {
-    Options o = pg_options(3000, pg.url());
+    Options o = pg_options(3000, pg.url("mayhem", "mayhem", db));
     auto [log, sink] = test::make_test_logger(spdlog::level::warn);
     AckedIds acked;
     Service::Deps d;
@@ -247,15 +255,15 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each and its set
     CHECK(s.store_write_failures == 0);
     CHECK(s.store_transactions >= 1);
     CHECK(s.store_transactions < s.store_rows);  // group commit
-    CHECK(pg.count("SELECT count(*) FROM saves") == 3000);
-    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 3000);
-    CHECK(pg.count("SELECT count(*) FROM saves WHERE restarted = 0") ==
+    CHECK(pg.count("SELECT count(*) FROM saves", db) == 3000);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'", db) == 3000);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE restarted = 0", db) ==
           static_cast<long long>(s.restart_failed));
-    CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")") ==
-          3000);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE message_id = ANY(" + acked.array() + ")",
+                   db) == 3000);
   }
   SECTION("the binary, with the postgresql:// alias") {
-    std::string url = pg.url();
+    std::string url = pg.url("mayhem", "mayhem", db);
     url.replace(0, std::string("postgres").size(), "postgresql");
     test::Subprocess p({"--messages", "400", "--publish-interval", "0", "--latency-scale", "0.002",
                         "--store", url, "--summary-json", "--log-level", "warning"});
@@ -267,12 +275,12 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each and its set
     CHECK(s["store"]["kind"] == "postgres");
     CHECK(s["store"]["rows_inserted"] == 400);
     CHECK(s["acked"] == 400);
-    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 400);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'", db) == 400);
   }
   SECTION("the binary, one transaction per save (--store-group-commit 0)") {
     test::Subprocess p({"--messages", "300", "--publish-interval", "0", "--latency-scale", "0.002",
-                        "--store", pg.url(), "--store-group-commit", "0", "--summary-json",
-                        "--log-level", "warning"});
+                        "--store", pg.url("mayhem", "mayhem", db), "--store-group-commit", "0",
+                        "--summary-json", "--log-level", "warning"});
     const test::Result r = p.wait(60s);
     REQUIRE_FALSE(r.timed_out);
     INFO(r.err);
@@ -280,7 +288,7 @@ TEST_CASE("PostgreSQL store: a run acks everything with one row each and its set
     const auto s = nlohmann::json::parse(r.out);
     CHECK(s["store"]["rows_inserted"] == 300);
     CHECK(s["store"]["transactions"] >= 300);  // one per save, and the settlements'
-    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 300);
+    CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'", db) == 300);
   }
 }
 
@@ -325,7 +333,8 @@ TEST_CASE("PostgreSQL store: an outage longer than --store-retry-for nacks and n
 
 TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start with exit 2",
           "[postgres][cli]") {
-  PostgresServer pg;
+  PostgresServer& pg = shared_pg();
+  const std::string db = pg.create_database();
   const auto refused = [&](const std::string& url, const std::string& reason) {
     test::Subprocess p({"--messages", "10", "--publish-interval", "0", "--store", url});
     const test::Result r = p.wait(60s);
@@ -349,17 +358,17 @@ TEST_CASE("PostgreSQL store: a database that cannot be used is refused at start 
     refused(pg.url("mayhem", "mayhem", "nosuchdb"), "database \"nosuchdb\" does not exist");
   }
   SECTION("a wrong password") {
-    refused(pg.url("mayhem", "wrong"), "password authentication failed");
+    refused(pg.url("mayhem", "wrong", db), "password authentication failed");
   }
   SECTION("a role that may not create the table") {
-    pg.query("CREATE ROLE reader LOGIN PASSWORD 'reader'");
-    refused(pg.url("reader", "reader"), "cannot create table saves: permission denied");
+    pg.query("CREATE ROLE reader_c LOGIN PASSWORD 'reader'");
+    refused(pg.url("reader_c", "reader", db), "cannot create table saves: permission denied");
   }
   SECTION("a role that may read the table, not write it") {
-    pg.query("CREATE ROLE reader LOGIN PASSWORD 'reader'");
-    pg.query(PostgresStore::schema(), "mayhem");
-    pg.query("GRANT SELECT ON saves TO reader", "mayhem");
-    refused(pg.url("reader", "reader"), "cannot write to table saves: permission denied");
+    pg.query("CREATE ROLE reader_w LOGIN PASSWORD 'reader'");
+    pg.query(PostgresStore::schema(), db);
+    pg.query("GRANT SELECT ON saves TO reader_w", db);
+    refused(pg.url("reader_w", "reader", db), "cannot write to table saves: permission denied");
   }
   CHECK(pg.count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mayhem'",
                  "postgres") == 0);

@@ -8,7 +8,7 @@
 // shutdown, SIGINT; SIGKILL if it has not exited after 20 s) when the fixture goes out of scope,
 // also when a REQUIRE throws; if the test process dies, the kernel kills the server
 // (PR_SET_PDEATHSIG). stop() + start() (or restart()) play a database restart: same port, same
-// data.
+// data. create_database() gives sections that share one server a database each.
 // Use: `PostgresServer pg; ... pg.url() ...; pg.query("SELECT count(*) FROM saves", "mayhem");`
 #pragma once
 
@@ -157,6 +157,13 @@ class PostgresServer {
   long long count(const std::string& sql, const std::string& db = "mayhem") const {
     return std::stoll(query(sql, db));
   }
+  // A new, empty database owned by `mayhem` (mayhem_1, mayhem_2, ...): its name. Sections of one
+  // test case share a server (initdb costs seconds) and take a database each.
+  std::string create_database() {
+    const std::string name = "mayhem_" + std::to_string(++databases_);
+    query("CREATE DATABASE " + name + " OWNER mayhem");
+    return name;
+  }
 
  private:
   struct ExitedEarly : std::runtime_error {
@@ -187,6 +194,7 @@ class PostgresServer {
   gid_t gid_ = 0;
   int port_ = 0;
   pid_t pid_ = -1;
+  int databases_ = 0;
 };
 
 }  // namespace mayhem::test
