@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Mayhem under the sanitizers and runs the Catch2 suite there (the CLI tests spawn the
 # sanitized `mayhem` binary too), all but the tests labelled `servers` unless --all is given.
-# Usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] [--all] (default: all)
+# Usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] [--all] [--build-only] (default: all)
 #   asan  AddressSanitizer + LeakSanitizer + UndefinedBehaviorSanitizer (preset `asan`, build/asan):
 #         clang++-14 at -O0, one tree that also builds the libFuzzer targets (tools/fuzz.sh runs
 #         them from it), so CI compiles Mayhem once for both
@@ -46,10 +46,17 @@ root=$PWD
 
 # --all: also the tests labelled `servers` (3-node NATS cluster, scale-out, real Prometheus:
 # tests/CMakeLists.txt says why the default leaves them out); MAYHEM_SANITIZE_ALL=1 does the same.
+# --build-only: build the tree(s) and stop (.ci/run builds the next tree at low priority while
+# the current suite runs).
 select=(-LE servers)
+build_only=""
 args=()
 for a in "$@"; do
-  if [[ "$a" == --all ]]; then select=(); else args+=("$a"); fi
+  case "$a" in
+    --all) select=() ;;
+    --build-only) build_only=1 ;;
+    *) args+=("$a") ;;
+  esac
 done
 [[ "${MAYHEM_SANITIZE_ALL:-0}" == 0 ]] || select=()
 what="${args[0]:-all}"
@@ -59,7 +66,7 @@ case "$what" in
   all) presets=(asan tsan) ;;
   fetch-tbb) presets=() ;;
   *)
-    echo "usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] [--all]" >&2
+    echo "usage: tools/sanitize.sh [asan|tsan|all|fetch-tbb] [--all] [--build-only]" >&2
     exit 2
     ;;
 esac
@@ -194,6 +201,10 @@ run_preset() {
     return 1
   fi
   t1=$(now)
+  if [[ -n "$build_only" ]]; then
+    summary+=("$p: build $(elapsed "$t0" "$t1") s (--build-only)")
+    return 0
+  fi
   if [[ "$p" == tsan ]] && ! ldd "build/tsan/tests/mayhem_tests" | grep -q "$tbb_lib"; then
     echo "error: build/tsan/tests/mayhem_tests does not load $tbb_lib" >&2
     return 1
