@@ -395,3 +395,41 @@ TEST_CASE("PostgreSQL store: URLs are parsed and validated and redacted", "[post
   o.store_retry_for = 0;
   CHECK_FALSE(validate(o));
 }
+
+TEST_CASE("PostgreSQL store: a worker started while the database restarts waits for it",
+          "[postgres][cli]") {
+  PostgresServer pg;
+  // A smart shutdown (SIGTERM) waits for the open sessions to end; meanwhile the server answers
+  // every new connection with "the database system is shutting down" (SQLSTATE 57P03), as a
+  // restarting server does. One held session keeps it in that state for as long as the test wants.
+  PGconn* held = PQconnectdb(pg.url().c_str());
+  REQUIRE(PQstatus(held) == CONNECTION_OK);
+  REQUIRE(::kill(pg.pid(), SIGTERM) == 0);
+  REQUIRE(test::eventually(
+      [&] {
+        PGconn* c = PQconnectdb(pg.url().c_str());
+        const bool shutting =
+            std::string(PQerrorMessage(c)).find("shutting down") != std::string::npos;
+        PQfinish(c);
+        return shutting;
+      },
+      10s));
+  test::Subprocess p({"--messages", "200", "--publish-interval", "0", "--latency-scale", "0.002",
+                      "--store", pg.url(), "--summary-json", "--log-level", "info"});
+  // The worker waits (and says so) rather than exiting at start.
+  const bool waiting = test::eventually(
+      [&] { return p.err_so_far().find("PostgreSQL is restarting") != std::string::npos; }, 20s);
+  // The restart completes: the last session ends, the server exits, and it starts again.
+  PQfinish(held);
+  pg.stop();
+  pg.start();
+  const test::Result r = p.wait(60s);
+  REQUIRE_FALSE(r.timed_out);
+  INFO(r.err);
+  REQUIRE(waiting);
+  REQUIRE(r.exit_code == 0);
+  const auto s = nlohmann::json::parse(r.out);
+  CHECK(s["acked"] == 200);
+  CHECK(pg.count("SELECT count(*) FROM saves WHERE outcome = 'acked'") == 200);
+  CHECK(r.err.find("PostgreSQL accepted the connection after") != std::string::npos);
+}

@@ -15,6 +15,8 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include "mayhem/store/postgres_connect.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -65,23 +67,6 @@ constexpr const char* kWrite =
 // lock; the key is arbitrary but fixed), so CREATE TABLE IF NOT EXISTS never races itself.
 constexpr const char* kCreate =
     "BEGIN;\nSELECT pg_advisory_xact_lock(7195322145104219);\n{};\nCOMMIT";
-
-// One line: libpq's messages have newlines and tabs ("...failed: Connection refused\n\tIs the
-// server running...").
-std::string one_line(std::string_view text) {
-  std::string out;
-  bool space = false;
-  for (char c : text) {
-    if (c == '\n' || c == '\t' || c == '\r' || c == ' ') {
-      space = !out.empty();
-      continue;
-    }
-    if (space) out += ' ';
-    space = false;
-    out += c;
-  }
-  return out;
-}
 
 // Worth another try: the connection is gone, the server is shutting down or starting, a
 // serialization failure or deadlock (class 40), lack of resources (53), a lock not available.
@@ -185,7 +170,8 @@ class PostgresBackend final : public StoreBackend {
   }
   ~PostgresBackend() override { close(); }
 
-  void open();
+  // Connects (a restarting server waited for up to `wait`: connect_postgres); else StoreError.
+  void open(Nanos wait);
   Result write(const std::vector<Message*>& batch, const std::vector<Settlement>& done,
                WriteCounts& counts) override;
   void reconnect() override;
@@ -208,11 +194,11 @@ class PostgresBackend final : public StoreBackend {
     throw StoreError(msg);
   }
   std::string conn_error() const {
-    return one_line(conn_ ? PQerrorMessage(conn_) : "out of memory");
+    return postgres_one_line(conn_ ? PQerrorMessage(conn_) : "out of memory");
   }
   static std::string result_error(const PGresult* r) {
     const char* primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
-    return one_line(primary ? primary : (r ? PQresultErrorMessage(r) : ""));
+    return postgres_one_line(primary ? primary : (r ? PQresultErrorMessage(r) : ""));
   }
   // Runs `sql` (no parameters); an empty string when it worked, else the error.
   std::string exec(const char* sql) {
@@ -260,18 +246,10 @@ std::string PostgresBackend::set_up_session() {
   return err;
 }
 
-void PostgresBackend::open() {
-  // Defaults the URL may override (its settings are processed after these).
-  const char* keys[] = {"connect_timeout",
-                        "application_name",
-                        "keepalives_idle",
-                        "keepalives_interval",
-                        "keepalives_count",
-                        "dbname",
-                        nullptr};
-  const char* values[] = {"10", "mayhem", "10", "5", "3", url_.c_str(), nullptr};
-  conn_ = PQconnectdbParams(keys, values, 1);
-  if (PQstatus(conn_) != CONNECTION_OK) fail("cannot connect: " + conn_error());
+void PostgresBackend::open(Nanos wait) {
+  std::string e;
+  if (!(conn_ = connect_postgres(url_, wait, *log_, PostgresStore::redact(url_), e)))
+    fail("cannot connect: " + e);
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
   // The table: created when missing (a role that may write to an existing table need not be
@@ -454,9 +432,9 @@ StoreBackend::Result PostgresBackend::row_by_row(const std::vector<Message*>& ba
 }
 
 std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock& clock,
-                                            std::shared_ptr<spdlog::logger> log) {
+                                            std::shared_ptr<spdlog::logger> log, Nanos wait) {
   auto db = std::make_unique<PostgresBackend>(url, clock, std::move(log));
-  db->open();
+  db->open(wait);
   return db;
 }
 
@@ -465,7 +443,7 @@ std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock&
 PostgresStore::PostgresStore(const std::string& url, BatchPool& batches, const Clock& clock,
                              std::shared_ptr<spdlog::logger> log, Nanos retry_for,
                              bool group_commit)
-    : GroupCommitStore(open_postgres(url, clock, log), batches, clock, log, retry_for,
+    : GroupCommitStore(open_postgres(url, clock, log, retry_for), batches, clock, log, retry_for,
                        group_commit) {}
 
 const char* PostgresStore::schema() {
