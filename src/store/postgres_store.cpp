@@ -1,10 +1,7 @@
-// PostgresStore: a GroupCommitStore (group_commit.hpp) over one libpq connection (see
-// postgres_store.hpp). Why one statement rather than pipeline mode: a single statement is its own
-// transaction, so BEGIN/COMMIT cost nothing extra, one prepared statement carries any number of
-// rows as nine array parameters (no 65,535-parameter limit, no statement per batch size), and the
-// round trip is one Bind/Execute/Sync in libpq's ordinary blocking API. Pipeline mode would need
-// BEGIN, one INSERT per row (or the same arrays), the UPDATEs and COMMIT queued and their results
-// read back one by one for the same single round trip.
+// PostgresStore: a GroupCommitStore (group_commit.hpp) over two libpq connections, one for the
+// saves and one for the outcomes (see postgres_store.hpp). One statement per commit, not pipeline
+// mode: a single statement is its own transaction (no BEGIN/COMMIT round trips), and one prepared
+// statement carries any number of rows as nine array parameters (no 65,535-parameter limit).
 // The arrays go in PostgreSQL's binary format (array_send's layout: no text to parse on the
 // server), built into buffers that keep their capacity, as do the orderings below: nothing is
 // allocated per message in the steady state. Both arrays are in message_id order (index pages
@@ -179,8 +176,9 @@ struct Arrays {
 
 class PostgresBackend final : public StoreBackend {
  public:
-  PostgresBackend(std::string url, const Clock& clock, std::shared_ptr<spdlog::logger> log)
-      : url_(std::move(url)), log_(std::move(log)) {
+  PostgresBackend(std::string url, const Clock& clock, std::shared_ptr<spdlog::logger> log,
+                  bool outcomes)
+      : url_(std::move(url)), log_(std::move(log)), outcomes_(outcomes) {
     wall_offset_ns_ = unix_ms() * 1'000'000 - clock.now();
   }
   ~PostgresBackend() override { close(); }
@@ -194,11 +192,14 @@ class PostgresBackend final : public StoreBackend {
     if (conn_) PQfinish(conn_);
     conn_ = nullptr;
   }
-  const char* label() const override { return "PostgreSQL store"; }
-  const char* thread_name() const override { return "mayhem-postgres"; }
+  const char* label() const override {
+    return outcomes_ ? "PostgreSQL store (outcomes)" : "PostgreSQL store";
+  }
+  const char* thread_name() const override {
+    return outcomes_ ? "mayhem-outcomes" : "mayhem-postgres";
+  }
   std::string describe() const override {
-    return fmt::format("{} (one connection, one writer, group commit, synchronous_commit on)",
-                       PostgresStore::redact(url_));
+    return fmt::format("{} (group commit, synchronous_commit on)", PostgresStore::redact(url_));
   }
 
  private:
@@ -237,6 +238,7 @@ class PostgresBackend final : public StoreBackend {
 
   std::string url_;
   std::shared_ptr<spdlog::logger> log_;
+  bool outcomes_;
   Nanos wall_offset_ns_ = 0;
   std::string error_;
   PGconn* conn_ = nullptr;
@@ -274,8 +276,7 @@ void PostgresBackend::open() {
   if (PQstatus(conn_) != CONNECTION_OK) fail("cannot connect: " + conn_error());
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
-  // The table: created when missing (a role that may write to an existing table need not be
-  // allowed to create one).
+  // The table: created when missing (a role that may write to it need not be allowed to create it).
   PGresult* r = PQexec(conn_, "SELECT to_regclass('saves') IS NOT NULL");
   const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   const bool exists = ok && std::strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -454,8 +455,8 @@ StoreBackend::Result PostgresBackend::row_by_row(const std::vector<Message*>& ba
 }
 
 std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock& clock,
-                                            std::shared_ptr<spdlog::logger> log) {
-  auto db = std::make_unique<PostgresBackend>(url, clock, std::move(log));
+                                            std::shared_ptr<spdlog::logger> log, bool outcomes) {
+  auto db = std::make_unique<PostgresBackend>(url, clock, std::move(log), outcomes);
   db->open();
   return db;
 }
@@ -465,8 +466,9 @@ std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock&
 PostgresStore::PostgresStore(const std::string& url, BatchPool& batches, const Clock& clock,
                              std::shared_ptr<spdlog::logger> log, Nanos retry_for,
                              bool group_commit)
-    : GroupCommitStore(open_postgres(url, clock, log), batches, clock, log, retry_for,
-                       group_commit) {}
+    : GroupCommitStore(open_postgres(url, clock, log, false), batches, clock, log, retry_for,
+                       group_commit,
+                       group_commit ? open_postgres(url, clock, log, true) : nullptr) {}
 
 const char* PostgresStore::schema() {
   return kSchema;
