@@ -102,8 +102,7 @@ void add_flags(CLI::App& app, Options& o, std::vector<std::string>& faults) {
                  "Where save writes: memory (the reference's simulated save), sqlite:PATH (a "
                  "real SQLite database: WAL, one writer, group commit, one row per message_id) or "
                  "postgres://USER:PASSWORD@HOST:PORT/DB (alias postgresql://; a shared "
-                 "PostgreSQL database: two connections (rows, outcomes), group commit, one row "
-                 "per message_id). "
+                 "PostgreSQL database: one connection, group commit, one row per message_id). "
                  "With a database, a message is acked only once its row is committed")
       ->type_name("memory|sqlite:PATH|postgres://...")
       ->group(io);

@@ -1,10 +1,8 @@
-// GroupCommitStore: the writer threads the real stores share (see group_commit.hpp).
-// The save stage appends message pointers under one lock per batch; a writer swaps the whole
-// queue out, hands it to its backend as one transaction (retrying transient failures), and
-// delivers completions in batches of up to 128 through the sink. With a second backend the
-// outcomes (settlements and recorded acks) have their own writer (lane), so a commit of saves and
-// one of outcomes run at once. The queues are vectors swapped back and forth, so their capacity is
-// reused and the steady state allocates nothing per message.
+// GroupCommitStore: the writer thread the real stores share (see group_commit.hpp).
+// The save stage appends message pointers under one lock per batch; the writer swaps the whole
+// queue out, hands it to the backend as one transaction (retrying transient failures), and
+// delivers completions in batches of up to 128 through the sink. The queues are vectors swapped
+// back and forth, so their capacity is reused and the steady state allocates nothing per message.
 #include "mayhem/store/group_commit.hpp"
 
 #include <algorithm>
@@ -23,18 +21,7 @@ std::int64_t unix_ms() {
 }
 
 struct GroupCommitStore::Impl {
-  // One writer thread and its connection. lanes[0] writes the saves (and the outcomes too when
-  // there is no second backend); lanes[1], when split, the outcomes.
-  struct Lane {
-    std::unique_ptr<StoreBackend> db;
-    std::condition_variable work_cv;  // the writer waits for work
-    bool waiting = false;             // set before every wait: a submitter clears it to notify
-    bool done = false;                // writer_loop returned (done_cv)
-    std::thread writer;
-  };
-  Lane lanes[2];
-  const bool split;
-  StoreBackend* db;  // lanes[0]'s: the store's label and what start logs
+  std::unique_ptr<StoreBackend> db;
   BatchPool& batches;
   const Clock& clock;
   std::shared_ptr<spdlog::logger> log;
@@ -44,42 +31,28 @@ struct GroupCommitStore::Impl {
   RecordSink recorded;  // likewise
 
   std::mutex mutex;
+  std::condition_variable work_cv;  // the writer waits for work
   std::condition_variable idle_cv;  // cancel_saves waits for the writer's current saves
   std::vector<Message*> saves;
   std::vector<Settlement> settlements;
   // record_acks: handed back once their settlements are committed, each call's as one batch.
   std::vector<Message*> acks;
   std::vector<std::uint32_t> ack_calls;  // how many of `acks` each call gave
+  bool writer_waiting = false;
   bool writing_saves = false;
   bool cancelled = false;
   bool stopping = false;
+  bool writer_done = false;  // writer_loop returned (done_cv)
   std::condition_variable done_cv;
+  std::thread writer;
   bool closed = false;     // close() has run (caller thread only)
   bool abandoned = false;  // close() left the writer behind: this state must outlive it
 
   std::atomic<std::uint64_t> rows{0}, duplicates{0}, failures{0}, transactions{0}, outcomes{0};
 
-  Impl(std::unique_ptr<StoreBackend> d, std::unique_ptr<StoreBackend> outcomes_db, BatchPool& b,
-       const Clock& c, std::shared_ptr<spdlog::logger> l, Nanos r, bool g)
-      : split(outcomes_db != nullptr),
-        db(d.get()),
-        batches(b),
-        clock(c),
-        log(std::move(l)),
-        retry_for(r),
-        group_commit(g) {
-    lanes[0].db = std::move(d);
-    lanes[1].db = std::move(outcomes_db);
-  }
-
-  Lane& outcome_lane() { return split ? lanes[1] : lanes[0]; }
-  int lane_count() const { return split ? 2 : 1; }
-  // Under `mutex`: true when `lane`'s writer waits; it is then notified (once per wait).
-  static bool wake(Lane& lane) {
-    const bool w = lane.waiting;
-    lane.waiting = false;
-    return w;
-  }
+  Impl(std::unique_ptr<StoreBackend> d, BatchPool& b, const Clock& c,
+       std::shared_ptr<spdlog::logger> l, Nanos r, bool g)
+      : db(std::move(d)), batches(b), clock(c), log(std::move(l)), retry_for(r), group_commit(g) {}
 
   // Waits on `cv` for `pred` until `give_up_at` (the store's clock); false if it still fails.
   template <typename Pred>
@@ -131,48 +104,46 @@ struct GroupCommitStore::Impl {
   // One transaction per save (--store-group-commit 0, for measuring group commit against it):
   // the settlements go with the first. Completes the saves written; the rest, once the shutdown
   // stopped it, as cancelled. Returns what became of the settlements.
-  Written write_each(StoreBackend& db, const std::vector<Message*>& batch,
-                     const std::vector<Settlement>& done) {
+  Written write_each(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     std::vector<Message*> one(1);
     const std::vector<Settlement> none;
     std::size_t i = 0;
     Written first = Written::kCommitted, w = Written::kCommitted;
     for (; i < batch.size() && w != Written::kStopped; ++i) {
       one[0] = batch[i];
-      w = write(db, one, i == 0 ? done : none);
+      w = write(one, i == 0 ? done : none);
       if (i == 0) first = w;
     }
-    if (batch.empty()) first = w = write(db, batch, done);
+    if (batch.empty()) first = w = write(batch, done);
     const std::size_t ok = w != Written::kStopped ? batch.size() : i - 1;
     deliver(batch.data(), ok, false);
     deliver(batch.data() + ok, batch.size() - ok, true);
     return first;
   }
 
-  bool shutdown_gives_up(const StoreBackend& db) const {
-    return db.give_up_now.load() || clock.now() >= db.give_up_at.load();
+  bool shutdown_gives_up() const {
+    return db->give_up_now.load() || clock.now() >= db->give_up_at.load();
   }
 
   // Sleeps `ns` (real time) between retries; false as soon as the shutdown gives up.
-  bool pause(const StoreBackend& db, Nanos ns) const {
+  bool pause(Nanos ns) const {
     const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
     while (std::chrono::steady_clock::now() < until) {
-      if (shutdown_gives_up(db)) return false;
+      if (shutdown_gives_up()) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    return !shutdown_gives_up(db);
+    return !shutdown_gives_up();
   }
 
   // One group commit, retried while the failure is transient and `retry_for` lasts. Saves that
   // failed (for good, or when the retries ran out) have `save_failed` set.
-  Written write(StoreBackend& db, const std::vector<Message*>& batch,
-                const std::vector<Settlement>& done) {
+  Written write(const std::vector<Message*>& batch, const std::vector<Settlement>& done) {
     const auto first = std::chrono::steady_clock::now();
     Nanos backoff = 50'000'000;
     for (std::uint32_t retries = 0;; ++retries) {
       for (Message* m : batch) m->save_failed = false;
       WriteCounts c;
-      const StoreBackend::Result r = db.write(batch, done, c);
+      const StoreBackend::Result r = db->write(batch, done, c);
       if (r == StoreBackend::Result::kDone) {
         rows.fetch_add(c.inserted, std::memory_order_relaxed);
         duplicates.fetch_add(c.duplicates, std::memory_order_relaxed);
@@ -180,19 +151,19 @@ struct GroupCommitStore::Impl {
         outcomes.fetch_add(c.recorded, std::memory_order_relaxed);
         transactions.fetch_add(c.transactions, std::memory_order_relaxed);
         if (retries != 0)
-          log->warn("{}: written after {} retries ({} saves, {} settlements)", db.label(), retries,
+          log->warn("{}: written after {} retries ({} saves, {} settlements)", db->label(), retries,
                     batch.size(), done.size());
         return c.settlements_lost ? Written::kFailed : Written::kCommitted;
       }
       const Nanos elapsed = (std::chrono::steady_clock::now() - first).count();
-      const bool shutting_down = r == StoreBackend::Result::kGaveUp || db.gave_up.exchange(false);
+      const bool shutting_down = r == StoreBackend::Result::kGaveUp || db->gave_up.exchange(false);
       if (retries == 0 && !shutting_down && elapsed < retry_for)
-        log->warn("{}: {}; retrying with backoff and reconnects for up to {:g} s", db.label(),
-                  db.error(), static_cast<double>(retry_for) / 1e9);
+        log->warn("{}: {}; retrying with backoff and reconnects for up to {:g} s", db->label(),
+                  db->error(), static_cast<double>(retry_for) / 1e9);
       if (shutting_down ||
-          (elapsed < retry_for && !pause(db, std::min(backoff, retry_for - elapsed)))) {
+          (elapsed < retry_for && !pause(std::min(backoff, retry_for - elapsed)))) {
         log->warn("{}: {}; shutting down, {} saves cancelled and {} settlements not recorded",
-                  db.label(), db.error(), batch.size(), done.size());
+                  db->label(), db->error(), batch.size(), done.size());
         return Written::kStopped;
       }
       if (elapsed >= retry_for) {
@@ -201,53 +172,45 @@ struct GroupCommitStore::Impl {
         log->error(
             "{}: {}; gave up after {} retries in {:.1f} s: {} saves failed (nacked), {} "
             "settlements not recorded",
-            db.label(), db.error(), retries, static_cast<double>(elapsed) / 1e9, batch.size(),
+            db->label(), db->error(), retries, static_cast<double>(elapsed) / 1e9, batch.size(),
             done.size());
         return Written::kFailed;
       }
       backoff = std::min<Nanos>(backoff * 2, 1'000'000'000);
-      db.reconnect();
+      db->reconnect();
     }
   }
 
-  void writer_loop(Lane& lane) {
-    const bool takes_saves = &lane == &lanes[0];
-    const bool takes_outcomes = &lane == &outcome_lane();
+  void writer_loop() {
     std::vector<Message*> batch, acked;
     std::vector<std::uint32_t> calls;
     std::vector<Settlement> done;
     for (;;) {
       {
         std::unique_lock lock(mutex);
-        const auto work = [&] {
-          return (takes_saves && !saves.empty()) || (takes_outcomes && !settlements.empty());
-        };
-        while (!stopping && !work()) {
-          lane.waiting = true;
-          lane.work_cv.wait(lock);
+        // writer_waiting is set before every wait: a submitter clears it when it notifies.
+        while (!stopping && saves.empty() && settlements.empty()) {
+          writer_waiting = true;
+          work_cv.wait(lock);
         }
-        lane.waiting = false;
-        if (!work()) {  // stopping, and nothing left
-          lane.done = true;
+        writer_waiting = false;
+        if (saves.empty() && settlements.empty()) {  // stopping, and nothing left
+          writer_done = true;
           done_cv.notify_all();
           return;
         }
-        if (takes_saves) {
-          batch.swap(saves);
-          writing_saves = !batch.empty();
-        }
-        if (takes_outcomes) {
-          done.swap(settlements);
-          acked.swap(acks);
-          calls.swap(ack_calls);
-        }
+        batch.swap(saves);
+        done.swap(settlements);
+        acked.swap(acks);
+        calls.swap(ack_calls);
+        writing_saves = !batch.empty();
       }
       Written w;
       if (group_commit) {
-        w = write(*lane.db, batch, done);
+        w = write(batch, done);
         deliver(batch, w == Written::kStopped);
       } else {
-        w = write_each(*lane.db, batch, done);
+        w = write_each(batch, done);
       }
       // The acks go to the broker only now that their rows say `acked`.
       deliver_recorded(acked, calls, w != Written::kCommitted);
@@ -255,7 +218,6 @@ struct GroupCommitStore::Impl {
       done.clear();
       acked.clear();
       calls.clear();
-      if (!takes_saves) continue;
       bool notify;
       {
         std::lock_guard lock(mutex);
@@ -269,10 +231,9 @@ struct GroupCommitStore::Impl {
 
 GroupCommitStore::GroupCommitStore(std::unique_ptr<StoreBackend> backend, BatchPool& batches,
                                    const Clock& clock, std::shared_ptr<spdlog::logger> log,
-                                   Nanos retry_for, bool group_commit,
-                                   std::unique_ptr<StoreBackend> outcomes)
-    : impl_(std::make_unique<Impl>(std::move(backend), std::move(outcomes), batches, clock,
-                                   std::move(log), std::max<Nanos>(retry_for, 0), group_commit)) {}
+                                   Nanos retry_for, bool group_commit)
+    : impl_(std::make_unique<Impl>(std::move(backend), batches, clock, std::move(log),
+                                   std::max<Nanos>(retry_for, 0), group_commit)) {}
 
 GroupCommitStore::~GroupCommitStore() {
   close();
@@ -283,16 +244,12 @@ void GroupCommitStore::start(SaveSink saved, RecordSink recorded) {
   Impl& s = *impl_;
   s.sink = std::move(saved);
   s.recorded = std::move(recorded);
-  s.log->info("{}: {}{}{}", s.db->label(), s.db->describe(),
-              s.split ? "; the outcomes on a second connection" : "",
+  s.log->info("{}: {}{}", s.db->label(), s.db->describe(),
               s.group_commit ? "" : "; one transaction per save (--store-group-commit 0)");
-  for (int i = 0; i < s.lane_count(); ++i) {
-    Impl::Lane& lane = s.lanes[i];
-    lane.writer = std::thread([&s, &lane] {
-      name_this_thread(lane.db->thread_name());
-      s.writer_loop(lane);
-    });
-  }
+  s.writer = std::thread([&s] {
+    name_this_thread(s.db->thread_name());
+    s.writer_loop();
+  });
 }
 
 Batch* GroupCommitStore::save(Message* const* msgs, std::size_t n) {
@@ -303,11 +260,12 @@ Batch* GroupCommitStore::save(Message* const* msgs, std::size_t n) {
     std::lock_guard lock(s.mutex);
     if (!s.cancelled && !s.stopping) {
       s.saves.insert(s.saves.end(), msgs, msgs + n);
-      notify = Impl::wake(s.lanes[0]);  // one notification per wait is enough
+      notify = s.writer_waiting;
+      s.writer_waiting = false;  // one notification per wait is enough
       n = 0;
     }
   }
-  if (notify) s.lanes[0].work_cv.notify_one();
+  if (notify) s.work_cv.notify_one();
   if (n != 0) s.deliver(std::vector<Message*>(msgs, msgs + n), true);  // shutting down
   return nullptr;  // every save completes through the sink
 }
@@ -324,9 +282,10 @@ void GroupCommitStore::settled(Message* const* msgs, std::size_t n) {
       if (!m.saved) continue;  // no row was written by this delivery
       s.settlements.push_back(Settlement{m.id, now, m.acked, m.restarted});
     }
-    notify = !s.settlements.empty() && Impl::wake(s.outcome_lane());
+    notify = s.writer_waiting && !s.settlements.empty();
+    if (notify) s.writer_waiting = false;
   }
-  if (notify) s.outcome_lane().work_cv.notify_one();
+  if (notify) s.work_cv.notify_one();
 }
 
 void GroupCommitStore::record_acks(Message* const* msgs, std::size_t n) {
@@ -345,10 +304,11 @@ void GroupCommitStore::record_acks(Message* const* msgs, std::size_t n) {
       }
       s.acks.insert(s.acks.end(), msgs, msgs + n);
       s.ack_calls.push_back(static_cast<std::uint32_t>(n));
-      notify = Impl::wake(s.outcome_lane());
+      notify = s.writer_waiting;
+      s.writer_waiting = false;
     }
   }
-  if (notify) s.outcome_lane().work_cv.notify_one();
+  if (notify) s.work_cv.notify_one();
   if (refused) s.deliver_recorded(msgs, n, true);  // the writer has stopped: nack them
 }
 
@@ -362,7 +322,7 @@ bool GroupCommitStore::cancel_saves(Nanos give_up_at) {
     // A transaction waiting for another connection's lock, or for its next retry, has written
     // nothing: it gives up at once. So does every later one (the acks the drain still records,
     // the last settlements): one try each, so the drain never waits on the database.
-    for (int i = 0; i < s.lane_count(); ++i) s.lanes[i].db->give_up_now.store(true);
+    s.db->give_up_now.store(true);
     finished = s.wait_until(lock, s.idle_cv, give_up_at, [&] { return !s.writing_saves; });
     rest.swap(s.saves);
   }
@@ -374,33 +334,28 @@ bool GroupCommitStore::close(Nanos give_up_at) {
   Impl& s = *impl_;
   if (s.closed) return !s.abandoned;
   s.closed = true;
-  const int n = s.lane_count();
-  for (int i = 0; i < n; ++i) s.lanes[i].db->give_up_at.store(give_up_at);
+  s.db->give_up_at.store(give_up_at);
   {
     std::lock_guard lock(s.mutex);
     s.stopping = true;
   }
-  for (int i = 0; i < n; ++i) s.lanes[i].work_cv.notify_all();
-  if (s.lanes[0].writer.joinable()) {
+  s.work_cv.notify_all();
+  if (s.writer.joinable()) {
     bool done;
     {
       std::unique_lock lock(s.mutex);
-      // Waits and retries give up at give_up_at: leave the writers 20 ms more to notice and stop.
+      // Waits and retries give up at give_up_at: leave the writer 20 ms more to notice and stop.
       const Nanos until = give_up_at == kNoDeadline ? kNoDeadline : give_up_at + 20'000'000;
-      done = s.wait_until(lock, s.done_cv, until, [&] {
-        for (int i = 0; i < n; ++i)
-          if (!s.lanes[i].done) return false;
-        return true;
-      });
+      done = s.wait_until(lock, s.done_cv, until, [&] { return s.writer_done; });
     }
     if (!done) {
-      s.log->error("{}: a writer did not finish by the shutdown deadline; leaving it",
+      s.log->error("{}: the writer did not finish by the shutdown deadline; leaving it",
                    s.db->label());
       s.abandoned = true;
-      for (int i = 0; i < n; ++i) s.lanes[i].writer.detach();
+      s.writer.detach();
       return false;
     }
-    for (int i = 0; i < n; ++i) s.lanes[i].writer.join();
+    s.writer.join();
   }
   const StoreStats st = stats();
   if (s.sink)
@@ -409,7 +364,7 @@ bool GroupCommitStore::close(Nanos give_up_at) {
         "transactions",
         s.db->label(), st.rows_inserted, st.duplicates, st.write_failures, st.outcomes,
         st.transactions);
-  for (int i = 0; i < n; ++i) s.lanes[i].db->close();
+  s.db->close();
   return true;
 }
 

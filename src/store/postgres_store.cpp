@@ -1,7 +1,10 @@
-// PostgresStore: a GroupCommitStore (group_commit.hpp) over two libpq connections, one for the
-// saves and one for the outcomes (see postgres_store.hpp). One statement per commit, not pipeline
-// mode: a single statement is its own transaction (no BEGIN/COMMIT round trips), and one prepared
-// statement carries any number of rows as nine array parameters (no 65,535-parameter limit).
+// PostgresStore: a GroupCommitStore (group_commit.hpp) over one libpq connection (see
+// postgres_store.hpp). Why one statement rather than pipeline mode: a single statement is its own
+// transaction, so BEGIN/COMMIT cost nothing extra, one prepared statement carries any number of
+// rows as nine array parameters (no 65,535-parameter limit, no statement per batch size), and the
+// round trip is one Bind/Execute/Sync in libpq's ordinary blocking API. Pipeline mode would need
+// BEGIN, one INSERT per row (or the same arrays), the UPDATEs and COMMIT queued and their results
+// read back one by one for the same single round trip.
 // The arrays go in PostgreSQL's binary format (array_send's layout: no text to parse on the
 // server), built into buffers that keep their capacity, as do the orderings below: nothing is
 // allocated per message in the steady state. Both arrays are in message_id order (index pages
@@ -176,9 +179,8 @@ struct Arrays {
 
 class PostgresBackend final : public StoreBackend {
  public:
-  PostgresBackend(std::string url, const Clock& clock, std::shared_ptr<spdlog::logger> log,
-                  bool outcomes)
-      : url_(std::move(url)), log_(std::move(log)), outcomes_(outcomes) {
+  PostgresBackend(std::string url, const Clock& clock, std::shared_ptr<spdlog::logger> log)
+      : url_(std::move(url)), log_(std::move(log)) {
     wall_offset_ns_ = unix_ms() * 1'000'000 - clock.now();
   }
   ~PostgresBackend() override { close(); }
@@ -192,14 +194,11 @@ class PostgresBackend final : public StoreBackend {
     if (conn_) PQfinish(conn_);
     conn_ = nullptr;
   }
-  const char* label() const override {
-    return outcomes_ ? "PostgreSQL store (outcomes)" : "PostgreSQL store";
-  }
-  const char* thread_name() const override {
-    return outcomes_ ? "mayhem-outcomes" : "mayhem-postgres";
-  }
+  const char* label() const override { return "PostgreSQL store"; }
+  const char* thread_name() const override { return "mayhem-postgres"; }
   std::string describe() const override {
-    return fmt::format("{} (group commit, synchronous_commit on)", PostgresStore::redact(url_));
+    return fmt::format("{} (one connection, one writer, group commit, synchronous_commit on)",
+                       PostgresStore::redact(url_));
   }
 
  private:
@@ -238,7 +237,6 @@ class PostgresBackend final : public StoreBackend {
 
   std::string url_;
   std::shared_ptr<spdlog::logger> log_;
-  bool outcomes_;
   Nanos wall_offset_ns_ = 0;
   std::string error_;
   PGconn* conn_ = nullptr;
@@ -276,7 +274,8 @@ void PostgresBackend::open() {
   if (PQstatus(conn_) != CONNECTION_OK) fail("cannot connect: " + conn_error());
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
-  // The table: created when missing (a role that may write to it need not be allowed to create it).
+  // The table: created when missing (a role that may write to an existing table need not be
+  // allowed to create one).
   PGresult* r = PQexec(conn_, "SELECT to_regclass('saves') IS NOT NULL");
   const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   const bool exists = ok && std::strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -455,8 +454,8 @@ StoreBackend::Result PostgresBackend::row_by_row(const std::vector<Message*>& ba
 }
 
 std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock& clock,
-                                            std::shared_ptr<spdlog::logger> log, bool outcomes) {
-  auto db = std::make_unique<PostgresBackend>(url, clock, std::move(log), outcomes);
+                                            std::shared_ptr<spdlog::logger> log) {
+  auto db = std::make_unique<PostgresBackend>(url, clock, std::move(log));
   db->open();
   return db;
 }
@@ -466,9 +465,8 @@ std::unique_ptr<StoreBackend> open_postgres(const std::string& url, const Clock&
 PostgresStore::PostgresStore(const std::string& url, BatchPool& batches, const Clock& clock,
                              std::shared_ptr<spdlog::logger> log, Nanos retry_for,
                              bool group_commit)
-    : GroupCommitStore(open_postgres(url, clock, log, false), batches, clock, log, retry_for,
-                       group_commit,
-                       group_commit ? open_postgres(url, clock, log, true) : nullptr) {}
+    : GroupCommitStore(open_postgres(url, clock, log), batches, clock, log, retry_for,
+                       group_commit) {}
 
 const char* PostgresStore::schema() {
   return kSchema;

@@ -1,20 +1,17 @@
-// What the real database stores (SQLite, PostgreSQL) share: writer threads that group-commit,
-// retry transient failures, and complete the saves through the sink.
+// What the real database stores (SQLite, PostgreSQL) share: one writer thread per store that
+// group-commits, retries transient failures, and completes the saves through the sink.
 // The save stage only appends message pointers to a queue (one lock per batch of up to 128); the
 // writer takes everything queued (saves and settlements) and hands it to its `StoreBackend` as ONE
 // transaction (group commit: the longer a commit takes, the more the next one carries), then
 // delivers the completions in batches through the sink, and the acks it recorded (record_acks)
-// through the recorded sink. A store given a second backend (PostgreSQL) splits the work in two
-// lanes, each with its own writer and connection: the saves on one, the outcomes (settlements and
-// recorded acks) on the other, so a commit of rows and a commit of outcomes run at once; an
-// outcome is only ever queued for a row already committed. A transient failure (connection lost,
+// through the recorded sink. A transient failure (connection lost,
 // server restarting, lock timeout, serialization failure, deadlock) is retried with backoff
 // (50 ms doubling to 1 s) and a reconnect for up to `retry_for`; when that runs out, the saves
 // complete as failed (`save_failed`: the pipeline nacks them, never acks). The shutdown interrupts
 // the retries: those saves complete as cancelled (nacked).
 // Use: a store derives from `GroupCommitStore`, handing it the backend it opened (throwing
-// StoreError when the database cannot be used), and optionally a second one for the outcomes; a
-// backend's `write` is called on its writer thread only.
+// StoreError when the database cannot be used); the backend's `write` is called on the writer
+// thread only.
 #pragma once
 
 #include <array>
@@ -44,7 +41,7 @@ struct WriteCounts {
   bool settlements_lost = false;
 };
 
-// One database connection, used by one writer thread (and by the constructor that opens it).
+// One database connection, used by the writer thread (and by the constructor that opens it).
 class StoreBackend {
  public:
   enum class Result {
@@ -97,11 +94,8 @@ class GroupCommitStore : public Store {
  protected:
   // `retry_for`: how long transient failures are retried before the saves fail (0: never).
   // `group_commit` false: one transaction per save (to measure group commit against).
-  // `outcomes`: a second connection, with its own writer, for the settlements and the recorded
-  // acks (none: `backend` writes them with the saves, in the same transactions).
   GroupCommitStore(std::unique_ptr<StoreBackend> backend, BatchPool& batches, const Clock& clock,
-                   std::shared_ptr<spdlog::logger> log, Nanos retry_for, bool group_commit,
-                   std::unique_ptr<StoreBackend> outcomes = nullptr);
+                   std::shared_ptr<spdlog::logger> log, Nanos retry_for, bool group_commit);
 
  private:
   struct Impl;
