@@ -20,7 +20,8 @@
 // every ack to the server (until the deadline) before the subscription and connection go away.
 // A fetcher that found nothing for a second asks for the consumer's info once a second, so a
 // consumer without a leader (a lost majority) is logged (start, every 5 s, end), not taken for an
-// idle stream.
+// idle stream. In a cluster, a NatsSource moves its connection to the server that leads its
+// consumer before binding (deliveries and acks then cross no route between servers).
 // Use: `NatsSource src(cfg, pool, clock, log, metrics); src.start(notify, stopping); ...pipeline
 // uses src...; src.stop_fetching(); ...drain...; src.close(deadline);`
 #pragma once
