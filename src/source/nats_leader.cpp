@@ -173,9 +173,17 @@ void NatsSource::attach_to_consumer_leader() {
     return;
   }
   try {
-    // Its URL first, in order; the configured ones after it for reconnects.
-    auto moved = std::make_unique<NatsClient>(where.url + "," + cfg_.url, log_, nullptr,
-                                              /*in_order=*/true);
+    // Its URL first, in order; the configured ones (but it) after it for reconnects.
+    std::string urls = where.url;
+    for (std::size_t start = 0; start <= cfg_.url.size();) {
+      std::size_t comma = cfg_.url.find(',', start);
+      if (comma == std::string::npos) comma = cfg_.url.size();
+      std::string one = cfg_.url.substr(start, comma - start);
+      one.erase(0, one.find_first_not_of(' '));
+      if (!one.empty() && one != where.url) urls += "," + one;
+      start = comma + 1;
+    }
+    auto moved = std::make_unique<NatsClient>(urls, log_, nullptr, /*in_order=*/true);
     moved->set_patience(cfg_.nats_wait, cfg_.give_up);
     client_.swap(moved);
     moved->close(kOldConnectionWait);
