@@ -8,7 +8,8 @@ Each round, on fresh streams:
      `mayhem publish --messages N` (stream MAYHEMn): how fast the server takes them;
   2. the two consumers, in alternating order (ceiling first in odd rounds, Mayhem first in even
      ones, so a slow spell of the shared machine does not always fall on the same one):
-     the ceiling's raw fetch(256)+ack (one thread, no work) and
+     the ceiling's raw fetch(256)+ack (one thread, no work; in a cluster, like Mayhem, on a
+     connection to the consumer's leader) and
      `mayhem --source ... --messages N --latency-scale 0` (the whole pipeline).
 Per round: Mayhem's msgs/s over the ceiling's (both count from the first fetch to the last ack,
 connection setup excluded), and each one's CPU per message, its own and the servers' (which share

@@ -1,7 +1,8 @@
 // The broker's own ceiling, for bench/nats_bench.py: how fast this NATS JetStream server takes
 // asynchronous publishes of Mayhem-sized payloads (with Nats-Msg-Id, at most 4096 unconfirmed)
 // and how fast one client can fetch (pull, batches of 256) and ack them, with no work in
-// between. Same stream settings as Mayhem's (work queue, file storage). Prints one JSON object.
+// between. Same stream settings as Mayhem's (work queue, file storage); in a cluster it fetches
+// from the consumer's leader, as Mayhem does. Prints one JSON object.
 // Use: mayhem_nats_ceiling nats://127.0.0.1:4222 200000 [STREAM [both|publish|fetch [REPLICAS]]]
 #include <fmt/format.h>
 #include <nats/nats.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -112,13 +114,23 @@ int main(int argc, char** argv) {
       cc.MaxAckPending = 1'000'000;
       jsConsumerInfo* ci = nullptr;
       check(js_AddConsumer(&ci, client.js(), stream.c_str(), &cc, nullptr, nullptr), "consumer");
+      // In a cluster, fetch and ack on a connection to the consumer's leader, as Mayhem does:
+      // attached to another server, every delivery and ack crosses a route (which server a client
+      // lands on is random, and it moved one round's ratio by a third).
+      const std::string leader =
+          ci->Cluster != nullptr && ci->Cluster->Leader != nullptr ? ci->Cluster->Leader : "";
       jsConsumerInfo_Destroy(ci);
+      const ServerLookup where = nats_find_server(client.connection(), url, leader, 300);
+      std::unique_ptr<NatsClient> moved;
+      if (!where.url.empty())
+        moved = std::make_unique<NatsClient>(where.url + "," + url, log, nullptr, true);
+      NatsClient& fc = moved ? *moved : client;
       jsSubOptions so;
       jsSubOptions_Init(&so);
       so.Stream = stream.c_str();
       so.Consumer = "ceiling";
       natsSubscription* sub = nullptr;
-      check(js_PullSubscribe(&sub, client.js(), subject.c_str(), "ceiling", nullptr, &so, nullptr),
+      check(js_PullSubscribe(&sub, fc.js(), subject.c_str(), "ceiling", nullptr, &so, nullptr),
             "subscribe");
       const auto t1 = WallClock::now();
       const double cpu1 = cpu_seconds();
@@ -131,7 +143,7 @@ int main(int argc, char** argv) {
         got += static_cast<std::uint64_t>(list.Count);
         natsMsgList_Destroy(&list);
       }
-      check(natsConnection_FlushTimeout(client.connection(), 10'000), "flush");
+      check(natsConnection_FlushTimeout(fc.connection(), 10'000), "flush");
       fetch_s = since(t1);
       fetch_cpu_s = cpu_seconds() - cpu1;
       natsSubscription_Destroy(sub);

@@ -3,7 +3,8 @@
 // started while the consumer's leader was just killed (it must wait for the election, then join),
 // a worker that loses the majority of the cluster mid-run (it must wait, saying so, and carry on,
 // losing nothing), and `mayhem publish` riding out a new stream and a lost majority (counting
-// each message once). Every outcome is checked against the servers' own accounting.
+// each message once), and a worker moving to its consumer's leader. Every outcome is checked
+// against the servers' own accounting.
 #include <signal.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <utility>
 
+#include "mayhem/source/nats.hpp"
 #include "support/json_line.hpp"
 #include "support/nats_cluster.hpp"
 #include "support/nats_server.hpp"
@@ -287,4 +289,41 @@ TEST_CASE("NATS cluster: a worker that loses the majority waits and finishes wit
   CHECK(redelivered <= 2 * kInFlight);
   CHECK(acked >= kN);
   CHECK(acked - kN <= 2 * kInFlight);
+}
+
+TEST_CASE(
+    "NATS cluster: each server's name is read from it, and a worker moves to its consumer's "
+    "leader",
+    "[nats][cluster]") {
+  NatsCluster c;
+  for (int i = 0; i < NatsCluster::kNodes; ++i)
+    CHECK(mayhem::nats_server_name(c.url(i), 2000) == NatsCluster::name(i));
+  CHECK(mayhem::nats_server_name("nats://127.0.0.1:1", 500).empty());
+  CHECK(mayhem::nats_server_name("nats://", 500).empty());
+
+  constexpr std::uint64_t kN = 2000;
+  cluster_publish(c.urls(), kN, {"--stream-replicas", "3"});
+  {
+    // A first worker creates the consumer (R3, following the stream) and takes a few.
+    Subprocess first({"--source", c.urls(), "--messages", "100", "--latency-scale", "0",
+                      "--summary-json", "--log-level", "warning"});
+    const Result r = first.wait(60s);
+    INFO(r.err.substr(0, 4000));
+    REQUIRE(r.exit_code == 0);
+  }
+  std::string leader;
+  REQUIRE(cluster_eventually(
+      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
+  const int at = NatsCluster::index_of(leader);
+  REQUIRE(at >= 0);
+  // Given only another server, the worker learns the rest from it and moves to the leader.
+  const int other = (at + 1) % NatsCluster::kNodes;
+  Subprocess w({"--source", c.url(other), "--messages", std::to_string(kN - 100), "--latency-scale",
+                "0", "--fail-rate", "0", "--summary-json", "--log-level", "info"});
+  const Result r = w.wait(60s);
+  INFO(r.err.substr(0, 6000));
+  REQUIRE(r.exit_code == 0);
+  CHECK(last_json_line(r)["acked"] == kN - 100);
+  CHECK(r.err.find("NATS: moved to " + leader + " (") != std::string::npos);
+  CHECK(cluster_all_acked(c, kN));
 }

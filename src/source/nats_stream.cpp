@@ -72,7 +72,7 @@ std::string describe_nats(natsStatus s, jsErrCode jerr) {
 // ---- NatsClient ---------------------------------------------------------------------------------
 
 NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> log,
-                       jsOptions* js_opts)
+                       jsOptions* js_opts, bool in_order)
     : url_(url), log_(std::move(log)), callbacks_(new Callbacks) {
   callbacks_->url = url_;
   callbacks_->log = log_;
@@ -91,6 +91,7 @@ NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> l
   natsStatus s = natsOptions_Create(&opts_);
   if (s == NATS_OK)
     s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK && in_order) s = natsOptions_SetNoRandomize(opts_, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);  // forever
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts_, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(opts_, 100, 1000);
@@ -326,6 +327,7 @@ NatsSource::NatsSource(Config cfg, MessagePool& messages, const Clock& clock,
   client_->set_patience(cfg_.nats_wait, cfg_.give_up);
   client_->ensure_stream(cfg_.stream, cfg_.subject, cfg_.stream_replicas);
   ensure_consumer();
+  attach_to_consumer_leader();
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = cfg_.stream.c_str();
