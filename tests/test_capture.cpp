@@ -209,6 +209,58 @@ TEST_CASE("LiveObserver: one attached observer at a time and no thread inside it
   CHECK(collector.items_done(Stage::kSave) > 0);
 }
 
+TEST_CASE("A capture gets the bodies entered while attached, in pairs, and no frame is pushed",
+          "[capture][profile]") {
+  ManualClock clock(1000);
+  // A slice of 1 ns: the first bodies are timed, then nothing is (nobody watches).
+  StageCollector collector(clock, 60 * kNanosPerSecond, 10 * kNanosPerSecond, 1);
+  LiveObserver live(collector, nullptr);
+  for (int i = 0; i < 2; ++i) {
+    collector.on_entry(Stage::kPublish, 1, nullptr);
+    clock.advance(10);
+    collector.on_exit(Stage::kPublish, 1);
+  }
+  REQUIRE_FALSE(collector.timing());
+  ProfilerConfig cfg;
+  Profiler prof(cfg, clock, nullptr);
+  collector.on_entry(Stage::kConsume, 3, nullptr);  // before the capture
+  REQUIRE(live.attach(&prof));
+  collector.on_entry(Stage::kSave, 2, nullptr);  // nested, after it
+  clock.advance(100);
+  collector.on_exit(Stage::kSave, 2);
+  collector.on_exit(Stage::kConsume, 3);  // handed on with no entry: ignored
+  collector.on_entry(Stage::kSettle, 1, nullptr);
+  clock.advance(50);
+  collector.on_exit(Stage::kSettle, 1);
+  live.detach();
+  prof.freeze();
+  std::map<std::string, std::uint64_t> calls;
+  std::map<std::string, Nanos> cum;
+  for (const auto& r : prof.snapshot().rows) {
+    calls[r.name] = r.ncalls;
+    cum[r.name] = r.cumtime;
+  }
+  CHECK(calls["consume"] == 0);
+  CHECK(calls["save"] == 1);
+  CHECK(calls["settle"] == 1);
+  CHECK(cum["save"] == 100);
+  CHECK(cum["settle"] == 50);
+  // The collector counted every body, and none is left open.
+  const auto rows = collector.collect();
+  const auto row = [&](Stage st) { return rows[static_cast<int>(st)]; };
+  CHECK(row(Stage::kConsume).calls == 1);
+  CHECK(row(Stage::kConsume).items == 3);
+  CHECK(row(Stage::kSave).calls == 1);
+  CHECK(row(Stage::kSettle).calls == 1);
+  for (const auto& r : rows) CHECK(r.active == 0);
+  // Later bodies are counted by the collector alone.
+  collector.on_entry(Stage::kSave, 1, nullptr);
+  collector.on_exit(Stage::kSave, 1);
+  CHECK(collector.items_done(Stage::kSave) == 3);
+  for (const auto& r : prof.snapshot().rows)
+    if (r.name == "save") CHECK(r.ncalls == 1);
+}
+
 TEST_CASE("Two profilers live on one thread keep their own counts and freeze() ends a window",
           "[capture][profile]") {
   ManualClock clock(1000);

@@ -66,22 +66,36 @@ StageCollector::Slot& StageCollector::slot_slow() {
   if (also_) also_->on_exit(stage, items);
 }
 
+void StageCollector::forward_entry_out(Slot& s, Stage stage, std::uint32_t items,
+                                       Message* const* msgs) {
+  forward_entry(s, stage, items, msgs);
+}
+
+void StageCollector::forward_exit_out(Slot& s, Stage stage, std::uint32_t items) {
+  forward_exit(s, stage, items);
+}
+
 void StageCollector::entry_slow(Slot& s, Stage stage, std::uint32_t items, Message* const* msgs) {
+  constexpr int kFrames = static_cast<int>(std::tuple_size_v<decltype(s.stack)>);
+  // Only handed on (a capture, --profile): outside any frame nothing is timed and no frame is
+  // pushed (on_entry does that; the fast exit hands the exit on); inside an untimed frame a frame
+  // keeps the exits paired.
+  if (watch_.bits.load(std::memory_order_relaxed) == kForward) {
+    if (s.depth == 0) return forward_entry(s, stage, items, msgs);
+    if (s.depth <= kFrames && !s.stack[s.depth - 1].timed) {
+      Counts& p = s.counts[static_cast<int>(stage)];
+      p.w_entered.bump(1);
+      p.w_items_in.bump(items);
+      if (s.depth < kFrames) s.stack[s.depth] = Frame{stage, false, false, 0, 0};
+      ++s.depth;
+      return forward_entry(s, stage, items, msgs);
+    }
+  }
   Counts& p = s.counts[static_cast<int>(stage)];
   p.w_entered.bump(1);
   p.w_items_in.bump(items);
   // A zone frame left over (its exit came while no zone was watched) ends with its stage body.
   if (s.depth == 0) s.zone_depth = 0;
-  constexpr int kFrames = static_cast<int>(std::tuple_size_v<decltype(s.stack)>);
-  // Only handed on (a capture, --profile), outside any timed body: nothing to time, but a frame
-  // still sends the body's exit down the slow path.
-  if (watch_.bits.load(std::memory_order_relaxed) == kForward &&
-      (s.depth == 0 || (s.depth <= kFrames && !s.stack[s.depth - 1].timed))) {
-    if (s.depth < kFrames) s.stack[s.depth] = Frame{stage, false, false, 0, 0};
-    ++s.depth;
-    forward_entry(s, stage, items, msgs);
-    return;
-  }
   if (s.timed_owned == nullptr) {  // this thread's first timed body
     s.timed_owned = std::make_unique<TimedStages>();
     s.timed.store(s.timed_owned.get(), std::memory_order_release);

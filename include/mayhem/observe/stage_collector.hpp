@@ -16,10 +16,12 @@
 // one relaxed load at entry and one at exit.
 // Other observers get the hooks through it: `also(o)` (the command line's --profile profiler, for
 // the whole run) and `attach(o)`/`detach()` (an on-demand capture's profiler, mayhem/observe/
-// capture.hpp, via LiveObserver). They are called from the slow path, after the collector's entry
-// and before its exit, so with none the endpoint costs the counting alone. Around each call to the
-// attached one the thread marks itself busy in its own slot (one exchange, one store), so that
-// `detach()` can wait until no thread is inside it: afterwards it may be read alone and destroyed.
+// capture.hpp, via LiveObserver). They are called after the collector's entry and before its exit,
+// from paths the fast path leaves only while one is set (`Watch::bits`), so with none the endpoint
+// costs the counting alone; a body that is only handed on (nothing timed) gets no frame, its exit
+// is handed on from the fast path. Around each call to the attached one the thread marks itself
+// busy in its own slot (one exchange, one store), so that `detach()` can wait until no thread is
+// inside it: afterwards it may be read alone and destroyed.
 // Use: `StageCollector c(clock); deps.observer = &c; ... auto rows = c.collect();`
 #pragma once
 
@@ -69,8 +71,13 @@ class StageCollector final : public Observer {
     if (last.owner != id_) [[unlikely]]
       return entry_first(stage, items, msgs);
     Slot& s = *static_cast<Slot*>(last.slot);
-    if (s.depth != 0 || watch_.bits.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    const std::uint32_t bits = watch_.bits.load(std::memory_order_relaxed);
+    if (s.depth != 0 || bits != 0) [[unlikely]] {
+      // Only handed on (a capture, --profile), outside any frame: no frame (the fast exit hands
+      // the exit on), nothing timed.
+      if (s.depth == 0 && bits == kForward) return forward_entry_out(s, stage, items, msgs);
       return entry_slow(s, stage, items, msgs);
+    }
   }
   void on_exit(Stage stage, std::uint32_t items) override {
     const detail::CollectorSlotCache& last = detail::t_collector_slot;
@@ -82,6 +89,9 @@ class StageCollector final : public Observer {
       return exit_slow(s, p, stage, items);
     p.items_out.bump(items);
     p.exited.bump(1);
+    // A body with no frame is handed on at its exit while another observer gets the hooks.
+    if (watch_.bits.load(std::memory_order_relaxed) & kForward) [[unlikely]]
+      forward_exit_out(s, stage, items);
   }
   void on_pull(Message* const* msgs, std::uint32_t n) override {
     if (watch_.bits.load(std::memory_order_relaxed) & kForward) [[unlikely]]
@@ -94,7 +104,7 @@ class StageCollector final : public Observer {
   // outlive the hooks.
   void also(Observer* o);
   // Attaches `o` (from the next body on); false when another one is attached. A body entered
-  // before is not handed to it at its exit either.
+  // before may be handed to it at its exit (an exit with no entry: observers ignore those).
   bool attach(Observer* o);
   // Detaches what is attached and returns once no thread is inside one of its hooks.
   void detach();
@@ -208,6 +218,9 @@ class StageCollector final : public Observer {
   // The hooks handed on to `also_` and the attached observer (entries: also_ first).
   void forward_entry(Slot& s, Stage stage, std::uint32_t items, Message* const* msgs);
   void forward_exit(Slot& s, Stage stage, std::uint32_t items);
+  [[gnu::noinline]] void forward_entry_out(Slot& s, Stage stage, std::uint32_t items,
+                                           Message* const* msgs);
+  [[gnu::noinline]] void forward_exit_out(Slot& s, Stage stage, std::uint32_t items);
   void forward_pull(Message* const* msgs, std::uint32_t n);
   void forward_zone_entry(const ZoneSite& site);
   void forward_zone_exit(const ZoneSite& site);

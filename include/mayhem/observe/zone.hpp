@@ -3,8 +3,9 @@
 // statement)` times one statement and names the zone after its source text. Each zone site is a
 // constinit static (file, line, name) that registers itself once in a process-wide, lock-free
 // table the first time an observer sees it. With a null observer a zone costs one branch; with an
-// observer but nobody listening to zones (`g_zone_listeners` is 0: no Profiler exists and no
-// stage's zones are watched, see StageCollector::watch_zones) one relaxed load more, and no call.
+// observer but nobody listening to zones (`g_zone_listeners` is 0: no Profiler with a table exists
+// and no stage's zones are watched, see StageCollector::watch_zones) one relaxed load more, and no
+// call.
 // Use: `MAYHEM_ZONED(observer_, log_->info("Saved {} into database", m));`
 #pragma once
 
@@ -32,8 +33,9 @@ int zone_id(const ZoneSite& site);
 const ZoneSite* zone_site(int id);
 int zone_count();
 
-// Observers that want zone calls now: each Profiler while it exists, a StageCollector while some
-// stage's zones are watched. A zone that starts while it is 0 calls nobody, at entry or exit.
+// Observers that want zone calls now: each Profiler that builds a table (ProfilerConfig::profile)
+// while it exists, a StageCollector while some stage's zones are watched. A zone that starts while
+// it is 0 calls nobody, at entry or exit.
 inline std::atomic<int> g_zone_listeners{0};
 
 class ZoneScope {
