@@ -191,6 +191,24 @@ static_assert(offsetof(Lot, lease_bits) + sizeof(Lot::lease_bits) - offsetof(Lot
               "refs and the leases share a line");
 static_assert(kBatchCapacity <= 256, "Message::lot_slot is one byte");
 
+// Calls f(message) for msgs[0, n) in order, for a loop that also writes each message's lease
+// bits on its lot's line (settle): both are cold (a message settles seconds after its last visit,
+// its lot's line was last written by other messages' settles, on either core). The message's
+// state line is asked for 2 x kPrefetchAhead messages ahead, its lot's line kPrefetchAhead ahead,
+// through `lot`, read from the state line asked for earlier.
+template <class F>
+inline void for_each_prefetched_with_lot(Message* const* msgs, std::uint32_t n, F&& f) {
+  constexpr std::uint32_t kLotAhead = kPrefetchAhead, kMessageAhead = 2 * kPrefetchAhead;
+  for (std::uint32_t i = 0; i < n && i < kMessageAhead; ++i) prefetch_state(msgs[i]);
+  for (std::uint32_t i = 0; i < n && i < kLotAhead; ++i)
+    __builtin_prefetch(&msgs[i]->lot->refs, 1, 3);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (i + kMessageAhead < n) prefetch_state(msgs[i + kMessageAhead]);
+    if (i + kLotAhead < n) __builtin_prefetch(&msgs[i + kLotAhead]->lot->refs, 1, 3);
+    f(*msgs[i]);
+  }
+}
+
 using MessagePool = Pool<Message>;
 using BatchPool = Pool<Batch>;
 using LotPool = Pool<Lot>;

@@ -32,8 +32,13 @@ Batch* SimulatedIo::submit(Op op, Message* const* msgs, std::uint32_t n) {
   Message* later[kBatchCapacity];
   Nanos delays[kBatchCapacity];
   std::uint32_t nl = 0;
+  // The delay reads the message's seed (its state line): cold for a restart retry, on the other
+  // core's cache for a cleanup whose gather completed there.
+  const bool reads = scale_ != 0;
+  if (reads) prefetch_ahead(msgs, n);
   for (std::uint32_t i = 0; i < n; ++i) {
     Message* m = msgs[i];
+    if (reads && i + kPrefetchAhead < n) prefetch_state(msgs[i + kPrefetchAhead]);
     const Nanos d = delay(*m, op);
     if (d == 0 && inline_zero_) {
       if (!now_batch) now_batch = acquire_batch(batches_);

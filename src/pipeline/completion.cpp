@@ -351,9 +351,8 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
       counts[runs++] = 1;
     }
   };
-  for (std::uint32_t i = 0; i < nn; ++i) end_lease(*nacks[i]);
-  for (std::uint32_t i = 0; i < na; ++i) {
-    Message& m = *acks[i];
+  for_each_prefetched_with_lot(nacks, nn, end_lease);
+  for_each_prefetched_with_lot(acks, na, [&](Message& m) {
     if (mark_acked) m.acked = true;
     end_lease(m);
     latency.record(static_cast<std::uint64_t>(std::max<Nanos>(now - m.published_ns, 0)));
@@ -361,7 +360,7 @@ bool Pipeline::settle_some(Message* const* nacks, std::uint32_t nn, Message* con
       LogScope scope(m, to_string(Stage::kSettle));
       MAYHEM_ZONED(observer_, log_->info("Done. Acked {}", m));
     }
-  }
+  });
   // Count and tell the source, unless a timed-out shutdown sealed settle (it counted these
   // messages nacked already). The gate makes count-or-not and the seal one decision, and
   // seal_settle waits for the bodies inside it: once sealed, every earlier count and ack is done.
