@@ -90,6 +90,25 @@ void cluster_refused(const Result& r, const std::string& says) {
   if (!r.out.empty()) CHECK(last_json_line(r)["acked"] == 0);
 }
 
+// Publishes n to an R3 stream, lets a first worker create the consumer (R3, following the stream)
+// and take 100, and returns the index of the server that leads the consumer.
+int cluster_r3_consumer_leader(NatsCluster& c, std::uint64_t n) {
+  cluster_publish(c.urls(), n, {"--stream-replicas", "3"});
+  {
+    Subprocess first({"--source", c.urls(), "--messages", "100", "--latency-scale", "0",
+                      "--summary-json", "--log-level", "warning"});
+    const Result r = first.wait(60s);
+    INFO(r.err.substr(0, 4000));
+    REQUIRE(r.exit_code == 0);
+  }
+  std::string leader;
+  REQUIRE(cluster_eventually(
+      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
+  const int at = NatsCluster::index_of(leader);
+  REQUIRE(at >= 0);
+  return at;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -209,20 +228,7 @@ TEST_CASE("NATS cluster: a worker started while the consumer's leader was just k
           "[nats][cluster]") {
   NatsCluster c;
   constexpr std::uint64_t kN = 3000;
-  cluster_publish(c.urls(), kN, {"--stream-replicas", "3"});
-  {
-    // A first worker takes a few and creates the consumer (R3, following the stream).
-    Subprocess first({"--source", c.urls(), "--messages", "100", "--latency-scale", "0",
-                      "--summary-json", "--log-level", "warning"});
-    const Result r = first.wait(60s);
-    INFO(r.err.substr(0, 4000));
-    REQUIRE(r.exit_code == 0);
-  }
-  std::string leader;
-  REQUIRE(cluster_eventually(
-      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
-  const int victim = NatsCluster::index_of(leader);
-  REQUIRE(victim >= 0);
+  const int victim = cluster_r3_consumer_leader(c, kN);
   c.kill(victim);
   // At once: the consumer (and maybe the stream) has no leader until the others elect one.
   Subprocess w({"--source", c.urls(), "--stream-replicas", "3", "--messages", "0",
@@ -302,20 +308,7 @@ TEST_CASE(
   CHECK(mayhem::nats_server_name("nats://", 500).empty());
 
   constexpr std::uint64_t kN = 2000;
-  cluster_publish(c.urls(), kN, {"--stream-replicas", "3"});
-  {
-    // A first worker creates the consumer (R3, following the stream) and takes a few.
-    Subprocess first({"--source", c.urls(), "--messages", "100", "--latency-scale", "0",
-                      "--summary-json", "--log-level", "warning"});
-    const Result r = first.wait(60s);
-    INFO(r.err.substr(0, 4000));
-    REQUIRE(r.exit_code == 0);
-  }
-  std::string leader;
-  REQUIRE(cluster_eventually(
-      [&] { return !(leader = c.consumer_leader("MAYHEM", "mayhem")).empty(); }, 30s));
-  const int at = NatsCluster::index_of(leader);
-  REQUIRE(at >= 0);
+  const int at = cluster_r3_consumer_leader(c, kN);
   // Given only another server, the worker learns the rest from it and moves to the leader.
   const int other = (at + 1) % NatsCluster::kNodes;
   Subprocess w({"--source", c.url(other), "--messages", std::to_string(kN - 100), "--latency-scale",
@@ -324,6 +317,6 @@ TEST_CASE(
   INFO(r.err.substr(0, 6000));
   REQUIRE(r.exit_code == 0);
   CHECK(last_json_line(r)["acked"] == kN - 100);
-  CHECK(r.err.find("NATS: moved to " + leader + " (") != std::string::npos);
+  CHECK(r.err.find("NATS: moved to " + NatsCluster::name(at) + " (") != std::string::npos);
   CHECK(cluster_all_acked(c, kN));
 }
