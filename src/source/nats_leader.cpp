@@ -113,15 +113,7 @@ ServerLookup nats_find_server(natsConnection* nc, const std::string& configured,
     return found;
   }
   // The configured URLs first (they carry any credentials), then the ones the cluster told of.
-  std::vector<std::string> pool;
-  for (std::size_t start = 0;;) {
-    const std::size_t comma = configured.find(',', start);
-    std::string one = configured.substr(start, comma == std::string::npos ? comma : comma - start);
-    one.erase(0, one.find_first_not_of(' '));
-    if (!one.empty()) pool.push_back(std::move(one));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
+  std::vector<std::string> pool = split_server_list(configured);
   char** servers = nullptr;
   int count = 0;
   if (natsConnection_GetServers(nc, &servers, &count) == NATS_OK) {

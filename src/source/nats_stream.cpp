@@ -45,6 +45,19 @@ std::mutex g_orphans_mutex;
 std::vector<void*>* g_orphans = new std::vector<void*>;
 }  // namespace
 
+std::vector<std::string> split_server_list(const std::string& list) {
+  std::vector<std::string> urls;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = list.find(',', start);
+    std::string one = list.substr(start, comma == std::string::npos ? comma : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    if (!one.empty()) urls.push_back(std::move(one));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return urls;
+}
+
 bool jetstream_unavailable(natsStatus s, jsErrCode e) {
   return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
          e == JSClusterNotAvailErr || e == JSClusterNotLeaderErr || e == JSClusterIncompleteErr;
@@ -77,15 +90,7 @@ NatsClient::NatsClient(const std::string& url, std::shared_ptr<spdlog::logger> l
   callbacks_->url = url_;
   callbacks_->log = log_;
   // One URL or a comma-separated list (a cluster's nodes): each becomes a server of the pool.
-  std::vector<std::string> urls;
-  for (std::size_t start = 0;;) {
-    const std::size_t comma = url_.find(',', start);
-    std::string one = url_.substr(start, comma == std::string::npos ? comma : comma - start);
-    one.erase(0, one.find_first_not_of(' '));
-    if (!one.empty()) urls.push_back(std::move(one));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
+  const std::vector<std::string> urls = split_server_list(url_);
   std::vector<const char*> servers;
   for (const auto& u : urls) servers.push_back(u.c_str());
   natsStatus s = natsOptions_Create(&opts_);

@@ -134,6 +134,8 @@ class NatsClient {
 // incomplete" (an election, a server restarting, a minority). Worth retrying: what request()
 // retries, and what `mayhem publish` re-sends.
 bool jetstream_unavailable(natsStatus s, jsErrCode e = jsErrCode(0));
+// `--source`'s servers: a comma-separated list, each URL's leading spaces dropped, empties skipped.
+std::vector<std::string> split_server_list(const std::string& list);
 // The name a NATS server gives itself (server_name in the INFO line it sends first on any TCP
 // connection), read from a plain connection to `url`; "" when not read within `timeout_ms`.
 std::string nats_server_name(const std::string& url, int timeout_ms);
